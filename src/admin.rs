@@ -1,0 +1,73 @@
+//! The admin listener: liveness, readiness and Prometheus metrics on their own port.
+//!
+//! Guards against exposing operational data to clients: these endpoints never share the client
+//! listener, and the default admin address is loopback only.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::{StatusCode, header};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::{self, Metrics};
+use crate::proxy::Upstream;
+
+/// What the admin endpoints read.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The metrics to expose.
+    pub metrics: Arc<Metrics>,
+    /// The upstream whose first answer makes the gateway ready.
+    pub upstream: Upstream,
+}
+
+/// The admin routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+/// Serves the admin routes until `stop` turns true.
+pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+/// 200 while the process runs.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 once config and certificates are loaded (true once serving) and the upstream has
+/// answered at least once; 503 before.
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.upstream.has_answered() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the upstream to answer\n",
+        )
+    }
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+}

@@ -1,0 +1,472 @@
+//! The audit log: one JSON line per request, written when its response has fully ended.
+//!
+//! Guards against requests that leave no trace and against logs that leak: the record is
+//! completed when the response stream ends (or is cut), carries the gateway's decision and the
+//! upstream's real status, and never holds a token, an `Authorization` header, a query string or a
+//! body. Records are written off the request path by a writer thread behind a bounded queue.
+
+use std::borrow::Cow;
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, Method};
+use http_body::{Body as _, Frame, SizeHint};
+use serde::{Serialize, Serializer};
+
+use crate::config::AuditSettings;
+use crate::metrics::Metrics;
+use crate::proxy::UpstreamIdleTimeout;
+use crate::request_id::RequestContext;
+
+/// How many records may wait for the writer before requests wait for it (back-pressure).
+pub const QUEUE_CAPACITY: usize = 64 * 1024;
+
+/// What the gateway decided about a request: the audit record's `decision`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Forwarded, and the upstream's answer relayed.
+    #[default]
+    Allowed,
+    /// The upstream was unreachable or answered 5xx.
+    UpstreamError,
+    /// The upstream did not answer within `response_header_timeout`.
+    UpstreamTimeout,
+    /// The request head exceeded `max_header_bytes`.
+    HeaderTooLarge,
+    /// A gateway bug was caught and answered with 500.
+    InternalError,
+}
+
+impl Decision {
+    /// The stable name written to the audit log and used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::UpstreamError => "upstream_error",
+            Decision::UpstreamTimeout => "upstream_timeout",
+            Decision::HeaderTooLarge => "header_too_large",
+            Decision::InternalError => "internal_error",
+        }
+    }
+}
+
+/// What the stages learned about a request, carried up to the audit layer in response extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// The rule that decided, when one did.
+    pub rule: Option<Cow<'static, str>>,
+    /// The status the upstream really answered with.
+    pub upstream_status: Option<u16>,
+    /// The authenticated user.
+    pub user: Option<Arc<str>>,
+}
+
+/// How the response stream ended: the audit record's `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The whole response reached the client.
+    Complete,
+    /// The client went away before the response ended.
+    ClientClosed,
+    /// The upstream fell silent longer than `idle_timeout`; the stream was cut.
+    UpstreamIdleTimeout,
+    /// The upstream broke the stream; it was cut.
+    UpstreamAborted,
+}
+
+impl StreamEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Complete => "complete",
+            StreamEnd::ClientClosed => "client_closed",
+            StreamEnd::UpstreamIdleTimeout => "upstream_idle_timeout",
+            StreamEnd::UpstreamAborted => "upstream_aborted",
+        }
+    }
+}
+
+/// One audit line.
+#[derive(Debug, Serialize)]
+pub struct AuditRecord {
+    /// When the request head arrived (RFC 3339, UTC, milliseconds).
+    #[serde(serialize_with = "rfc3339")]
+    pub ts: SystemTime,
+    /// The gateway-generated request id.
+    #[serde(serialize_with = "header_text")]
+    pub request_id: HeaderValue,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The authenticated user, once authentication is configured.
+    pub user: Option<Arc<str>>,
+    /// The request method.
+    #[serde(serialize_with = "method_text")]
+    pub method: Method,
+    /// The request path, without the query string (which may hold credentials).
+    pub path: String,
+    /// The status sent to the client (499 when the client left before the response head).
+    pub status: u16,
+    /// The gateway's decision.
+    #[serde(serialize_with = "decision_text")]
+    pub decision: Decision,
+    /// The rule that decided.
+    pub rule: Option<Cow<'static, str>>,
+    /// Time from the request head to the end of the response, in milliseconds.
+    pub latency_ms: f64,
+    /// The upstream's real status.
+    pub upstream_status: Option<u16>,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// How the response stream ended.
+    #[serde(serialize_with = "end_text")]
+    pub end: StreamEnd,
+}
+
+fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+fn header_text<S: Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.to_str().unwrap_or("invalid"))
+}
+fn method_text<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+fn decision_text<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(d.as_str())
+}
+fn end_text<S: Serializer>(e: &StreamEnd, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(e.as_str())
+}
+
+enum Message {
+    Record(Box<AuditRecord>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// The sending side of the audit log; cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: SyncSender<Message>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink").finish_non_exhaustive()
+    }
+}
+
+impl AuditSink {
+    /// Opens the output (a file is created with mode 0640 and appended to) and starts the writer.
+    pub fn start(settings: &AuditSettings, metrics: Arc<Metrics>) -> io::Result<AuditSink> {
+        let out: Box<dyn Write + Send> = match settings {
+            AuditSettings::Stdout => Box::new(io::stdout()),
+            AuditSettings::File(path) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .open(path)?,
+            ),
+        };
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let writer_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("portcullis-audit".into())
+            .spawn(move || write_loop(rx, out, &writer_metrics))?;
+        Ok(AuditSink { tx, metrics })
+    }
+
+    /// Queues a record; when the queue is full, waits for room rather than lose it.
+    pub fn record(&self, record: AuditRecord) {
+        match self.tx.try_send(Message::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(message)) => {
+                self.metrics.audit_queue_full.inc();
+                if self.tx.send(message).is_err() {
+                    self.metrics.audit_write_errors.inc();
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.audit_write_errors.inc();
+                tracing::error!("audit writer has stopped; record lost");
+            }
+        }
+    }
+
+    /// Waits until every record queued before this call is written, up to `timeout`.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack_tx, ack_rx) = mpsc::channel();
+        if self.tx.send(Message::Flush(ack_tx)).is_err() {
+            return false;
+        }
+        ack_rx.recv_timeout(timeout).is_ok()
+    }
+}
+
+fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, metrics: &Metrics) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut acks = Vec::new();
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Record(record) => {
+                    let written = serde_json::to_writer(&mut out, &record)
+                        .map_err(io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    if let Err(e) = written {
+                        metrics.audit_write_errors.inc();
+                        if !failing {
+                            tracing::error!(error = %e, "cannot write audit record");
+                        }
+                        failing = true;
+                    }
+                }
+                Message::Flush(ack) => acks.push(ack),
+            }
+            next = rx.try_recv().ok();
+        }
+        match out.flush() {
+            Ok(()) => failing = false,
+            Err(e) => {
+                metrics.audit_write_errors.inc();
+                if !failing {
+                    tracing::error!(error = %e, "cannot flush audit log");
+                }
+                failing = true;
+            }
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+    let _ = out.flush();
+}
+
+/// What the audit layer needs: the sink and the metrics fed from the same finished record.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    /// Where records go.
+    pub sink: AuditSink,
+    /// Request metrics, observed at the same moment as the record.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A record waiting for its response to end; writes itself when dropped.
+struct PendingRecord {
+    auditor: Arc<Auditor>,
+    started: Instant,
+    record: Option<AuditRecord>,
+    bytes_in: Arc<AtomicU64>,
+}
+
+impl PendingRecord {
+    /// Completes and queues the record; later calls do nothing.
+    fn write(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let latency = self.started.elapsed();
+        record.latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        self.auditor.metrics.observe_request(
+            record.decision.as_str(),
+            record.status,
+            latency,
+            record.bytes_in,
+            record.bytes_out,
+        );
+        self.auditor.sink.record(record);
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        self.write();
+    }
+}
+
+/// Layer: wraps everything below so that every request, rejected or forwarded, streamed or cut,
+/// leaves exactly one record.
+pub async fn observe(
+    State(auditor): State<Arc<Auditor>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (context_started, received_at, request_id, client_ip) =
+        match request.extensions().get::<RequestContext>() {
+            Some(c) => (c.started, c.received_at, c.id.clone(), c.client_ip),
+            None => (
+                Instant::now(),
+                SystemTime::now(),
+                HeaderValue::from_static("unknown"),
+                IpAddr::from([0, 0, 0, 0]),
+            ),
+        };
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let mut pending = PendingRecord {
+        auditor,
+        started: context_started,
+        bytes_in: bytes_in.clone(),
+        record: Some(AuditRecord {
+            ts: received_at,
+            request_id,
+            client_ip,
+            user: None,
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            // Until a response exists, the client is the one who left.
+            status: 499,
+            decision: Decision::Allowed,
+            rule: None,
+            latency_ms: 0.0,
+            upstream_status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            end: StreamEnd::ClientClosed,
+        }),
+    };
+    let request = request.map(|body| {
+        Body::new(CountedBody {
+            inner: body,
+            count: bytes_in,
+        })
+    });
+    let response = next.run(request).await;
+    if let Some(record) = pending.record.as_mut() {
+        record.status = response.status().as_u16();
+        if let Some(outcome) = response.extensions().get::<Outcome>() {
+            record.decision = outcome.decision;
+            record.rule = outcome.rule.clone();
+            record.upstream_status = outcome.upstream_status;
+            record.user = outcome.user.clone();
+        }
+    }
+    response.map(|body| {
+        Body::new(AuditedBody {
+            inner: body,
+            pending,
+        })
+    })
+}
+
+/// Counts request body bytes as they stream to the upstream.
+struct CountedBody {
+    inner: Body,
+    count: Arc<AtomicU64>,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts response bytes and completes the record when the stream ends, fails or is dropped.
+struct AuditedBody {
+    inner: Body,
+    pending: PendingRecord,
+}
+
+impl http_body::Body for AuditedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(record) = this.pending.record.as_mut() else {
+            return polled;
+        };
+        let end = match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    record.bytes_out += data.len() as u64;
+                }
+                None
+            }
+            Poll::Ready(Some(Err(e))) if caused_by_idle_timeout(e) => {
+                Some(StreamEnd::UpstreamIdleTimeout)
+            }
+            Poll::Ready(Some(Err(_))) => Some(StreamEnd::UpstreamAborted),
+            Poll::Ready(None) => Some(StreamEnd::Complete),
+            Poll::Pending => None,
+        };
+        if let Some(end) = end {
+            record.end = end;
+            this.pending.write();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        // A body with nothing to send (HEAD, 204, 304) may be dropped unpolled: that is complete.
+        if self.inner.is_end_stream()
+            && let Some(record) = self.pending.record.as_mut()
+        {
+            record.end = StreamEnd::Complete;
+        }
+    }
+}
+
+fn caused_by_idle_timeout(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<UpstreamIdleTimeout>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

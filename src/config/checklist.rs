@@ -1,0 +1,229 @@
+//! The security checklist printed by `portcullis check-config`.
+//!
+//! Guards against a deployment that runs but is not safe: each line states one property a
+//! production gateway should have, whether this configuration has it, and why it matters.
+
+use std::fmt;
+
+use super::{AuditSettings, Config};
+
+/// The verdict of one checklist item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The property holds.
+    Pass,
+    /// The gateway runs, but a production deployment should change this.
+    Warn,
+    /// The configuration is unsafe and must be changed.
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        })
+    }
+}
+
+/// One line of the checklist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The verdict.
+    pub status: Status,
+    /// The property checked.
+    pub name: &'static str,
+    /// Why this verdict.
+    pub why: String,
+}
+
+impl fmt::Display for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.name, self.why)
+    }
+}
+
+/// Builds the checklist for a validated config and the TOML text it came from.
+pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
+    let mut items = Vec::with_capacity(8);
+    let item = |status, name, why: &str| Item {
+        status,
+        name,
+        why: why.to_owned(),
+    };
+
+    items.push(match &config.server.tls {
+        Some(t) if t.client_auth => item(
+            Status::Pass,
+            "TLS enabled",
+            "TLS 1.2/1.3 with client certificates required",
+        ),
+        Some(_) => item(
+            Status::Pass,
+            "TLS enabled",
+            "TLS 1.2/1.3 on the client listener",
+        ),
+        None => item(
+            Status::Warn,
+            "TLS enabled",
+            "no [server.tls]: tokens and prompts cross the network in clear text",
+        ),
+    });
+    items.push(stage_item(
+        config,
+        "auth",
+        "authentication configured",
+        "no [auth]: any client reaches the upstream",
+    ));
+    items.push(stage_item(
+        config,
+        "rate_limit",
+        "rate limiting configured",
+        "no [rate_limit]: one client can spend the upstream's whole budget",
+    ));
+    items.push(stage_item(
+        config,
+        "validation",
+        "input validation limits set",
+        "no [validation]: bodies of any size and content reach the upstream",
+    ));
+    items.push(match &config.audit {
+        AuditSettings::Stdout => item(
+            Status::Pass,
+            "audit log enabled",
+            "one JSON record per request on stdout",
+        ),
+        AuditSettings::File(path) => Item {
+            status: Status::Pass,
+            name: "audit log enabled",
+            why: format!("one JSON record per request appended to {}", path.display()),
+        },
+    });
+    items.push(match &config.admin {
+        None => item(
+            Status::Pass,
+            "admin listener only on loopback",
+            "no admin listener configured",
+        ),
+        Some(a) if a.listen.ip().is_loopback() => item(
+            Status::Pass,
+            "admin listener only on loopback",
+            "metrics and health checks are not reachable from the network",
+        ),
+        Some(_) => item(
+            Status::Warn,
+            "admin listener only on loopback",
+            "[admin] listen is not a loopback address: metrics are exposed beyond this host",
+        ),
+    });
+    items.push(match find_inline_secret(source) {
+        None => item(
+            Status::Pass,
+            "no secret written inline in the file",
+            "secrets come only from *_env and *_file keys",
+        ),
+        Some(key) => Item {
+            status: Status::Fail,
+            name: "no secret written inline in the file",
+            why: format!(
+                "{key} holds what looks like a secret; move it to an environment variable or a file"
+            ),
+        },
+    });
+    let headers = &config.headers;
+    items.push(match (&headers.hsts, &headers.content_security_policy) {
+        (Some(_), Some(_)) => item(
+            Status::Pass,
+            "security headers on",
+            "HSTS, CSP, nosniff, frame and referrer policies, no-store on every response",
+        ),
+        _ => item(
+            Status::Warn,
+            "security headers on",
+            "[headers] turns off HSTS or the Content-Security-Policy",
+        ),
+    });
+    items
+}
+
+fn stage_item(config: &Config, section: &str, name: &'static str, absent: &str) -> Item {
+    let parsed = config.not_enforced.contains(&section);
+    Item {
+        status: Status::Warn,
+        name,
+        why: if parsed {
+            format!("[{section}] parsed but not yet enforced by this version")
+        } else {
+            absent.to_owned()
+        },
+    }
+}
+
+/// Returns the dotted key of the first string value that looks like secret material.
+///
+/// Unknown keys are already errors, so this looks at values: private keys, credentials in URLs,
+/// bearer tokens and JWTs pasted where a path or a name belongs.
+fn find_inline_secret(source: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(source).ok()?;
+    let mut found = None;
+    walk(&toml::Value::Table(table), &mut String::new(), &mut found);
+    found
+}
+
+fn walk(value: &toml::Value, path: &mut String, found: &mut Option<String>) {
+    if found.is_some() {
+        return;
+    }
+    match value {
+        toml::Value::String(s) if looks_secret(s) => *found = Some(path.clone()),
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                walk(v, path, found);
+                path.truncate(len);
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|v| walk(v, path, found)),
+        _ => {}
+    }
+}
+
+fn looks_secret(s: &str) -> bool {
+    let pem_key = s.contains("PRIVATE KEY-----");
+    let bearer = s.len() > 7 && s[..7].eq_ignore_ascii_case("bearer ");
+    let jwt = s.starts_with("eyJ") && s.matches('.').count() == 2;
+    let url_credentials = s
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+        .unwrap_or(false);
+    pem_key || bearer || jwt || url_credentials
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_values_are_found() {
+        assert!(looks_secret("-----BEGIN PRIVATE KEY-----\nabc"));
+        assert!(looks_secret("redis://user:pw@host:6379"));
+        assert!(looks_secret("Bearer abc.def"));
+        assert!(looks_secret("eyJhbGciOi.eyJzdWIi.c2ln"));
+        assert!(!looks_secret(
+            "https://auth.example.com/.well-known/jwks.json"
+        ));
+        assert!(!looks_secret("config/tls/key.pem"));
+    }
+
+    #[test]
+    fn inline_secret_is_named_by_key() {
+        let src = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[headers]\nhsts = \"Bearer x.y.z\"\n";
+        assert_eq!(find_inline_secret(src).as_deref(), Some("headers.hsts"));
+    }
+}

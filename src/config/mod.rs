@@ -1,0 +1,525 @@
+//! Configuration: one TOML file, parsed into [`raw::RawConfig`] and validated into [`Config`].
+//!
+//! Guards against a gateway that starts with a setting it does not understand or cannot honour:
+//! unknown keys, bad durations, missing certificate files and unusable upstream URLs all stop the
+//! process at start-up with one line naming the key and its line, never at the first request.
+//! Error messages never repeat a configured value, so a misplaced secret is not echoed to a log.
+
+pub mod checklist;
+pub mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::uri::{Authority, Scheme, Uri};
+use rustls_pki_types::CertificateDer;
+
+use crate::server::tls;
+use raw::RawConfig;
+
+/// Default client listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Default admin listener: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default limit on a request head.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Smallest accepted `max_header_bytes`.
+pub const MIN_MAX_HEADER_BYTES: usize = 1024;
+/// Largest accepted `max_header_bytes`.
+pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// Default time for a TLS handshake and for each request head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on concurrent client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default drain time on shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default wait for the upstream's response head.
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default longest gap between two chunks of a streamed response.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `Strict-Transport-Security`.
+pub const DEFAULT_HSTS: &str = "max-age=63072000; includeSubDomains";
+/// Default `Content-Security-Policy`: an agent API serves no active content.
+pub const DEFAULT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// A configuration that failed to load: where, which key, and what is wrong.
+///
+/// The message never contains a configured value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the error is about.
+    pub file: String,
+    /// 1-based line of the offending key, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, when known (`server.tls.cert_file`).
+    pub key: Option<String>,
+    /// What is wrong, and what is expected instead.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration with its runtime objects built (TLS configs, parsed URLs).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The client-facing listener.
+    pub server: ServerSettings,
+    /// The admin listener, when configured.
+    pub admin: Option<AdminSettings>,
+    /// The agent backend.
+    pub upstream: UpstreamSettings,
+    /// Security headers added to every response.
+    pub headers: HeaderSettings,
+    /// Where audit records go.
+    pub audit: AuditSettings,
+    /// Sections that parsed but whose stage is not built yet.
+    pub not_enforced: Vec<&'static str>,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Client listener address.
+    pub listen: SocketAddr,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Deadline for the TLS handshake and for each request head.
+    pub header_timeout: Duration,
+    /// Concurrent connections; further ones wait in the accept backlog.
+    pub max_connections: usize,
+    /// Drain time after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// TLS, or `None` for plain HTTP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Validated `[server.tls]`, with the rustls configuration built.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// The rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// Whether clients must present a certificate.
+    pub client_auth: bool,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("client_auth", &self.client_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validated `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Admin listener address.
+    pub listen: SocketAddr,
+}
+
+/// Validated `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Host and port of the upstream; also sent as its `Host`.
+    pub authority: Authority,
+    /// Path prefix put before every forwarded path, without a trailing slash.
+    pub base_path: String,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed until the response head.
+    pub response_header_timeout: Duration,
+    /// Longest silence between two body chunks.
+    pub idle_timeout: Duration,
+    /// Extra trusted CAs for an `https` upstream.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+/// Validated `[headers]`.
+#[derive(Debug, Clone)]
+pub struct HeaderSettings {
+    /// `Strict-Transport-Security`, sent only when TLS is on.
+    pub hsts: Option<HeaderValue>,
+    /// `Content-Security-Policy`.
+    pub content_security_policy: Option<HeaderValue>,
+}
+
+/// Validated `[audit]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSettings {
+    /// JSON lines on standard output.
+    Stdout,
+    /// JSON lines appended to a file.
+    File(PathBuf),
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read the config file ({})", e.kind()),
+        })?;
+        Self::from_toml(&source, &file)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(source: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw = parse_raw(source, file)?;
+        let locate = Locator { source, file };
+        Config::validate(raw, &locate)
+    }
+
+    fn validate(raw: RawConfig, at: &Locator<'_>) -> Result<Config, ConfigError> {
+        let server = validate_server(&raw, at)?;
+        let admin = match &raw.admin {
+            None => None,
+            Some(admin) => Some(AdminSettings {
+                listen: parse_addr(
+                    admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+                    "admin.listen",
+                    at,
+                )?,
+            }),
+        };
+        let upstream = validate_upstream(&raw, at)?;
+        let headers = HeaderSettings {
+            hsts: header_value(
+                raw.headers.hsts.as_deref(),
+                DEFAULT_HSTS,
+                "headers.hsts",
+                at,
+            )?,
+            content_security_policy: header_value(
+                raw.headers.content_security_policy.as_deref(),
+                DEFAULT_CSP,
+                "headers.content_security_policy",
+                at,
+            )?,
+        };
+        let audit = match raw.audit.output.as_deref() {
+            None | Some("stdout") => AuditSettings::Stdout,
+            Some("") => return Err(at.error("audit.output", "must be \"stdout\" or a file path")),
+            Some(path) => AuditSettings::File(PathBuf::from(path)),
+        };
+        let mut not_enforced = Vec::new();
+        if raw.auth.is_some() {
+            not_enforced.push("auth");
+        }
+        if raw.rate_limit.is_some() {
+            not_enforced.push("rate_limit");
+        }
+        if raw.validation.is_some() {
+            not_enforced.push("validation");
+        }
+        Ok(Config {
+            server,
+            admin,
+            upstream,
+            headers,
+            audit,
+            not_enforced,
+        })
+    }
+}
+
+fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, ConfigError> {
+    let s = &raw.server;
+    let listen = parse_addr(
+        s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        "server.listen",
+        at,
+    )?;
+    let max_header_bytes = match s.max_header_bytes {
+        None => DEFAULT_MAX_HEADER_BYTES,
+        Some(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if !(MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(&n) {
+                return Err(at.error(
+                    "server.max_header_bytes",
+                    format!("must be between {MIN_MAX_HEADER_BYTES} and {MAX_MAX_HEADER_BYTES}"),
+                ));
+            }
+            n
+        }
+    };
+    let header_timeout = positive(
+        s.header_timeout,
+        DEFAULT_HEADER_TIMEOUT,
+        "server.header_timeout",
+        at,
+    )?;
+    let max_connections = match s.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(0) => return Err(at.error("server.max_connections", "must be at least 1")),
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(1 << 24),
+    };
+    let shutdown_grace = s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let tls = match &s.tls {
+        None => None,
+        Some(t) => {
+            let certs = tls::read_certs(Path::new(&t.cert_file))
+                .map_err(|m| at.error("server.tls.cert_file", m))?;
+            let key = tls::read_key(Path::new(&t.key_file))
+                .map_err(|m| at.error("server.tls.key_file", m))?;
+            let client_roots = match &t.client_ca_file {
+                None => None,
+                Some(path) => Some(
+                    tls::read_certs(Path::new(path))
+                        .map_err(|m| at.error("server.tls.client_ca_file", m))?,
+                ),
+            };
+            let client_auth = client_roots.is_some();
+            let server_config = tls::server_config(certs, key, client_roots)
+                .map_err(|m| at.error("server.tls", m))?;
+            Some(TlsSettings {
+                server_config,
+                client_auth,
+            })
+        }
+    };
+    Ok(ServerSettings {
+        listen,
+        max_header_bytes,
+        header_timeout,
+        max_connections,
+        shutdown_grace,
+        tls,
+    })
+}
+
+fn validate_upstream(raw: &RawConfig, at: &Locator<'_>) -> Result<UpstreamSettings, ConfigError> {
+    let u = &raw.upstream;
+    let key = "upstream.url";
+    let uri: Uri = u.url.parse().map_err(|_| {
+        at.error(
+            key,
+            "is not a valid URL (expected e.g. \"http://127.0.0.1:8080\")",
+        )
+    })?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => return Err(at.error(key, "must start with http:// or https://")),
+    };
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(at.error(key, "must name a host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(at.error(
+            key,
+            "must not carry credentials; the upstream URL is not a place for secrets",
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(at.error(key, "must name a host"));
+    }
+    if uri.query().is_some() {
+        return Err(at.error(key, "must not have a query string"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    let extra_roots = match &u.ca_file {
+        None => Vec::new(),
+        Some(path) => {
+            tls::read_certs(Path::new(path)).map_err(|m| at.error("upstream.ca_file", m))?
+        }
+    };
+    Ok(UpstreamSettings {
+        scheme,
+        authority,
+        base_path,
+        connect_timeout: positive(
+            u.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+            "upstream.connect_timeout",
+            at,
+        )?,
+        response_header_timeout: positive(
+            u.response_header_timeout,
+            DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            "upstream.response_header_timeout",
+            at,
+        )?,
+        idle_timeout: positive(
+            u.idle_timeout,
+            DEFAULT_IDLE_TIMEOUT,
+            "upstream.idle_timeout",
+            at,
+        )?,
+        extra_roots,
+    })
+}
+
+fn positive(
+    value: Option<Duration>,
+    default: Duration,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(d) if d.is_zero() => Err(at.error(key, "must be longer than zero")),
+        Some(d) => Ok(d),
+    }
+}
+
+fn parse_addr(text: &str, key: &str, at: &Locator<'_>) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| at.error(key, "must be an IP address and port, e.g. \"0.0.0.0:8443\""))
+}
+
+fn header_value(
+    value: Option<&str>,
+    default: &str,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<Option<HeaderValue>, ConfigError> {
+    match value.unwrap_or(default) {
+        "" => Ok(None),
+        v => HeaderValue::from_str(v)
+            .map(Some)
+            .map_err(|_| at.error(key, "is not a valid header value")),
+    }
+}
+
+/// Parses TOML into the raw mirror, turning serde errors into located, value-free messages.
+pub fn parse_raw(source: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(source).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        line: e.span().map(|s| line_of(source, s.start)),
+        key: None,
+        message: format!("not valid TOML: {}", redact_values(e.message())),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError {
+            file: file.to_owned(),
+            line: inner.span().map(|s| line_of(source, s.start)),
+            key: (path != "." && !path.is_empty()).then_some(path),
+            message: redact_values(inner.message()),
+        }
+    })
+}
+
+/// Removes double-quoted values from a parser message, so that an error never echoes a value.
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_quotes = false;
+    for c in message.chars() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+            if !in_quotes {
+                out.push_str("value");
+            }
+            continue;
+        }
+        if !in_quotes {
+            out.push(c);
+        }
+    }
+    out.replace("string value", "string").trim_end().to_owned()
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    let offset = offset.min(source.len());
+    source.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds the line of a dotted key in the source, for errors found after parsing.
+struct Locator<'a> {
+    source: &'a str,
+    file: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: self.line_of_key(key),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    fn line_of_key(&self, key: &str) -> Option<usize> {
+        let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut current = String::new();
+        let mut table_line = None;
+        for (i, line) in self.source.lines().enumerate() {
+            let line = line.trim();
+            if let Some(header) = line.strip_prefix('[') {
+                current = header
+                    .trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
+                if current == key {
+                    table_line = Some(i + 1);
+                }
+                continue;
+            }
+            if current == table {
+                let name = line.split('=').next().unwrap_or("").trim();
+                if name == leaf && line.contains('=') {
+                    return Some(i + 1);
+                }
+            }
+        }
+        table_line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_quoted_values() {
+        assert_eq!(
+            redact_values("invalid value: string \"hunter2\", expected a duration"),
+            "invalid value: string, expected a duration"
+        );
+    }
+
+    #[test]
+    fn locator_finds_keys_in_tables() {
+        let src = "[server]\nlisten = \"x\"\n\n[server.tls]\ncert_file = \"a\"\n";
+        let at = Locator {
+            source: src,
+            file: "f",
+        };
+        assert_eq!(at.line_of_key("server.listen"), Some(2));
+        assert_eq!(at.line_of_key("server.tls.cert_file"), Some(5));
+        assert_eq!(at.line_of_key("server.tls"), Some(4));
+    }
+}

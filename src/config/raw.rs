@@ -1,0 +1,198 @@
+//! The serde mirror of the TOML file.
+//!
+//! Every struct denies unknown fields, so a misspelt key is an error with its line instead of a
+//! setting silently ignored. Nothing here is checked beyond its type: [`super::Config`] validates.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`: the client-facing listener.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[admin]`: health, readiness and metrics; absent means no admin listener.
+    pub admin: Option<RawAdmin>,
+    /// `[upstream]`: the agent backend.
+    pub upstream: RawUpstream,
+    /// `[auth]`: JWT authentication.
+    pub auth: Option<RawAuth>,
+    /// `[rate_limit]`: per-user and per-IP limits.
+    pub rate_limit: Option<RawRateLimit>,
+    /// `[validation]`: request body checks.
+    pub validation: Option<RawValidation>,
+    /// `[headers]`: security headers added to every response.
+    #[serde(default)]
+    pub headers: RawHeaders,
+    /// `[audit]`: the per-request audit log.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Socket address to listen on.
+    pub listen: Option<String>,
+    /// Largest accepted request head (request line and headers), in bytes.
+    pub max_header_bytes: Option<u64>,
+    /// Time allowed for the TLS handshake and for each complete request head.
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
+    /// Most client connections served at once.
+    pub max_connections: Option<u64>,
+    /// How long in-flight requests may run after a shutdown signal.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+    /// `[server.tls]`; absent means plain HTTP.
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM bundle of CAs; present means clients must present a certificate (mTLS).
+    pub client_ca_file: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Socket address of the admin listener.
+    pub listen: Option<String>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Base URL of the agent backend, `http` or `https`.
+    pub url: String,
+    /// Time allowed to open a connection to the upstream.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Time allowed until the upstream's response head arrives.
+    #[serde(default, with = "humantime_serde")]
+    pub response_header_timeout: Option<Duration>,
+    /// Longest silence allowed between two body chunks of a streamed response.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Extra PEM CA bundle trusted for an `https` upstream, besides the system roots.
+    pub ca_file: Option<String>,
+}
+
+/// `[auth]`: parsed and checked for shape; enforced by the authentication stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Required `iss` claim.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Allow-list of signature algorithms.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default, with = "humantime_serde")]
+    pub leeway: Option<Duration>,
+    /// Claim naming the user.
+    pub user_claim: Option<String>,
+    /// Scopes every token must carry.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// HTTPS URL of a JWK set.
+    pub jwks_url: Option<String>,
+    /// Path of a JWK set file.
+    pub jwks_file: Option<String>,
+    /// How often `jwks_url` is fetched again.
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_refresh: Option<Duration>,
+    /// Shared-secret keys, each read from the environment or a file.
+    #[serde(default)]
+    pub hmac_keys: Vec<RawHmacKey>,
+}
+
+/// `[[auth.hmac_keys]]`: the secret itself is never in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHmacKey {
+    /// Key id matched against the token's `kid` header.
+    pub kid: String,
+    /// Environment variable holding the secret.
+    pub secret_env: Option<String>,
+    /// File holding the secret.
+    pub secret_file: Option<String>,
+}
+
+/// `[rate_limit]`: parsed and checked for shape; enforced by the rate-limit stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests admitted per user in any window.
+    pub requests: Option<u64>,
+    /// Length of the sliding window.
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// `memory` or `redis`.
+    pub backend: Option<String>,
+    /// Environment variable holding the Redis URL.
+    pub redis_url_env: Option<String>,
+    /// File holding the Redis URL.
+    pub redis_url_file: Option<String>,
+    /// `[rate_limit.per_ip]`: the flood guard in front of authentication.
+    pub per_ip: Option<RawPerIp>,
+}
+
+/// `[rate_limit.per_ip]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerIp {
+    /// Sustained requests per second from one address.
+    pub requests_per_second: Option<u64>,
+    /// Requests one address may send at once above the sustained rate.
+    pub burst: Option<u64>,
+}
+
+/// `[validation]`: parsed and checked for shape; enforced by the validation stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidation {
+    /// Largest accepted request body.
+    pub max_body_bytes: Option<u64>,
+    /// Most characters of text in a JSON body.
+    pub max_input_chars: Option<u64>,
+    /// `block` or `log`.
+    pub action: Option<String>,
+    /// Patterns added to the built-in rule set.
+    #[serde(default)]
+    pub extra_patterns: Vec<String>,
+}
+
+/// `[headers]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    /// `Strict-Transport-Security` value; empty turns it off.
+    pub hsts: Option<String>,
+    /// `Content-Security-Policy` value; empty turns it off.
+    pub content_security_policy: Option<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `stdout` or a file path (JSON lines, appended).
+    pub output: Option<String>,
+}

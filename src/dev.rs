@@ -1,0 +1,188 @@
+//! `portcullis dev`: a complete local setup with nothing to prepare, and the demo agent.
+//!
+//! Guards against a first run that fails on missing files: a self-signed certificate is made in
+//! memory, a demo agent starts on loopback, and the gateway runs in front of it with TLS. Dev mode
+//! binds loopback only and says loudly that it is for local trials.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{StatusCode, header};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, TlsSettings};
+use crate::server::{self, Gateway, StartError, tls};
+
+/// Preferred dev gateway address; a free port is used when it is taken.
+pub const DEV_LISTEN: &str = "127.0.0.1:8443";
+/// Preferred dev admin address; a free port is used when it is taken.
+pub const DEV_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Pause between the demo agent's stream events.
+pub const DEMO_EVENT_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Runs dev mode until Ctrl-C or SIGTERM.
+pub async fn run() -> Result<(), String> {
+    let agent_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot start the demo agent ({e})"))?;
+    let agent_addr = agent_listener
+        .local_addr()
+        .map_err(|e| format!("cannot start the demo agent ({e})"))?;
+    tokio::spawn(async move {
+        let _ = axum::serve(agent_listener, demo_agent()).await;
+    });
+
+    let tls_settings = self_signed_tls()?;
+    let gateway = match Gateway::bind(dev_config(
+        agent_addr,
+        DEV_LISTEN,
+        DEV_ADMIN_LISTEN,
+        &tls_settings,
+    )?)
+    .await
+    {
+        Ok(gateway) => gateway,
+        Err(StartError::Bind { .. }) => Gateway::bind(dev_config(
+            agent_addr,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &tls_settings,
+        )?)
+        .await
+        .map_err(|e| e.to_string())?,
+        Err(e) => return Err(e.to_string()),
+    };
+    print_banner(gateway.local_addr(), gateway.admin_addr(), agent_addr);
+    gateway.serve(server::shutdown_signal()).await;
+    Ok(())
+}
+
+fn dev_config(
+    agent: SocketAddr,
+    listen: &str,
+    admin: &str,
+    tls_settings: &TlsSettings,
+) -> Result<Config, String> {
+    let toml = format!(
+        "[server]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\n\n\
+         [admin]\nlisten = \"{admin}\"\n\n\
+         [upstream]\nurl = \"http://{agent}\"\n\n\
+         [audit]\noutput = \"stdout\"\n"
+    );
+    let mut config = Config::from_toml(&toml, "dev mode").map_err(|e| e.to_string())?;
+    config.server.tls = Some(tls_settings.clone());
+    Ok(config)
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, made in memory.
+pub fn self_signed_tls() -> Result<TlsSettings, String> {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(|e| format!("cannot make a dev certificate ({e})"))?;
+    let cert = CertificateDer::from(made.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+    let server_config = tls::server_config(vec![cert], key, None)?;
+    Ok(TlsSettings {
+        server_config,
+        client_auth: false,
+    })
+}
+
+fn print_banner(gateway: SocketAddr, admin: Option<SocketAddr>, agent: SocketAddr) {
+    let admin = admin.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
+    let rule = "=".repeat(78);
+    let chat = format!(
+        "curl -k https://{gateway}/v1/chat -H 'content-type: application/json' \
+         -d '{{\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
+    );
+    let lines = [
+        String::new(),
+        rule.clone(),
+        "  portcullis DEV MODE - for local trials only, NEVER for production:".to_owned(),
+        "  a throw-away self-signed certificate, no authentication, a demo agent.".to_owned(),
+        rule,
+        format!("  gateway     https://{gateway}   (TLS, self-signed: curl needs -k)"),
+        format!("  admin       {admin}   (/healthz /readyz /metrics)"),
+        format!("  demo agent  http://{agent}   (POST /v1/chat, GET /v1/stream)"),
+        String::new(),
+        "  Try it:".to_owned(),
+        format!("    {chat}"),
+        format!("    curl -kN https://{gateway}/v1/stream"),
+        String::new(),
+        "  Audit records (one JSON line per request) follow on stdout. Ctrl-C stops.".to_owned(),
+        String::new(),
+    ];
+    eprintln!("{}", lines.join("\n"));
+}
+
+/// The demo agent: `POST /v1/chat` echoes the last user message, `GET /v1/stream` streams SSE.
+pub fn demo_agent() -> Router {
+    Router::new()
+        .route("/v1/chat", post(chat))
+        .route("/v1/stream", get(stream))
+        .with_state(Arc::new(AtomicU64::new(0)))
+}
+
+async fn chat(State(counter): State<Arc<AtomicU64>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected a JSON body\n").into_response();
+    };
+    let last_user = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|messages| {
+            messages
+                .iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    axum::Json(json!({
+        "id": format!("demo-{n}"),
+        "object": "chat.completion",
+        "model": "portcullis-demo",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": format!("You said: {last_user}")},
+            "finish_reason": "stop"
+        }]
+    }))
+    .into_response()
+}
+
+async fn stream() -> Response {
+    const WORDS: [&str; 5] = ["Hello", "from", "the", "demo", "agent."];
+    let events = futures_util::stream::unfold(0usize, |i| async move {
+        if i > WORDS.len() {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(DEMO_EVENT_INTERVAL).await;
+        }
+        let event = match WORDS.get(i) {
+            Some(word) => format!("data: {}\n\n", json!({"delta": word})),
+            None => "data: [DONE]\n\n".to_owned(),
+        };
+        Some((Ok::<_, Infallible>(Bytes::from(event)), i + 1))
+    });
+    let mut response = Response::new(Body::from_stream(events));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}

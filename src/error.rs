@@ -1,0 +1,180 @@
+//! Gateway-made errors and the one place that turns them into responses.
+//!
+//! Guards against leaking internals: every rejection becomes an RFC 9457 `application/problem+json`
+//! body with a fixed title and detail and the request id, never a library message, a path, a stack
+//! trace or an upstream body. The full cause goes once to the operational log (stderr).
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use futures_util::FutureExt;
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use crate::audit::{Decision, Outcome};
+use crate::request_id::RequestContext;
+
+/// A boxed error from a library, kept for the operational log only.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Media type of every error body the gateway writes.
+pub const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+/// Every reason the gateway answers a request itself instead of with the upstream's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request head (request line and headers) is larger than `server.max_header_bytes`: 431.
+    #[error("request head of {0} bytes exceeds server.max_header_bytes")]
+    HeaderTooLarge(usize),
+    /// The upstream could not be reached or broke the connection before answering: 502.
+    #[error("upstream unreachable")]
+    UpstreamUnavailable(#[source] BoxError),
+    /// The upstream's response head did not arrive within `upstream.response_header_timeout`: 504.
+    #[error("upstream response head timed out")]
+    UpstreamTimeout,
+    /// The upstream answered with a 5xx status; its body is dropped: 502.
+    #[error("upstream answered with status {0}")]
+    UpstreamStatus(StatusCode),
+    /// A bug in the gateway (a caught panic or a missing request context): 500.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    request_id: &'a str,
+}
+
+impl GatewayError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The audit decision recorded for this error.
+    pub fn decision(&self) -> Decision {
+        match self {
+            GatewayError::HeaderTooLarge(_) => Decision::HeaderTooLarge,
+            GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
+                Decision::UpstreamError
+            }
+            GatewayError::UpstreamTimeout => Decision::UpstreamTimeout,
+            GatewayError::Internal(_) => Decision::InternalError,
+        }
+    }
+
+    /// `(type, title, detail)`: fixed texts, so nothing internal can reach the client.
+    fn texts(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            GatewayError::HeaderTooLarge(_) => (
+                "urn:portcullis:problem:header-too-large",
+                "Request Header Fields Too Large",
+                "The request line and headers are larger than this gateway accepts.",
+            ),
+            GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => (
+                "urn:portcullis:problem:bad-gateway",
+                "Bad Gateway",
+                "The agent service could not complete the request.",
+            ),
+            GatewayError::UpstreamTimeout => (
+                "urn:portcullis:problem:gateway-timeout",
+                "Gateway Timeout",
+                "The agent service did not answer in time.",
+            ),
+            GatewayError::Internal(_) => (
+                "urn:portcullis:problem:internal",
+                "Internal Server Error",
+                "The gateway could not process the request.",
+            ),
+        }
+    }
+
+    /// Logs the cause once and builds the sanitised problem+json response.
+    ///
+    /// The response carries an [`Outcome`] extension so the audit record gets the decision.
+    pub fn into_response(self, request_id: &str) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(request_id, error = %ErrorChain(&self), "request failed");
+        } else {
+            tracing::debug!(request_id, error = %ErrorChain(&self), "request rejected");
+        }
+        let (kind, title, detail) = self.texts();
+        let problem = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail,
+            request_id,
+        };
+        // Serialising a struct of strings and an integer cannot fail; an empty body is the
+        // fallback that still carries the status and headers.
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        let upstream_status = match &self {
+            GatewayError::UpstreamStatus(s) => Some(s.as_u16()),
+            _ => None,
+        };
+        response.extensions_mut().insert(Outcome {
+            decision: self.decision(),
+            upstream_status,
+            ..Outcome::default()
+        });
+        response
+    }
+}
+
+/// Displays an error with all its sources: `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Layer: turns a panic anywhere below into a sanitised 500, instead of a dropped connection.
+pub async fn catch_panic(request: Request, next: Next) -> Response {
+    let request_id = RequestContext::id_of(&request);
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(payload) => {
+            tracing::error!(request_id = %request_id, panic = panic_message(&*payload), "request handler panicked");
+            GatewayError::Internal("panic").into_response(&request_id)
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}

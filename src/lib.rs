@@ -1,0 +1,30 @@
+//! portcullis: a security gateway in front of AI-agent backends.
+//!
+//! A request meets, in this order (assembled in [`pipeline::build`]):
+//!
+//! 1. TLS termination (rustls) and HTTP/1.1 or HTTP/2 by ALPN — [`server`]
+//! 2. request id and context — [`request_id`]
+//! 3. audit record and metrics, completed when the response ends — [`audit`], [`metrics`]
+//! 4. security headers on every response — [`headers`]
+//! 5. panic containment — [`error`]
+//! 6. request-head size limit — [`head_limit`]
+//! 7. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
+//!
+//! Every rejection is an RFC 9457 problem+json built in one place, [`error`]. Health, readiness
+//! and metrics live on a separate listener, [`admin`].
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod head_limit;
+pub mod headers;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod request_id;
+pub mod server;

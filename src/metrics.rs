@@ -1,0 +1,153 @@
+//! Prometheus metrics, served on the admin listener.
+//!
+//! Guards against flying blind: every request is counted by decision and status, its latency and
+//! the upstream's latency go into histograms, and open connections and bytes are tracked, so an
+//! attack or an upstream fault shows on a dashboard before it shows in a complaint.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Content type of the `/metrics` answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The audit decision.
+    pub decision: &'static str,
+    /// The HTTP status sent to the client.
+    pub status: u16,
+}
+
+/// All gateway metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by decision and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from request head to the end of the response body.
+    pub request_latency: Histogram,
+    /// Time from forwarding to the upstream's response head.
+    pub upstream_latency: Histogram,
+    /// Client connections open now.
+    pub open_connections: Gauge,
+    /// Request body bytes received from clients.
+    pub bytes_in: Counter<u64, AtomicU64>,
+    /// Response body bytes sent to clients.
+    pub bytes_out: Counter<u64, AtomicU64>,
+    /// Audit records that waited for room in the audit queue (back-pressure).
+    pub audit_queue_full: Counter<u64, AtomicU64>,
+    /// Audit records that could not be written.
+    pub audit_write_errors: Counter<u64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `portcullis` prefix.
+    pub fn new() -> Metrics {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by audit decision and status",
+            requests.clone(),
+        );
+        // 100 µs to ~105 s: gateway rejections are sub-millisecond, agent streams take minutes.
+        let request_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to the end of the response",
+            request_latency.clone(),
+        );
+        let upstream_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
+        registry.register(
+            "upstream_response_header_seconds",
+            "Time from forwarding to the upstream response head",
+            upstream_latency.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "request_body_bytes",
+            "Request body bytes received",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "response_body_bytes",
+            "Response body bytes sent",
+            bytes_out.clone(),
+        );
+        let audit_queue_full = Counter::default();
+        registry.register(
+            "audit_queue_full",
+            "Audit records that waited for room in the audit queue",
+            audit_queue_full.clone(),
+        );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Audit records that could not be written",
+            audit_write_errors.clone(),
+        );
+        Metrics {
+            registry: root,
+            requests,
+            request_latency,
+            upstream_latency,
+            open_connections,
+            bytes_in,
+            bytes_out,
+            audit_queue_full,
+            audit_write_errors,
+        }
+    }
+
+    /// Records a finished request.
+    pub fn observe_request(
+        &self,
+        decision: &'static str,
+        status: u16,
+        latency: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels { decision, status })
+            .inc();
+        self.request_latency.observe(latency.as_secs_f64());
+        self.bytes_in.inc_by(bytes_in);
+        self.bytes_out.inc_by(bytes_out);
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

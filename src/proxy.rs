@@ -1,0 +1,255 @@
+//! Forwarding to the upstream agent with a pooled client, streaming both ways.
+//!
+//! Guards against a slow or broken upstream taking the gateway down with it: connects and response
+//! heads are bounded in time (502/504), a streamed body that falls silent past `idle_timeout` is
+//! cut, a 5xx answer is replaced by a sanitised 502 so upstream error bodies never reach clients,
+//! and bodies are relayed frame by frame, never buffered whole (an SSE event reaches the client as
+//! soon as the upstream sends it).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Version, header};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Sleep;
+
+use crate::audit::{Decision, Outcome};
+use crate::config::UpstreamSettings;
+use crate::error::{BoxError, GatewayError};
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::request_id::RequestContext;
+use crate::server::tls;
+
+/// Idle connections kept open to the upstream.
+pub const POOL_MAX_IDLE: usize = 512;
+/// How long an idle upstream connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The error that ends a response stream whose upstream fell silent past `idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing for longer than upstream.idle_timeout")]
+pub struct UpstreamIdleTimeout;
+
+/// The upstream agent and the pooled client that reaches it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    settings: Arc<UpstreamSettings>,
+    host: HeaderValue,
+    metrics: Arc<Metrics>,
+    answered: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    /// Builds the pooled client (http and https, TLS by rustls with system roots and `ca_file`).
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Upstream, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let tls_config = tls::upstream_client_config(&settings.extra_roots)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .build(connector);
+        let host = HeaderValue::from_str(settings.authority.as_str())
+            .map_err(|_| "upstream.url has a host that is not a valid header value".to_owned())?;
+        Ok(Upstream {
+            client,
+            settings: Arc::new(settings.clone()),
+            host,
+            metrics,
+            answered: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether the upstream has answered at least once (readiness).
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Sends `GET` to the upstream's base URL; any HTTP answer marks it as having answered.
+    pub async fn probe(&self) -> bool {
+        let Ok(uri) = self.upstream_uri(None) else {
+            return false;
+        };
+        let mut request = http::Request::new(Body::empty());
+        *request.uri_mut() = uri;
+        request
+            .headers_mut()
+            .insert(header::HOST, self.host.clone());
+        let answer = tokio::time::timeout(
+            self.settings.response_header_timeout,
+            self.client.request(request),
+        )
+        .await;
+        let ok = matches!(answer, Ok(Ok(_)));
+        if ok {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    fn upstream_uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let tail = path_and_query.map_or("/", PathAndQuery::as_str);
+        let path_and_query = if self.settings.base_path.is_empty() {
+            match path_and_query {
+                Some(pq) => pq.clone(),
+                None => PathAndQuery::from_static("/"),
+            }
+        } else {
+            let mut joined = String::with_capacity(self.settings.base_path.len() + tail.len());
+            joined.push_str(&self.settings.base_path);
+            joined.push_str(tail);
+            PathAndQuery::try_from(joined)?
+        };
+        Uri::builder()
+            .scheme(self.settings.scheme.clone())
+            .authority(self.settings.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+
+    /// Forwards one request and relays the answer; every failure becomes a sanitised error.
+    pub async fn forward(&self, mut request: Request) -> Response {
+        let Some(context) = request.extensions().get::<RequestContext>().cloned() else {
+            return GatewayError::Internal("request context missing").into_response("unknown");
+        };
+        let uri = match self.upstream_uri(request.uri().path_and_query()) {
+            Ok(uri) => uri,
+            Err(e) => {
+                return GatewayError::UpstreamUnavailable(e.into()).into_response(context.id_str());
+            }
+        };
+        let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
+            let authority = request.uri().authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        headers::prepare_upstream_request(
+            request.headers_mut(),
+            &context,
+            original_host,
+            &self.host,
+        );
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(
+            self.settings.response_header_timeout,
+            self.client.request(request),
+        )
+        .await;
+        let mut response = match answer {
+            Err(_) => return GatewayError::UpstreamTimeout.into_response(context.id_str()),
+            Ok(Err(e)) => {
+                return GatewayError::UpstreamUnavailable(Box::new(e))
+                    .into_response(context.id_str());
+            }
+            Ok(Ok(response)) => response,
+        };
+        self.metrics
+            .upstream_latency
+            .observe(sent.elapsed().as_secs_f64());
+        self.answered.store(true, Ordering::Relaxed);
+        let status = response.status();
+        if status.is_server_error() {
+            // The upstream's error body may hold stack traces or internal names: drop it.
+            return GatewayError::UpstreamStatus(status).into_response(context.id_str());
+        }
+        headers::strip_hop_by_hop(response.headers_mut());
+        response.extensions_mut().insert(Outcome {
+            decision: Decision::Allowed,
+            upstream_status: Some(status.as_u16()),
+            ..Outcome::default()
+        });
+        response.map(|body| Body::new(IdleTimeoutBody::new(body, self.settings.idle_timeout)))
+    }
+}
+
+/// The innermost service: forwards to the upstream.
+pub fn service(
+    upstream: Upstream,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Clone
++ Send
++ Sync {
+    tower::service_fn(move |request: Request| {
+        let upstream = upstream.clone();
+        async move { Ok(upstream.forward(request).await) }
+    })
+}
+
+/// Relays the upstream body frame by frame, ending it with an error if the upstream falls silent.
+struct IdleTimeoutBody {
+    inner: Incoming,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl IdleTimeoutBody {
+    fn new(inner: Incoming, timeout: Duration) -> IdleTimeoutBody {
+        IdleTimeoutBody {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl http_body::Body for IdleTimeoutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.timeout;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdleTimeout)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,83 @@
+//! The per-request context: a gateway-generated request id, the client address and the start time.
+//!
+//! Guards against untraceable requests and forged ids: the id is always made here (a client-sent
+//! `x-request-id` is replaced), travels upstream, and names the request in every response, error
+//! body and audit record.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use http::header::HeaderName;
+
+/// Header carrying the request id, both upstream and back to the client.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Facts about the connection a request arrived on, set by the connection handler.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's socket address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// What every stage may know about the request, in the request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The gateway-generated id, ready to send as a header.
+    pub id: HeaderValue,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    /// When the gateway received the request head.
+    pub started: Instant,
+    /// Wall-clock time of `started`, for the audit record.
+    pub received_at: SystemTime,
+}
+
+impl RequestContext {
+    /// The request id as text, or `"unknown"` for a request that never passed [`assign`].
+    pub fn id_of<B>(request: &http::Request<B>) -> String {
+        request
+            .extensions()
+            .get::<RequestContext>()
+            .and_then(|c| c.id.to_str().ok())
+            .unwrap_or("unknown")
+            .to_owned()
+    }
+
+    /// The request id as text.
+    pub fn id_str(&self) -> &str {
+        // Made from a UUID's ASCII form, so this is always valid text.
+        self.id.to_str().unwrap_or("unknown")
+    }
+}
+
+/// A fresh request id: a random UUID (v4), hyphenated.
+pub fn new_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-id"))
+}
+
+/// Layer: gives the request its context and id, and echoes the id on the response.
+pub async fn assign(mut request: Request, next: Next) -> Response {
+    let conn = request.extensions().get::<ConnInfo>().copied();
+    let context = RequestContext {
+        id: new_id(),
+        client_ip: conn.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip()),
+        tls: conn.is_some_and(|c| c.tls),
+        started: Instant::now(),
+        received_at: SystemTime::now(),
+    };
+    let id = context.id.clone();
+    request.extensions_mut().insert(context);
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    response
+}

@@ -1,0 +1,170 @@
+//! Serving one client connection: TLS handshake, then HTTP/1.1 or HTTP/2 as ALPN chose.
+//!
+//! Guards against connections that pin resources: the handshake and every request head must
+//! complete within `header_timeout` (slow-loris), HTTP/2 streams and header lists are capped, and
+//! the connection permit is held until the connection is fully closed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tower::util::Oneshot;
+
+use crate::config::ServerSettings;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::request_id::ConnInfo;
+
+/// HTTP/2 streams a client may have open on one connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// HTTP/2 streams a client may reset before the server has accepted them (rapid-reset guard).
+pub const MAX_PENDING_RESET_STREAMS: usize = 32;
+/// Interval of HTTP/2 keep-alive pings, which also detect dead peers.
+pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Per-listener connection settings, shared by every connection.
+pub struct ConnSettings {
+    tls: Option<TlsAcceptor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnSettings {
+    /// Derives the protocol limits from `[server]`.
+    pub fn new(server: &ServerSettings, metrics: Arc<Metrics>) -> ConnSettings {
+        // The parser's buffer is larger than the limit so that most oversized heads reach the
+        // head-limit layer and get a full problem+json 431; hyper requires at least 8 KiB.
+        let parse_buffer = (server.max_header_bytes * 2).max(8192);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_timeout)
+            .max_buf_size(parse_buffer)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from(parse_buffer).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(MAX_PENDING_RESET_STREAMS)
+            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(server.header_timeout);
+        ConnSettings {
+            tls: server
+                .tls
+                .as_ref()
+                .map(|t| TlsAcceptor::from(t.server_config.clone())),
+            http1,
+            http2,
+            handshake_timeout: server.header_timeout,
+            metrics,
+        }
+    }
+}
+
+/// Adapts the pipeline to hyper: stamps each request with its connection's facts.
+#[derive(Clone)]
+struct ConnService {
+    pipeline: Pipeline,
+    info: ConnInfo,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Oneshot<Pipeline, axum::extract::Request>;
+
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.info);
+        self.pipeline.clone().oneshot(request.map(Body::new))
+    }
+}
+
+/// Serves one accepted connection until it closes; `permit` is released when it does.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<ConnSettings>,
+    pipeline: Pipeline,
+    watcher: Watcher,
+    permit: OwnedSemaphorePermit,
+) {
+    settings.metrics.open_connections.inc();
+    let _open = OpenConnection {
+        metrics: settings.metrics.clone(),
+        _permit: permit,
+    };
+    let _ = stream.set_nodelay(true);
+    match &settings.tls {
+        None => {
+            let service = ConnService {
+                pipeline,
+                info: ConnInfo { peer, tls: false },
+            };
+            let conn = settings
+                .http1
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        Some(acceptor) => {
+            let tls =
+                match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let service = ConnService {
+                pipeline,
+                info: ConnInfo { peer, tls: true },
+            };
+            let io = TokioIo::new(tls);
+            let result = if h2 {
+                watcher
+                    .watch(settings.http2.serve_connection(io, service))
+                    .await
+            } else {
+                watcher
+                    .watch(settings.http1.serve_connection(io, service))
+                    .await
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+    }
+}
+
+struct OpenConnection {
+    metrics: Arc<Metrics>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.open_connections.dec();
+    }
+}

@@ -1,0 +1,221 @@
+//! The client listener: accept loop, connection cap and graceful drain.
+//!
+//! Guards against overload and abrupt stops: past `max_connections` new connections wait in the
+//! kernel's accept backlog instead of exhausting memory or file descriptors; accept errors (such
+//! as running out of descriptors) back off instead of spinning; on shutdown the listener closes,
+//! in-flight requests get `shutdown_grace` to finish, and queued audit records are flushed.
+
+pub mod conn;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::admin;
+use crate::audit::{AuditSink, Auditor};
+use crate::config::Config;
+use crate::headers::SecurityHeaders;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Pipeline, Stages};
+use crate::proxy::Upstream;
+use conn::ConnSettings;
+
+/// Pause after a failed `accept`, so that descriptor exhaustion does not spin a core.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Interval of the start-up upstream probe that readiness waits for.
+pub const UPSTREAM_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait for the audit writer to flush on shutdown.
+pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr} ({source})")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The audit output could not be opened.
+    #[error("cannot open the audit log ({0})")]
+    Audit(std::io::Error),
+    /// The upstream client could not be built.
+    #[error("{0}")]
+    Upstream(String),
+}
+
+/// A gateway with its listeners bound, ready to serve.
+pub struct Gateway {
+    config: Arc<Config>,
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    audit: AuditSink,
+    upstream: Upstream,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listen", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl Gateway {
+    /// Builds the runtime state and binds the client and admin listeners.
+    pub async fn bind(config: Config) -> Result<Gateway, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let audit = AuditSink::start(&config.audit, metrics.clone()).map_err(StartError::Audit)?;
+        let upstream =
+            Upstream::new(&config.upstream, metrics.clone()).map_err(StartError::Upstream)?;
+        let listener = bind(config.server.listen).await?;
+        let admin_listener = match &config.admin {
+            Some(admin) => Some(bind(admin.listen).await?),
+            None => None,
+        };
+        let pipeline = pipeline::build(Stages {
+            auditor: Arc::new(Auditor {
+                sink: audit.clone(),
+                metrics: metrics.clone(),
+            }),
+            security_headers: SecurityHeaders::new(config.headers.clone()),
+            max_header_bytes: config.server.max_header_bytes,
+            upstream: upstream.clone(),
+        });
+        Ok(Gateway {
+            config: Arc::new(config),
+            listener,
+            admin_listener,
+            pipeline,
+            metrics,
+            audit,
+            upstream,
+        })
+    }
+
+    /// The bound client address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.server.listen)
+    }
+
+    /// The bound admin address, when an admin listener is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains connections and flushes the audit log.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        let Gateway {
+            config,
+            listener,
+            admin_listener,
+            pipeline,
+            metrics,
+            audit,
+            upstream,
+        } = self;
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        if let Some(admin_listener) = admin_listener {
+            let state = admin::AdminState {
+                metrics: metrics.clone(),
+                upstream: upstream.clone(),
+            };
+            tokio::spawn(admin::serve(admin_listener, state, admin_stopped));
+        }
+        let probe = tokio::spawn(probe_upstream(upstream));
+
+        let settings = Arc::new(ConnSettings::new(&config.server, metrics));
+        let graceful = GracefulShutdown::new();
+        let connection_slots = Arc::new(Semaphore::new(config.server.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = connection_slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(conn::serve(
+                        stream,
+                        peer,
+                        settings.clone(),
+                        pipeline.clone(),
+                        graceful.watcher(),
+                        permit,
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+        drop(listener);
+        probe.abort();
+        tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: finishing in-flight requests");
+        match tokio::time::timeout(config.server.shutdown_grace, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("all connections closed"),
+            Err(_) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
+        }
+        let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_FLUSH_TIMEOUT)).await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::error!("audit log could not be flushed before exit");
+        }
+        let _ = stop_admin.send(true);
+    }
+}
+
+/// Probes the upstream until it answers once, so that readiness does not wait for real traffic.
+async fn probe_upstream(upstream: Upstream) {
+    while !upstream.has_answered() && !upstream.probe().await {
+        tokio::time::sleep(UPSTREAM_PROBE_INTERVAL).await;
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
