@@ -1,0 +1,136 @@
+//! Configuration loading: the reference config, clear errors, nothing echoed.
+
+use portcullis::config::{Config, ConfigError};
+
+const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+
+fn error_of(toml: &str) -> ConfigError {
+    Config::from_toml(toml, "test.toml").expect_err("config must be refused")
+}
+
+#[test]
+fn every_file_in_config_parses() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir("config").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            portcullis::config::parse_raw(&text, &path.display().to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn reference_config_validates_once_its_certificates_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::common::TestPki::create(dir.path());
+    let text = std::fs::read_to_string("config/portcullis.toml")
+        .unwrap()
+        .replace("config/tls/cert.pem", &pki.cert_file.display().to_string())
+        .replace("config/tls/key.pem", &pki.key_file.display().to_string());
+    let config = Config::from_toml(&text, "portcullis.toml").unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8443");
+    assert_eq!(config.server.max_header_bytes, 16384);
+    assert!(config.server.tls.is_some());
+    assert_eq!(
+        config.not_enforced,
+        vec!["auth", "rate_limit", "validation"]
+    );
+    // As written, the reference points at certificate files that are not in the repository.
+    let err = Config::load(std::path::Path::new("config/portcullis.toml")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("server.tls.cert_file"));
+}
+
+#[test]
+fn minimal_config_takes_documented_defaults() {
+    let config = Config::from_toml(MINIMAL, "m.toml").unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8443");
+    assert_eq!(config.server.header_timeout.as_secs(), 10);
+    assert_eq!(config.server.max_connections, 10_000);
+    assert_eq!(config.server.shutdown_grace.as_secs(), 30);
+    assert_eq!(config.upstream.connect_timeout.as_secs(), 2);
+    assert_eq!(config.upstream.response_header_timeout.as_secs(), 60);
+    assert_eq!(config.upstream.idle_timeout.as_secs(), 300);
+    assert!(config.admin.is_none());
+    assert!(config.server.tls.is_none());
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let err = error_of(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n\n[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 9\n",
+    );
+    assert_eq!(err.line, Some(6));
+    assert!(err.message.contains("unknown field `listen_port`"), "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with("test.toml line 6"), "{text}");
+}
+
+#[test]
+fn bad_duration_names_key_and_line_without_echoing_the_value() {
+    let err = error_of(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\nidle_timeout = \"10 parsecs-hunter2\"\n",
+    );
+    assert_eq!(err.key.as_deref(), Some("upstream.idle_timeout"));
+    assert_eq!(err.line, Some(3));
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = error_of("[server]\nheader_timeout = 10\n[upstream]\nurl = \"http://127.0.0.1:1\"\n");
+    assert_eq!(err.key.as_deref(), Some("server.header_timeout"));
+    let err =
+        error_of("[server]\nheader_timeout = \"0s\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n");
+    assert_eq!(err.key.as_deref(), Some("server.header_timeout"));
+    assert_eq!(err.line, Some(2));
+}
+
+#[test]
+fn missing_certificate_file_is_refused() {
+    let err = error_of(
+        "[server.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    assert_eq!(err.key.as_deref(), Some("server.tls.cert_file"));
+    assert_eq!(err.line, Some(2));
+    assert!(
+        err.message.contains("cannot read /nonexistent/cert.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unusable_upstream_urls_are_refused() {
+    for (url, why) in [
+        ("not a url", "valid URL"),
+        ("ftp://127.0.0.1:21", "http:// or https://"),
+        ("http://user:hunter2@127.0.0.1:8080", "credentials"),
+        ("http://127.0.0.1:8080/?x=1", "query"),
+    ] {
+        let err = error_of(&format!("[upstream]\nurl = \"{url}\"\n"));
+        assert_eq!(err.key.as_deref(), Some("upstream.url"), "{url}");
+        assert!(err.message.contains(why), "{url}: {err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    for (toml, key) in [
+        (
+            "[server]\nmax_header_bytes = 10\n",
+            "server.max_header_bytes",
+        ),
+        ("[server]\nmax_connections = 0\n", "server.max_connections"),
+        ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+        ("[admin]\nlisten = \"nowhere\"\n", "admin.listen"),
+        ("[headers]\nhsts = \"bad\\nvalue\"\n", "headers.hsts"),
+    ] {
+        let err = error_of(&format!("{toml}{MINIMAL}"));
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+    let err = error_of("[server]\nlisten = \"127.0.0.1:1\"\n");
+    assert!(err.message.contains("missing field `upstream`"), "{err}");
+    let err = error_of("this is not toml");
+    assert!(err.message.starts_with("not valid TOML"), "{err}");
+}

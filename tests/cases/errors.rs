@@ -1,0 +1,166 @@
+//! Gateway-made errors: sanitised problem+json, the right status, the right audit decision.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{MockUpstream, Options, TestGateway, assert_problem, assert_security_headers};
+
+#[tokio::test]
+async fn upstream_5xx_is_replaced_by_a_sanitised_502() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    for code in [500u16, 503] {
+        let reply = gateway
+            .client()
+            .get(&gateway.url(&format!("/status/{code}")))
+            .await;
+        let problem = assert_problem(&reply, 502);
+        assert_security_headers(&reply);
+        let body = reply.text();
+        for leak in ["Traceback", "/srv/agent", "sk-upstream-secret", "KeyError"] {
+            assert!(!body.contains(leak), "upstream body leaked: {body}");
+        }
+        assert!(reply.header("server").is_none());
+        assert_eq!(problem["title"], "Bad Gateway");
+        let record = gateway.audit_record(&reply.request_id()).await;
+        assert_eq!(record["decision"], "upstream_error");
+        assert_eq!(record["status"], 502);
+        assert_eq!(record["upstream_status"], code);
+    }
+    // 4xx answers are the agent's own and pass through.
+    let reply = gateway.client().get(&gateway.url("/status/404")).await;
+    assert_eq!(reply.status, 404);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let gateway = TestGateway::start(&format!("http://127.0.0.1:{port}")).await;
+    let reply = gateway
+        .client()
+        .post_json(&gateway.url("/v1/chat"), "{}")
+        .await;
+    let problem = assert_problem(&reply, 502);
+    assert_security_headers(&reply);
+    assert!(
+        !reply.text().contains(&port.to_string()),
+        "no internal address in the body"
+    );
+    assert!(
+        !reply.text().to_lowercase().contains("connect"),
+        "no library message: {problem}"
+    );
+    let record = gateway.audit_record(&reply.request_id()).await;
+    assert_eq!(record["decision"], "upstream_error");
+    assert_eq!(record["status"], 502);
+    assert!(record["upstream_status"].is_null());
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let upstream = MockUpstream::start().await;
+    let options = Options {
+        upstream: "response_header_timeout = \"300ms\"",
+        ..Options::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
+    let started = std::time::Instant::now();
+    let reply = gateway.client().get(&gateway.url("/slow/3000")).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_problem(&reply, 504);
+    assert_security_headers(&reply);
+    let record = gateway.audit_record(&reply.request_id()).await;
+    assert_eq!(record["decision"], "upstream_timeout");
+    assert_eq!(record["status"], 504);
+    // A fast enough answer still passes.
+    let reply = gateway.client().get(&gateway.url("/slow/10")).await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_head_is_431_and_not_forwarded() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    let client = gateway.client();
+    let big = "a".repeat(20 * 1024);
+    let reply = client
+        .send_whole(
+            Request::get(gateway.url("/big"))
+                .header("x-big", big.as_str())
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_problem(&reply, 431);
+    assert_security_headers(&reply);
+    let record = gateway.audit_record(&reply.request_id()).await;
+    assert_eq!(record["decision"], "header_too_large");
+
+    // Just under the limit passes.
+    let fits = "a".repeat(15 * 1024);
+    let reply = client
+        .send_whole(
+            Request::get(gateway.url("/fits"))
+                .header("x-fits", fits.as_str())
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+
+    // Far past the parser's buffer, the parser itself refuses with 431 and closes.
+    let mut tls = crate::cases::server::raw_tls(&gateway).await;
+    let huge = format!(
+        "GET /huge HTTP/1.1\r\nhost: localhost\r\nx-huge: {}\r\n\r\n",
+        "b".repeat(200 * 1024)
+    );
+    let _ = tls.write_all(huge.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "got: {answer}");
+
+    assert!(upstream.seen_on("/big").is_empty());
+    assert!(upstream.seen_on("/huge").is_empty());
+    assert_eq!(upstream.seen_on("/fits").len(), 1);
+}
+
+#[tokio::test]
+async fn silent_stream_is_cut_after_idle_timeout_and_audited() {
+    let upstream = MockUpstream::start().await;
+    let options = Options {
+        upstream: "idle_timeout = \"300ms\"",
+        ..Options::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
+    let response = gateway
+        .client()
+        .send(
+            Request::get(gateway.url("/stall"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, Bytes::from_static(b"data: only\n\n"));
+    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect()).await;
+    assert!(
+        matches!(rest, Ok(Err(_))),
+        "the cut stream ends with an error, not a clean end"
+    );
+    let record = gateway.audit_record(&request_id).await;
+    assert_eq!(record["end"], "upstream_idle_timeout");
+    assert_eq!(record["bytes_out"], 12);
+}

@@ -1,0 +1,6 @@
+mod admin;
+mod binary;
+mod config;
+mod errors;
+mod proxy;
+mod server;

@@ -1,0 +1,167 @@
+//! Forwarding: headers both ways, HTTP/2, streaming.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+
+use crate::common::{MockUpstream, TestGateway, assert_security_headers};
+
+#[tokio::test]
+async fn proxies_both_ways_with_header_hygiene() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    let client = gateway.client();
+    let request = Request::post(gateway.url("/v1/chat?model=small"))
+        .header("content-type", "application/json")
+        .header("x-portcullis-user", "forged-admin")
+        .header("x-portcullis-scopes", "admin")
+        .header("x-request-id", "client-chosen-id")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("connection", "x-client-hop")
+        .header("x-client-hop", "should-not-pass")
+        .header("x-custom", "passes")
+        .body(Full::new(Bytes::from_static(br#"{"messages":[]}"#)))
+        .unwrap();
+    let reply = client.send_whole(request).await;
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["path"], "/v1/chat");
+    assert_eq!(reply.json()["body_len"], 15);
+    assert_security_headers(&reply);
+    assert_eq!(reply.header("x-agent"), Some("kept"));
+    assert!(
+        reply.header("x-upstream-hop").is_none(),
+        "header named in Connection is hop-by-hop"
+    );
+    let request_id = reply.request_id();
+    assert_ne!(request_id, "client-chosen-id");
+
+    let seen = upstream.seen_on("/v1/chat");
+    assert_eq!(seen.len(), 1);
+    let forwarded = &seen[0];
+    assert_eq!(forwarded.uri, "/v1/chat?model=small");
+    assert_eq!(forwarded.body.as_ref(), br#"{"messages":[]}"#);
+    let h = &forwarded.headers;
+    assert!(h.get("x-portcullis-user").is_none());
+    assert!(h.get("x-portcullis-scopes").is_none());
+    assert!(h.get("x-client-hop").is_none());
+    assert!(h.get("forwarded").is_none());
+    assert_eq!(h["x-request-id"], request_id.as_str());
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(
+        h["x-forwarded-host"],
+        format!("localhost:{}", gateway.addr.port()).as_str()
+    );
+    assert_eq!(h["host"], upstream.addr.to_string().as_str());
+    assert_eq!(h["x-custom"], "passes");
+
+    let record = gateway.audit_record(&request_id).await;
+    assert_eq!(record["decision"], "allowed");
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["upstream_status"], 200);
+    assert_eq!(record["method"], "POST");
+    assert_eq!(record["path"], "/v1/chat");
+    assert_eq!(record["client_ip"], "127.0.0.1");
+    assert_eq!(record["bytes_in"], 15);
+    assert_eq!(record["bytes_out"], reply.body.len());
+    assert_eq!(record["end"], "complete");
+    assert!(record["latency_ms"].as_f64().is_some());
+    assert!(record["ts"].as_str().is_some_and(|t| t.ends_with('Z')));
+    for key in ["user", "rule"] {
+        assert!(record.get(key).is_some(), "record has {key}");
+    }
+    let line = std::fs::read_to_string(&gateway.audit_path).unwrap();
+    assert!(
+        !line.contains("model=small"),
+        "query strings stay out of the audit log"
+    );
+}
+
+#[tokio::test]
+async fn serves_http2_over_tls() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    let client = gateway.h2_client();
+    let reply = client
+        .post_json(&gateway.url("/v1/chat"), r#"{"a":1}"#)
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    assert_eq!(reply.json()["body_len"], 7);
+    assert_security_headers(&reply);
+    let seen = upstream.seen_on("/v1/chat");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers["x-forwarded-host"],
+        format!("localhost:{}", gateway.addr.port()).as_str()
+    );
+    let record = gateway.audit_record(&reply.request_id()).await;
+    assert_eq!(record["decision"], "allowed");
+}
+
+#[tokio::test]
+async fn sse_first_event_arrives_before_the_upstream_finishes() {
+    for h2 in [false, true] {
+        let upstream = MockUpstream::start().await;
+        let gateway = TestGateway::start(&upstream.url()).await;
+        let client = if h2 {
+            gateway.h2_client()
+        } else {
+            gateway.client()
+        };
+        let started = Instant::now();
+        let response = client
+            .send(
+                Request::get(gateway.url("/sse"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut body = response.into_body();
+        // The upstream holds the rest of the stream until the first event is seen here: a
+        // gateway that buffered the stream would never deliver it.
+        let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("first event arrives while the upstream stream is still open")
+            .unwrap()
+            .unwrap();
+        let time_to_first_event = started.elapsed();
+        assert_eq!(
+            first.into_data().unwrap(),
+            Bytes::from_static(b"data: first\n\n")
+        );
+        upstream.release_sse();
+        let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        assert_eq!(rest, Bytes::from_static(b"data: second\n\ndata: third\n\n"));
+        println!("SSE time to first event through the gateway (h2={h2}): {time_to_first_event:?}");
+        let record = gateway.audit_record(&request_id).await;
+        assert_eq!(record["end"], "complete");
+        assert_eq!(record["bytes_out"], 40);
+    }
+}
+
+#[tokio::test]
+async fn upstream_base_path_prefixes_forwarded_paths() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&format!("{}/agent/", upstream.url())).await;
+    let reply = gateway.client().get(&gateway.url("/v1/models?x=1")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        upstream.seen_on("/agent/v1/models")[0].uri,
+        "/agent/v1/models?x=1"
+    );
+}

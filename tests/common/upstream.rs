@@ -1,0 +1,171 @@
+//! A real mock upstream on loopback that records every request it receives.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    #[allow(dead_code)]
+    pub method: Method,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+struct Shared {
+    seen: Mutex<Vec<Recorded>>,
+    /// Lets the rest of `/sse` go once the test has seen the first event.
+    release_sse: Notify,
+}
+
+/// The mock upstream. Paths:
+/// - `/status/N`: answers status N with a body full of internals;
+/// - `/slow/MS`: answers 200 after MS milliseconds;
+/// - `/sse`: one event, then waits for [`MockUpstream::release_sse`], then two more;
+/// - `/stall`: a response head and one chunk, then silence;
+/// - anything else: 200 JSON naming the path, with fingerprinting and hop-by-hop headers.
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener)
+    }
+
+    /// Starts on a given address (to bring an upstream up where the gateway already points).
+    pub async fn start_on(addr: SocketAddr) -> MockUpstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener)
+    }
+
+    fn serve(listener: TcpListener) -> MockUpstream {
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MockUpstream { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Recorded> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// Requests received on `path` (without query).
+    pub fn seen_on(&self, path: &str) -> Vec<Recorded> {
+        self.seen()
+            .into_iter()
+            .filter(|r| r.uri.split('?').next() == Some(path))
+            .collect()
+    }
+
+    pub fn release_sse(&self) {
+        self.shared.release_sse.notify_one();
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    shared.seen.lock().unwrap().push(Recorded {
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+        return Response::builder()
+            .status(status)
+            .header("server", "secret-upstream/1.0")
+            .body(Body::from(
+                "Traceback: /srv/agent/app.py line 42: KeyError: OPENAI_API_KEY=sk-upstream-secret",
+            ))
+            .unwrap();
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        return Response::new(Body::from("slow answer"));
+    }
+    if path == "/sse" {
+        let events = futures_util::stream::unfold(0u8, move |i| {
+            let shared = shared.clone();
+            async move {
+                match i {
+                    0 => Some((Ok::<_, Infallible>(Bytes::from("data: first\n\n")), 1)),
+                    1 => {
+                        shared.release_sse.notified().await;
+                        Some((Ok(Bytes::from("data: second\n\n")), 2))
+                    }
+                    2 => Some((Ok(Bytes::from("data: third\n\n")), 3)),
+                    _ => None,
+                }
+            }
+        });
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(events))
+            .unwrap();
+    }
+    if path == "/stall" {
+        let events = futures_util::stream::unfold(0u8, |i| async move {
+            if i == 0 {
+                Some((Ok::<_, Infallible>(Bytes::from("data: only\n\n")), 1))
+            } else {
+                std::future::pending::<()>().await;
+                None
+            }
+        });
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(events))
+            .unwrap();
+    }
+    let answer = serde_json::json!({"path": path, "body_len": body.len()}).to_string();
+    let mut response = Response::new(Body::from(answer));
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("server", HeaderValue::from_static("mock-upstream/1.0"));
+    headers.insert("x-powered-by", HeaderValue::from_static("MockFramework"));
+    headers.insert("x-upstream-hop", HeaderValue::from_static("1"));
+    headers.insert("connection", HeaderValue::from_static("x-upstream-hop"));
+    headers.insert("x-agent", HeaderValue::from_static("kept"));
+    response
+}
