@@ -66,7 +66,7 @@ async fn unreachable_upstream_is_502() {
 async fn slow_upstream_is_504() {
     let upstream = MockUpstream::start().await;
     let options = Options {
-        upstream: "response_header_timeout = \"300ms\"",
+        upstream: "response_header_timeout = \"300ms\"".into(),
         ..Options::default()
     };
     let gateway = TestGateway::start_with(&upstream.url(), options).await;
@@ -135,7 +135,7 @@ async fn oversized_head_is_431_and_not_forwarded() {
 async fn silent_stream_is_cut_after_idle_timeout_and_audited() {
     let upstream = MockUpstream::start().await;
     let options = Options {
-        upstream: "idle_timeout = \"300ms\"",
+        upstream: "idle_timeout = \"300ms\"".into(),
         ..Options::default()
     };
     let gateway = TestGateway::start_with(&upstream.url(), options).await;

@@ -165,3 +165,118 @@ async fn upstream_base_path_prefixes_forwarded_paths() {
         "/agent/v1/models?x=1"
     );
 }
+
+#[tokio::test]
+async fn https_upstream_with_an_extra_ca_file() {
+    let upstream_dir = tempfile::tempdir().unwrap();
+    let upstream_pki = crate::common::TestPki::create(upstream_dir.path());
+    let upstream = MockUpstream::start_tls(&upstream_pki).await;
+    let options = crate::common::Options {
+        upstream: format!("ca_file = \"{}\"", upstream_pki.ca_file.display()),
+        ..Default::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.tls_url(), options).await;
+    let reply = gateway.client().get(&gateway.url("/over-tls")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(upstream.seen_on("/over-tls").len(), 1);
+
+    // Without the extra CA the upstream's certificate is not trusted: 502, nothing forwarded.
+    let untrusted = TestGateway::start(&upstream.tls_url()).await;
+    let reply = untrusted.client().get(&untrusted.url("/untrusted")).await;
+    crate::common::assert_problem(&reply, 502);
+    assert!(upstream.seen_on("/untrusted").is_empty());
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    let client = gateway.client();
+    for _ in 0..5 {
+        assert_eq!(client.get(&gateway.url("/pooled")).await.status, 200);
+    }
+    let peers: std::collections::HashSet<_> =
+        upstream.seen_on("/pooled").iter().map(|r| r.peer).collect();
+    assert_eq!(
+        peers.len(),
+        1,
+        "five sequential requests share one upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn request_body_streams_to_the_upstream() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::convert::Infallible>>(4);
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*gateway.pki.client_config(&[])).clone())
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::StreamBody<_>>(connector);
+    let request = Request::post(gateway.url("/upload"))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let pending = tokio::spawn(client.request(request));
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(
+        b"[\"first\"",
+    ))))
+    .await
+    .unwrap();
+    // The second chunk is only sent once the upstream has the first: a gateway that buffered
+    // the whole request body would wait forever here.
+    tokio::time::timeout(Duration::from_secs(5), upstream.first_chunk_received())
+        .await
+        .expect("first chunk reached the upstream while the client was still sending");
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(
+        b",\"second\"]",
+    ))))
+    .await
+    .unwrap();
+    drop(tx);
+    let response = pending.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        upstream.seen_on("/upload")[0].body.as_ref(),
+        b"[\"first\",\"second\"]"
+    );
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn client_leaving_early_is_audited() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    let client = gateway.client();
+    let url = gateway.url("/slow/1500");
+    let abandoned = tokio::spawn(async move { client.get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    abandoned.abort();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        if let Some(r) = gateway
+            .audit_records()
+            .into_iter()
+            .find(|r| r["path"] == "/slow/1500")
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit record for the abandoned request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(record["status"], 499);
+    assert_eq!(record["end"], "client_closed");
+}

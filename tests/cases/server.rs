@@ -45,7 +45,7 @@ async fn wait_closed<S: AsyncReadExt + Unpin>(
 async fn slow_loris_head_is_cut_off_at_header_timeout() {
     let upstream = MockUpstream::start().await;
     let options = Options {
-        server: "header_timeout = \"500ms\"",
+        server: "header_timeout = \"500ms\"".into(),
         ..Options::default()
     };
     let gateway = TestGateway::start_with(&upstream.url(), options).await;
@@ -95,7 +95,7 @@ async fn slow_loris_head_is_cut_off_at_header_timeout() {
 async fn connections_past_max_connections_wait_for_a_slot() {
     let upstream = MockUpstream::start().await;
     let options = Options {
-        server: "max_connections = 2",
+        server: "max_connections = 2".into(),
         ..Options::default()
     };
     let gateway = TestGateway::start_with(&upstream.url(), options).await;
@@ -182,4 +182,84 @@ async fn plain_http_listener_serves_without_hsts() {
         upstream.seen_on("/v1/chat")[0].headers["x-forwarded-proto"],
         "http"
     );
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_served_with_alpn() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(gateway.pki.ca_der.clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+        let tls = TlsConnector::from(std::sync::Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (_, session) = tls.get_ref();
+        assert_eq!(session.protocol_version(), Some(version.version));
+        assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]));
+    }
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_when_a_client_ca_is_set() {
+    let upstream = MockUpstream::start().await;
+    let ca_dir = tempfile::tempdir().unwrap();
+    let client_ca = crate::common::TestPki::create(ca_dir.path());
+    let options = Options {
+        tls: format!("client_ca_file = \"{}\"", client_ca.ca_file.display()),
+        ..Options::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(gateway.pki.ca_der.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+
+    // Without a certificate, no request gets through.
+    let anonymous = builder.clone().with_no_client_auth();
+    let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    let attempt = async {
+        let mut tls = TlsConnector::from(std::sync::Arc::new(anonymous))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        tls.write_all(b"GET /anonymous HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 64];
+        let n = tls.read(&mut buf).await?;
+        Ok::<_, std::io::Error>(n)
+    };
+    assert!(
+        !matches!(attempt.await, Ok(n) if n > 0),
+        "anonymous client was answered"
+    );
+
+    // With a certificate from the client CA, it does.
+    let (chain, key) = client_ca.client_identity();
+    let identified = builder.with_client_auth_cert(chain, key).unwrap();
+    let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    let mut tls = TlsConnector::from(std::sync::Arc::new(identified))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /identified HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, answer) = wait_closed(&mut tls, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(upstream.seen_on("/anonymous").is_empty());
+    assert_eq!(upstream.seen_on("/identified").len(), 1);
 }

@@ -29,9 +29,11 @@ pub use upstream::MockUpstream;
 #[derive(Default, Clone)]
 pub struct Options {
     /// Lines added to `[server]`.
-    pub server: &'static str,
+    pub server: String,
+    /// Lines added to `[server.tls]`.
+    pub tls: String,
     /// Lines added to `[upstream]`.
-    pub upstream: &'static str,
+    pub upstream: String,
     /// Serve plain HTTP instead of TLS.
     pub plain: bool,
 }
@@ -155,9 +157,10 @@ pub fn config_text(pki: &TestPki, upstream_url: &str, audit: &Path, options: &Op
         String::new()
     } else {
         format!(
-            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{}\n",
             pki.cert_file.display(),
-            pki.key_file.display()
+            pki.key_file.display(),
+            options.tls
         )
     };
     format!(

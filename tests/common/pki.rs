@@ -4,13 +4,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A test CA and a `localhost`/`127.0.0.1` server certificate, written as PEM files.
 pub struct TestPki {
+    /// PEM of the CA, for configs that name a CA file.
+    pub ca_file: PathBuf,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub ca_der: CertificateDer<'static>,
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl TestPki {
@@ -26,15 +29,50 @@ impl TestPki {
             .unwrap()
             .signed_by(&leaf_key, &ca)
             .unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
         let cert_file = dir.join("cert.pem");
         let key_file = dir.join("key.pem");
         std::fs::write(&cert_file, leaf.pem()).unwrap();
         std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
         TestPki {
+            ca_file,
             cert_file,
             key_file,
             ca_der: ca.der().clone(),
+            ca,
         }
+    }
+
+    /// A rustls server configuration presenting the test server certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls_pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_file_iter(&self.cert_file)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.key_file).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        Arc::new(config)
+    }
+
+    /// A client certificate and key signed by the test CA.
+    pub fn client_identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test client");
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone()], key)
     }
 
     /// A client configuration trusting only the test CA, offering the given ALPN protocols.

@@ -6,7 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use super::TestPki;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -22,13 +29,21 @@ pub struct Recorded {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The gateway's end of the connection the request came on (shows connection reuse).
+    pub peer: SocketAddr,
 }
+
+/// The peer address of the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
 
 #[derive(Default)]
 struct Shared {
     seen: Mutex<Vec<Recorded>>,
     /// Lets the rest of `/sse` go once the test has seen the first event.
     release_sse: Notify,
+    /// Signalled when `/upload` has received its first body chunk.
+    first_chunk: Notify,
 }
 
 /// The mock upstream. Paths:
@@ -46,25 +61,63 @@ pub struct MockUpstream {
 impl MockUpstream {
     pub async fn start() -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener)
+        Self::serve(listener, None)
     }
 
     /// Starts on a given address (to bring an upstream up where the gateway already points).
     pub async fn start_on(addr: SocketAddr) -> MockUpstream {
         let listener = TcpListener::bind(addr).await.unwrap();
-        Self::serve(listener)
+        Self::serve(listener, None)
     }
 
-    fn serve(listener: TcpListener) -> MockUpstream {
+    /// Starts an HTTPS upstream whose certificate is signed by the test CA.
+    pub async fn start_tls(pki: &TestPki) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, Some(TlsAcceptor::from(pki.server_config())))
+    }
+
+    fn serve(listener: TcpListener, tls: Option<TlsAcceptor>) -> MockUpstream {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let app = app.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                            request.extensions_mut().insert(Peer(peer));
+                            app.clone().oneshot(request.map(Body::new))
+                        });
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
+                });
+            }
         });
         MockUpstream { addr, shared, task }
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// Waits until `/upload` has received its first body chunk.
+    pub async fn first_chunk_received(&self) {
+        self.shared.first_chunk.notified().await;
     }
 
     pub fn url(&self) -> String {
@@ -95,19 +148,36 @@ impl Drop for MockUpstream {
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response {
+    let (parts, mut body) = request.into_parts();
     let path = parts.uri.path().to_owned();
+    let body = if path == "/upload" {
+        // Read frame by frame and say when the first arrives: proves the request body streams.
+        let mut collected = Vec::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                if collected.is_empty() {
+                    shared.first_chunk.notify_one();
+                }
+                collected.extend_from_slice(data);
+            }
+        }
+        Bytes::from(collected)
+    } else {
+        body.collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    };
     shared.seen.lock().unwrap().push(Recorded {
         method: parts.method.clone(),
         uri: parts.uri.to_string(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        peer: parts
+            .extensions
+            .get::<Peer>()
+            .map_or(([0, 0, 0, 0], 0).into(), |p| p.0),
     });
 
     if let Some(code) = path.strip_prefix("/status/") {
