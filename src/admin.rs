@@ -71,3 +71,20 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
         state.metrics.encode(),
     )
 }
+
+/// How long `portcullis healthcheck` waits for an answer.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// GETs `path` on the admin listener at `addr`: `Ok(true)` for a 200 answer.
+pub async fn probe(addr: std::net::SocketAddr, path: &str) -> Result<bool, String> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<axum::body::Body>();
+    let uri: http::Uri = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|_| "invalid admin address".to_owned())?;
+    match tokio::time::timeout(PROBE_TIMEOUT, client.get(uri)).await {
+        Ok(Ok(response)) => Ok(response.status() == StatusCode::OK),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}

@@ -40,6 +40,15 @@ pub enum Command {
     },
     /// Start a local trial setup: self-signed TLS, a demo agent, no files needed.
     Dev,
+    /// Probe the admin listener named in the config: exit 0 when ready (or, with --live, up).
+    ///
+    /// For container health checks and Kubernetes exec probes: the admin port can stay on
+    /// loopback and the image needs no shell or curl.
+    Healthcheck {
+        /// Ask /healthz (the process is up) instead of /readyz (ready for traffic).
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 impl Cli {
@@ -78,6 +87,11 @@ pub fn execute(cli: Cli) -> ExitCode {
                 }
             }
         }),
+        Some(Command::Healthcheck { live }) => {
+            let path = if *live { "/healthz" } else { "/readyz" };
+            let config_path = cli.config_path().to_owned();
+            with_runtime(|| healthcheck(config_path, path))
+        }
         Some(Command::Run) | None => {
             let config = match Config::load(cli.config_path()) {
                 Ok(config) => config,
@@ -169,4 +183,47 @@ fn invalid(error: &ConfigError) -> ExitCode {
     println!("FAIL configuration valid: {error}");
     println!("result: FAIL, configuration invalid");
     ExitCode::FAILURE
+}
+
+async fn healthcheck(config_path: PathBuf, path: &'static str) -> ExitCode {
+    let source = match std::fs::read_to_string(&config_path) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("portcullis: cannot read {} ({})", config_path.display(), e.kind());
+            return ExitCode::FAILURE;
+        }
+    };
+    let raw = match crate::config::parse_raw(&source, &config_path.display().to_string()) {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("portcullis: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(admin) = raw.admin else {
+        eprintln!("portcullis: no [admin] listener is configured");
+        return ExitCode::FAILURE;
+    };
+    let listen = admin
+        .listen
+        .as_deref()
+        .unwrap_or(crate::config::DEFAULT_ADMIN_LISTEN);
+    let Ok(mut addr) = listen.parse::<std::net::SocketAddr>() else {
+        eprintln!("portcullis: admin.listen is not an address");
+        return ExitCode::FAILURE;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    match crate::admin::probe(addr, path).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("portcullis: {path} says not ready");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("portcullis: cannot reach the admin listener at {addr} ({e})");
+            ExitCode::FAILURE
+        }
+    }
 }

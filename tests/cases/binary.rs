@@ -206,3 +206,38 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "audit record flushed before exit"
     );
 }
+
+#[tokio::test]
+async fn healthcheck_probes_the_admin_listener() {
+    let upstream = MockUpstream::start().await;
+    let gateway = crate::common::TestGateway::start(&upstream.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!("[admin]\nlisten = \"{}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n", gateway.admin),
+    );
+    let probe = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            portcullis(&args)
+        })
+    };
+    let (code, _, err) = probe(vec!["healthcheck".into(), "--live".into(), "--config".into(), path.clone()])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, _, _) = probe(vec!["healthcheck".into(), "--config".into(), path.clone()]).await.unwrap();
+        if code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(gateway);
+    let closed = write_config(dir.path(), "[admin]\nlisten = \"127.0.0.1:1\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n");
+    let (code, _, err) = probe(vec!["healthcheck".into(), "--config".into(), closed]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the admin listener"), "{err}");
+}
