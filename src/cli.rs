@@ -189,7 +189,11 @@ async fn healthcheck(config_path: PathBuf, path: &'static str) -> ExitCode {
     let source = match std::fs::read_to_string(&config_path) {
         Ok(source) => source,
         Err(e) => {
-            eprintln!("portcullis: cannot read {} ({})", config_path.display(), e.kind());
+            eprintln!(
+                "portcullis: cannot read {} ({})",
+                config_path.display(),
+                e.kind()
+            );
             return ExitCode::FAILURE;
         }
     };

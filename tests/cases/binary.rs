@@ -214,7 +214,10 @@ async fn healthcheck_probes_the_admin_listener() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         dir.path(),
-        &format!("[admin]\nlisten = \"{}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n", gateway.admin),
+        &format!(
+            "[admin]\nlisten = \"{}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+            gateway.admin
+        ),
     );
     let probe = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
@@ -222,13 +225,20 @@ async fn healthcheck_probes_the_admin_listener() {
             portcullis(&args)
         })
     };
-    let (code, _, err) = probe(vec!["healthcheck".into(), "--live".into(), "--config".into(), path.clone()])
-        .await
-        .unwrap();
+    let (code, _, err) = probe(vec![
+        "healthcheck".into(),
+        "--live".into(),
+        "--config".into(),
+        path.clone(),
+    ])
+    .await
+    .unwrap();
     assert_eq!(code, 0, "{err}");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (code, _, _) = probe(vec!["healthcheck".into(), "--config".into(), path.clone()]).await.unwrap();
+        let (code, _, _) = probe(vec!["healthcheck".into(), "--config".into(), path.clone()])
+            .await
+            .unwrap();
         if code == 0 {
             break;
         }
@@ -236,8 +246,13 @@ async fn healthcheck_probes_the_admin_listener() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(gateway);
-    let closed = write_config(dir.path(), "[admin]\nlisten = \"127.0.0.1:1\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n");
-    let (code, _, err) = probe(vec!["healthcheck".into(), "--config".into(), closed]).await.unwrap();
+    let closed = write_config(
+        dir.path(),
+        "[admin]\nlisten = \"127.0.0.1:1\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let (code, _, err) = probe(vec!["healthcheck".into(), "--config".into(), closed])
+        .await
+        .unwrap();
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the admin listener"), "{err}");
 }

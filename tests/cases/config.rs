@@ -138,22 +138,33 @@ fn invalid_values_are_refused() {
 #[test]
 fn kubernetes_example_embeds_a_valid_config() {
     let yaml = std::fs::read_to_string("config/kubernetes/sidecar.yaml").unwrap();
-    let start = yaml.find("portcullis.toml: |\n").expect("ConfigMap holds portcullis.toml") + 19;
+    let start = yaml
+        .find("portcullis.toml: |\n")
+        .expect("ConfigMap holds portcullis.toml")
+        + 19;
     let toml: String = yaml[start..]
         .lines()
         .take_while(|l| l.is_empty() || l.starts_with("    "))
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
         .collect();
-    let raw = portcullis::config::parse_raw(&toml, "sidecar.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let raw =
+        portcullis::config::parse_raw(&toml, "sidecar.yaml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(raw.upstream.url, "http://127.0.0.1:8080");
-    assert_eq!(raw.admin.and_then(|a| a.listen).as_deref(), Some("127.0.0.1:9901"));
+    assert_eq!(
+        raw.admin.and_then(|a| a.listen).as_deref(),
+        Some("127.0.0.1:9901")
+    );
     let tls = raw.server.tls.expect("TLS from the Secret");
     assert_eq!(tls.cert_file, "/etc/portcullis/tls/tls.crt");
     // The certificates come from a Secret at deploy time; everything else validates here.
     let without_tls = toml.replace("[server.tls]", "[unused_tls]");
     let without_tls: String = without_tls
         .lines()
-        .filter(|l| !l.starts_with("[unused_tls]") && !l.starts_with("cert_file") && !l.starts_with("key_file"))
+        .filter(|l| {
+            !l.starts_with("[unused_tls]")
+                && !l.starts_with("cert_file")
+                && !l.starts_with("key_file")
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     Config::from_toml(&without_tls, "sidecar.yaml").unwrap();
