@@ -13,6 +13,7 @@ use http::{StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::jwks::KeyStore;
 use crate::metrics::{self, Metrics};
 use crate::proxy::Upstream;
 
@@ -23,6 +24,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The upstream whose first answer makes the gateway ready.
     pub upstream: Upstream,
+    /// The authentication keys, which must have loaded once.
+    pub keys: Option<Arc<KeyStore>>,
 }
 
 /// The admin routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
@@ -52,10 +55,15 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 once config and certificates are loaded (true once serving) and the upstream has
-/// answered at least once; 503 before.
+/// 200 once config and certificates are loaded (true once serving), a key set has loaded (when
+/// authentication uses a JWKS URL) and the upstream has answered at least once; 503 before.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.upstream.has_answered() {
+    if state.keys.as_ref().is_some_and(|k| !k.is_ready()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the JWK set to load\n",
+        )
+    } else if state.upstream.has_answered() {
         (StatusCode::OK, "ready\n")
     } else {
         (

@@ -44,6 +44,14 @@ pub enum Decision {
     UpstreamError,
     /// The upstream did not answer within `response_header_timeout`.
     UpstreamTimeout,
+    /// No token: 401.
+    AuthMissing,
+    /// A token that is not acceptable: 401.
+    AuthInvalid,
+    /// An expired token: 401.
+    AuthExpired,
+    /// A valid token without the required scopes: 403.
+    Forbidden,
     /// The request head exceeded `max_header_bytes`.
     HeaderTooLarge,
     /// A gateway bug was caught and answered with 500.
@@ -57,6 +65,10 @@ impl Decision {
             Decision::Allowed => "allowed",
             Decision::UpstreamError => "upstream_error",
             Decision::UpstreamTimeout => "upstream_timeout",
+            Decision::AuthMissing => "auth_missing",
+            Decision::AuthInvalid => "auth_invalid",
+            Decision::AuthExpired => "auth_expired",
+            Decision::Forbidden => "forbidden",
             Decision::HeaderTooLarge => "header_too_large",
             Decision::InternalError => "internal_error",
         }

@@ -40,6 +40,33 @@ pub enum Command {
     },
     /// Start a local trial setup: self-signed TLS, a demo agent, no files needed.
     Dev,
+    /// Mint a signed JWT from a private key file, for local testing only.
+    Token {
+        /// PEM private key (RSA, EC, Ed25519) or, for HS*, a file holding the shared secret.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Signature algorithm.
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        /// `kid` header.
+        #[arg(long)]
+        kid: Option<String>,
+        /// `sub` claim.
+        #[arg(long, default_value = "test-user")]
+        sub: String,
+        /// `scope` claim: space-separated scopes.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Lifetime, e.g. 15m, 1h.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// `iss` claim.
+        #[arg(long)]
+        iss: Option<String>,
+        /// `aud` claim.
+        #[arg(long)]
+        aud: Option<String>,
+    },
     /// Probe the admin listener named in the config: exit 0 when ready (or, with --live, up).
     ///
     /// For container health checks and Kubernetes exec probes: the admin port can stay on
@@ -64,9 +91,12 @@ impl Cli {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A closed stderr (a log collector restarting) must never bring the gateway down, so
+    // write errors are not reported by printing, which would panic.
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     if std::env::var("PORTCULLIS_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -87,6 +117,45 @@ pub fn execute(cli: Cli) -> ExitCode {
                 }
             }
         }),
+        Some(Command::Token {
+            key,
+            alg,
+            kid,
+            sub,
+            scope,
+            ttl,
+            iss,
+            aud,
+        }) => {
+            let minted = alg
+                .parse::<jsonwebtoken::Algorithm>()
+                .map_err(|_| format!("unknown algorithm {alg}"))
+                .and_then(|algorithm| {
+                    let signing = crate::auth::mint::signing_key_from_file(key, algorithm)?;
+                    crate::auth::mint::mint(
+                        &signing,
+                        &crate::auth::mint::TokenRequest {
+                            algorithm,
+                            kid: kid.clone(),
+                            subject: sub.clone(),
+                            scopes: scope.split_whitespace().map(str::to_owned).collect(),
+                            ttl: *ttl,
+                            issuer: iss.clone(),
+                            audience: aud.clone(),
+                        },
+                    )
+                });
+            match minted {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Healthcheck { live }) => {
             let path = if *live { "/healthz" } else { "/readyz" };
             let config_path = cli.config_path().to_owned();

@@ -5,6 +5,7 @@
 //! binds loopback only and says loudly that it is for local trials.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,16 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, TlsSettings};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+use crate::auth::keys::{VerifyingKey, keys_from_jwks};
+use crate::auth::mint::{self, TokenRequest};
+use crate::config::auth::{
+    DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_TTL, DEFAULT_LEEWAY, DEFAULT_USER_CLAIM,
+};
+use crate::config::{AuthSettings, Config, TlsSettings, TokenLocation};
 use crate::server::{self, Gateway, StartError, tls};
 
 /// Preferred dev gateway address; a free port is used when it is taken.
@@ -44,26 +54,22 @@ pub async fn run() -> Result<(), String> {
     });
 
     let tls_settings = self_signed_tls()?;
-    let gateway = match Gateway::bind(dev_config(
-        agent_addr,
-        DEV_LISTEN,
-        DEV_ADMIN_LISTEN,
-        &tls_settings,
-    )?)
-    .await
-    {
+    let signer = DevSigner::generate()?;
+    let config = |listen, admin| dev_config(agent_addr, listen, admin, &tls_settings, &signer);
+    let gateway = match Gateway::bind(config(DEV_LISTEN, DEV_ADMIN_LISTEN)?).await {
         Ok(gateway) => gateway,
-        Err(StartError::Bind { .. }) => Gateway::bind(dev_config(
-            agent_addr,
-            "127.0.0.1:0",
-            "127.0.0.1:0",
-            &tls_settings,
-        )?)
-        .await
-        .map_err(|e| e.to_string())?,
+        Err(StartError::Bind { .. }) => Gateway::bind(config("127.0.0.1:0", "127.0.0.1:0")?)
+            .await
+            .map_err(|e| e.to_string())?,
         Err(e) => return Err(e.to_string()),
     };
-    print_banner(gateway.local_addr(), gateway.admin_addr(), agent_addr);
+    let token = signer.token(DEV_SUBJECT, &[DEV_SCOPE], DEV_TOKEN_TTL)?;
+    print_banner(
+        gateway.local_addr(),
+        gateway.admin_addr(),
+        agent_addr,
+        &token,
+    );
     gateway.serve(server::shutdown_signal()).await;
     Ok(())
 }
@@ -73,6 +79,7 @@ fn dev_config(
     listen: &str,
     admin: &str,
     tls_settings: &TlsSettings,
+    signer: &DevSigner,
 ) -> Result<Config, String> {
     let toml = format!(
         "[server]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\n\n\
@@ -82,7 +89,84 @@ fn dev_config(
     );
     let mut config = Config::from_toml(&toml, "dev mode").map_err(|e| e.to_string())?;
     config.server.tls = Some(tls_settings.clone());
+    config.auth = Some(AuthSettings {
+        algorithms: vec![Algorithm::ES256],
+        issuer: Some(DEV_ISSUER.to_owned()),
+        audiences: vec![DEV_AUDIENCE.to_owned()],
+        leeway: DEFAULT_LEEWAY,
+        user_claim: DEFAULT_USER_CLAIM.to_owned(),
+        required_scopes: vec![DEV_SCOPE.to_owned()],
+        static_keys: signer.verifying_keys()?,
+        jwks_url: None,
+        forward_claims: Vec::new(),
+        token_location: TokenLocation::Authorization,
+        public_paths: Vec::new(),
+        cache_capacity: DEFAULT_CACHE_CAPACITY,
+        cache_max_ttl: DEFAULT_CACHE_MAX_TTL,
+    });
     Ok(config)
+}
+
+/// User named in the dev token.
+pub const DEV_SUBJECT: &str = "dev-user";
+/// Scope dev mode requires and its token grants.
+pub const DEV_SCOPE: &str = "agent:use";
+/// Issuer of dev tokens.
+pub const DEV_ISSUER: &str = "portcullis-dev";
+/// Audience of dev tokens.
+pub const DEV_AUDIENCE: &str = "agent-api";
+/// Lifetime of the printed dev token.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(3600);
+const DEV_KID: &str = "dev-es256";
+
+/// A throw-away ES256 key pair for dev mode: signs the printed token, verifies requests.
+pub struct DevSigner {
+    signing: EncodingKey,
+    jwks: String,
+}
+
+impl DevSigner {
+    /// Generates a P-256 key pair in memory.
+    pub fn generate() -> Result<DevSigner, String> {
+        let pair =
+            rcgen::KeyPair::generate().map_err(|e| format!("cannot make a dev key ({e})"))?;
+        let point = pair.public_key_raw();
+        // An uncompressed P-256 point: 0x04, then 32 bytes of x and 32 of y.
+        let (Some(x), Some(y)) = (point.get(1..33), point.get(33..65)) else {
+            return Err("unexpected dev key format".to_owned());
+        };
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": DEV_KID,
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        }]})
+        .to_string();
+        Ok(DevSigner {
+            signing: EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwks,
+        })
+    }
+
+    /// The public key, read through the same JWK set parser a `jwks_file` or `jwks_url` uses.
+    pub fn verifying_keys(&self) -> Result<Vec<Arc<VerifyingKey>>, String> {
+        let (keys, _) = keys_from_jwks(self.jwks.as_bytes(), &[Algorithm::ES256])?;
+        Ok(keys)
+    }
+
+    /// A token for `subject` with `scopes`, valid for `ttl`.
+    pub fn token(&self, subject: &str, scopes: &[&str], ttl: Duration) -> Result<String, String> {
+        mint::mint(
+            &self.signing,
+            &TokenRequest {
+                algorithm: Algorithm::ES256,
+                kid: Some(DEV_KID.to_owned()),
+                subject: subject.to_owned(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                ttl,
+                issuer: Some(DEV_ISSUER.to_owned()),
+                audience: Some(DEV_AUDIENCE.to_owned()),
+            },
+        )
+    }
 }
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, made in memory.
@@ -99,31 +183,39 @@ pub fn self_signed_tls() -> Result<TlsSettings, String> {
     })
 }
 
-fn print_banner(gateway: SocketAddr, admin: Option<SocketAddr>, agent: SocketAddr) {
+fn print_banner(gateway: SocketAddr, admin: Option<SocketAddr>, agent: SocketAddr, token: &str) {
     let admin = admin.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
     let rule = "=".repeat(78);
+    let bearer = format!("-H 'authorization: Bearer {token}'");
     let chat = format!(
-        "curl -k https://{gateway}/v1/chat -H 'content-type: application/json' \
+        "curl -k https://{gateway}/v1/chat {bearer} -H 'content-type: application/json' \
          -d '{{\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
     );
     let lines = [
         String::new(),
         rule.clone(),
         "  portcullis DEV MODE - for local trials only, NEVER for production:".to_owned(),
-        "  a throw-away self-signed certificate, no authentication, a demo agent.".to_owned(),
+        "  a throw-away self-signed certificate and signing key, a demo agent.".to_owned(),
         rule,
         format!("  gateway     https://{gateway}   (TLS, self-signed: curl needs -k)"),
         format!("  admin       {admin}   (/healthz /readyz /metrics)"),
         format!("  demo agent  http://{agent}   (POST /v1/chat, GET /v1/stream)"),
+        format!(
+            "  auth        ES256 JWT required, scope {DEV_SCOPE}; this token (user {DEV_SUBJECT}) is valid 1 h:"
+        ),
+        String::new(),
+        format!("  {token}"),
         String::new(),
         "  Try it:".to_owned(),
         format!("    {chat}"),
-        format!("    curl -kN https://{gateway}/v1/stream"),
+        format!("    curl -kN https://{gateway}/v1/stream {bearer}"),
+        format!("    curl -k https://{gateway}/v1/chat      # no token: 401 problem+json"),
         String::new(),
         "  Audit records (one JSON line per request) follow on stdout. Ctrl-C stops.".to_owned(),
         String::new(),
     ];
-    eprintln!("{}", lines.join("\n"));
+    // Not eprintln!: a closed stderr must not panic the gateway.
+    let _ = writeln!(std::io::stderr(), "{}", lines.join("\n"));
 }
 
 /// The demo agent: `POST /v1/chat` echoes the last user message, `GET /v1/stream` streams SSE.

@@ -16,6 +16,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use crate::audit::{Decision, Outcome};
+use crate::auth::jwt::Refusal;
 use crate::request_id::RequestContext;
 
 /// A boxed error from a library, kept for the operational log only.
@@ -27,6 +28,12 @@ pub const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/prob
 /// Every reason the gateway answers a request itself instead of with the upstream's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// No acceptable token: 401 with `WWW-Authenticate`.
+    #[error("authentication failed: {0:?}")]
+    Unauthenticated(Refusal),
+    /// The token lacks a required scope: 403 with `error="insufficient_scope"`.
+    #[error("insufficient scope")]
+    Forbidden,
     /// The request head (request line and headers) is larger than `server.max_header_bytes`: 431.
     #[error("request head of {0} bytes exceeds server.max_header_bytes")]
     HeaderTooLarge(usize),
@@ -58,6 +65,8 @@ impl GatewayError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
+            GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
                 StatusCode::BAD_GATEWAY
@@ -70,6 +79,10 @@ impl GatewayError {
     /// The audit decision recorded for this error.
     pub fn decision(&self) -> Decision {
         match self {
+            GatewayError::Unauthenticated(Refusal::Missing) => Decision::AuthMissing,
+            GatewayError::Unauthenticated(Refusal::Expired) => Decision::AuthExpired,
+            GatewayError::Unauthenticated(Refusal::Invalid(_)) => Decision::AuthInvalid,
+            GatewayError::Forbidden => Decision::Forbidden,
             GatewayError::HeaderTooLarge(_) => Decision::HeaderTooLarge,
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
                 Decision::UpstreamError
@@ -79,9 +92,47 @@ impl GatewayError {
         }
     }
 
+    /// The reason class recorded as the audit record's `rule`.
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::Unauthenticated(Refusal::Missing) => Some("token_missing"),
+            GatewayError::Unauthenticated(Refusal::Expired) => Some("token_expired"),
+            GatewayError::Unauthenticated(Refusal::Invalid(reason)) => Some(reason),
+            GatewayError::Forbidden => Some("missing_scope"),
+            _ => None,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750), for authentication errors.
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(match self {
+            GatewayError::Unauthenticated(Refusal::Missing) => r#"Bearer realm="portcullis""#,
+            GatewayError::Unauthenticated(_) => {
+                r#"Bearer realm="portcullis", error="invalid_token""#
+            }
+            GatewayError::Forbidden => r#"Bearer realm="portcullis", error="insufficient_scope""#,
+            _ => return None,
+        }))
+    }
+
     /// `(type, title, detail)`: fixed texts, so nothing internal can reach the client.
     fn texts(&self) -> (&'static str, &'static str, &'static str) {
         match self {
+            GatewayError::Unauthenticated(Refusal::Missing) => (
+                "urn:portcullis:problem:unauthenticated",
+                "Unauthorized",
+                "A bearer token is required.",
+            ),
+            GatewayError::Unauthenticated(_) => (
+                "urn:portcullis:problem:invalid-token",
+                "Unauthorized",
+                "The bearer token is not valid.",
+            ),
+            GatewayError::Forbidden => (
+                "urn:portcullis:problem:insufficient-scope",
+                "Forbidden",
+                "The bearer token does not grant the scope this service requires.",
+            ),
             GatewayError::HeaderTooLarge(_) => (
                 "urn:portcullis:problem:header-too-large",
                 "Request Header Fields Too Large",
@@ -131,12 +182,18 @@ impl GatewayError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        if let Some(challenge) = self.challenge() {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         let upstream_status = match &self {
             GatewayError::UpstreamStatus(s) => Some(s.as_u16()),
             _ => None,
         };
         response.extensions_mut().insert(Outcome {
             decision: self.decision(),
+            rule: self.rule().map(std::borrow::Cow::Borrowed),
             upstream_status,
             ..Outcome::default()
         });

@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::auth::Principal;
 use crate::config::HeaderSettings;
 use crate::request_id::{RequestContext, X_REQUEST_ID};
 
@@ -51,15 +52,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Prepares the headers of a request about to be forwarded.
-///
-/// `original_host` is the host the client asked for; `upstream_host` replaces it in `Host`.
-pub fn prepare_upstream_request(
-    headers: &mut HeaderMap,
-    context: &RequestContext,
-    original_host: Option<HeaderValue>,
-    upstream_host: &HeaderValue,
-) {
+/// What the gateway itself tells the upstream about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The request's context (id, client address, scheme).
+    pub context: &'a RequestContext,
+    /// The host the client asked for.
+    pub original_host: Option<&'a HeaderValue>,
+    /// The upstream's own host, sent as `Host`.
+    pub upstream_host: &'a HeaderValue,
+    /// The authenticated identity, when authentication is on.
+    pub principal: Option<&'a Principal>,
+    /// The gateway's own credential for the upstream, sent as `Authorization`.
+    pub credential: Option<&'a HeaderValue>,
+}
+
+/// Prepares the headers of a request about to be forwarded: client-sent identity and forwarding
+/// headers are removed before the gateway's own are set.
+pub fn prepare_upstream_request(headers: &mut HeaderMap, forwarding: Forwarding<'_>) {
+    let context = forwarding.context;
     strip_hop_by_hop(headers);
     let spoofable: Vec<HeaderName> = headers
         .keys()
@@ -77,11 +88,19 @@ pub fn prepare_upstream_request(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if context.tls { "https" } else { "http" }),
     );
-    match original_host {
-        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+    match forwarding.original_host {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-    headers.insert(header::HOST, upstream_host.clone());
+    headers.insert(header::HOST, forwarding.upstream_host.clone());
+    if let Some(principal) = forwarding.principal {
+        for (name, value) in &principal.identity_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    if let Some(credential) = forwarding.credential {
+        headers.insert(header::AUTHORIZATION, credential.clone());
+    }
 }
 
 fn ip_header(ip: IpAddr) -> HeaderValue {

@@ -8,7 +8,8 @@
 //! 4. security headers on every response — [`headers`]
 //! 5. panic containment — [`error`]
 //! 6. request-head size limit — [`head_limit`]
-//! 7. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
+//! 7. JWT authentication, verified-token cache — [`auth`]
+//! 8. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
 //!
 //! Every rejection is an RFC 9457 problem+json built in one place, [`error`]. Health, readiness
 //! and metrics live on a separate listener, [`admin`].
@@ -17,6 +18,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -45,6 +45,23 @@ pub struct Metrics {
     pub audit_queue_full: Counter<u64, AtomicU64>,
     /// Audit records that could not be written.
     pub audit_write_errors: Counter<u64, AtomicU64>,
+    /// Token verifications (signature and claims), by result.
+    pub verifications: Family<ResultLabel, Counter>,
+    /// Requests whose token was served from the verified-token cache.
+    pub token_cache_hits: Counter<u64, AtomicU64>,
+    /// Requests whose token was not in the cache.
+    pub token_cache_misses: Counter<u64, AtomicU64>,
+    /// Tokens evicted from the full cache.
+    pub token_cache_evictions: Counter<u64, AtomicU64>,
+    /// JWK set fetches, by result.
+    pub jwks_fetches: Family<ResultLabel, Counter>,
+}
+
+/// A `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok`, `refused`, `error`.
+    pub result: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,8 +130,43 @@ impl Metrics {
             "Audit records that could not be written",
             audit_write_errors.clone(),
         );
+        let verifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "token_verifications",
+            "Token signature and claim verifications, by result",
+            verifications.clone(),
+        );
+        let token_cache_hits = Counter::default();
+        registry.register(
+            "token_cache_hits",
+            "Tokens served from the verified-token cache",
+            token_cache_hits.clone(),
+        );
+        let token_cache_misses = Counter::default();
+        registry.register(
+            "token_cache_misses",
+            "Tokens not found in the verified-token cache",
+            token_cache_misses.clone(),
+        );
+        let token_cache_evictions = Counter::default();
+        registry.register(
+            "token_cache_evictions",
+            "Tokens evicted from the full verified-token cache",
+            token_cache_evictions.clone(),
+        );
+        let jwks_fetches = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWK set fetches, by result",
+            jwks_fetches.clone(),
+        );
         Metrics {
             registry: root,
+            verifications,
+            token_cache_hits,
+            token_cache_misses,
+            token_cache_evictions,
+            jwks_fetches,
             requests,
             request_latency,
             upstream_latency,
@@ -141,6 +193,20 @@ impl Metrics {
         self.request_latency.observe(latency.as_secs_f64());
         self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
+    }
+
+    /// Counts one token verification.
+    pub fn verification(&self, result: &'static str) {
+        self.verifications
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts one JWK set fetch.
+    pub fn jwks_fetch(&self, result: &'static str) {
+        self.jwks_fetches
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

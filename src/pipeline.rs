@@ -14,6 +14,7 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 use crate::audit::{self, Auditor};
+use crate::auth::{self, Authenticator};
 use crate::headers::{self, SecurityHeaders};
 use crate::proxy::{self, Upstream};
 use crate::{error, head_limit, request_id};
@@ -30,6 +31,8 @@ pub struct Stages {
     pub security_headers: Arc<SecurityHeaders>,
     /// `server.max_header_bytes`.
     pub max_header_bytes: usize,
+    /// JWT authentication, when configured.
+    pub authenticator: Option<Arc<Authenticator>>,
     /// The agent backend.
     pub upstream: Upstream,
 }
@@ -53,8 +56,14 @@ pub fn build(stages: Stages) -> Pipeline {
             stages.max_header_bytes,
             head_limit::enforce,
         ))
-        // Per-IP flood guard, authentication, per-user rate limit and validation go here, in
-        // that order, as their stages land.
+        // (The per-IP flood guard goes here: cheap, and before any signature check.)
+        // Identity before anything per-user; the token is removed here, never forwarded.
+        .option_layer(
+            stages
+                .authenticator
+                .map(|auth| from_fn_with_state(auth, auth::authenticate)),
+        )
+        // (Per-user rate limit, then input validation, go here.)
         .service(proxy::service(stages.upstream));
     BoxCloneSyncService::new(stack)
 }

@@ -29,9 +29,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Sleep;
 
 use crate::audit::{Decision, Outcome};
+use crate::auth::Principal;
 use crate::config::UpstreamSettings;
 use crate::error::{BoxError, GatewayError};
-use crate::headers;
+use crate::headers::{self, Forwarding};
 use crate::metrics::Metrics;
 use crate::request_id::RequestContext;
 use crate::server::tls;
@@ -147,11 +148,16 @@ impl Upstream {
             let authority = request.uri().authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
+        let principal = request.extensions().get::<Arc<Principal>>().cloned();
         headers::prepare_upstream_request(
             request.headers_mut(),
-            &context,
-            original_host,
-            &self.host,
+            Forwarding {
+                context: &context,
+                original_host: original_host.as_ref(),
+                upstream_host: &self.host,
+                principal: principal.as_deref(),
+                credential: self.settings.credential.as_ref(),
+            },
         );
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;

@@ -71,12 +71,34 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             "no [server.tls]: tokens and prompts cross the network in clear text",
         ),
     });
-    items.push(stage_item(
-        config,
-        "auth",
-        "authentication configured",
-        "no [auth]: any client reaches the upstream",
-    ));
+    items.push(match &config.auth {
+        None => item(
+            Status::Warn,
+            "authentication configured",
+            "no [auth]: any client reaches the upstream",
+        ),
+        Some(auth) if !auth.public_paths.is_empty() => Item {
+            status: Status::Warn,
+            name: "authentication configured",
+            why: format!(
+                "JWT required, but {} public path(s) need no token: {}",
+                auth.public_paths.len(),
+                auth.public_paths.join(", ")
+            ),
+        },
+        Some(auth) => Item {
+            status: Status::Pass,
+            name: "authentication configured",
+            why: format!(
+                "a valid JWT ({}) is required on every path",
+                auth.algorithms
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    });
     items.push(stage_item(
         config,
         "rate_limit",

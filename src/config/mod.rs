@@ -5,8 +5,10 @@
 //! process at start-up with one line naming the key and its line, never at the first request.
 //! Error messages never repeat a configured value, so a misplaced secret is not echoed to a log.
 
+pub mod auth;
 pub mod checklist;
 pub mod raw;
+pub mod secret;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,7 +21,9 @@ use http::uri::{Authority, Scheme, Uri};
 use rustls_pki_types::CertificateDer;
 
 use crate::server::tls;
+pub use auth::{AuthSettings, TokenLocation};
 use raw::RawConfig;
+use secret::Secret;
 
 /// Default client listener.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -87,6 +91,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// The agent backend.
     pub upstream: UpstreamSettings,
+    /// JWT authentication, when configured.
+    pub auth: Option<AuthSettings>,
     /// Security headers added to every response.
     pub headers: HeaderSettings,
     /// Where audit records go.
@@ -153,6 +159,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Extra trusted CAs for an `https` upstream.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// `Authorization` value the gateway sends upstream (its own credential); marked sensitive.
+    pub credential: Option<HeaderValue>,
 }
 
 /// Validated `[headers]`.
@@ -225,10 +233,11 @@ impl Config {
             Some("") => return Err(at.error("audit.output", "must be \"stdout\" or a file path")),
             Some(path) => AuditSettings::File(PathBuf::from(path)),
         };
+        let auth = match &raw.auth {
+            None => None,
+            Some(raw_auth) => Some(auth::validate(raw_auth, at)?),
+        };
         let mut not_enforced = Vec::new();
-        if raw.auth.is_some() {
-            not_enforced.push("auth");
-        }
         if raw.rate_limit.is_some() {
             not_enforced.push("rate_limit");
         }
@@ -239,6 +248,7 @@ impl Config {
             server,
             admin,
             upstream,
+            auth,
             headers,
             audit,
             not_enforced,
@@ -347,7 +357,25 @@ fn validate_upstream(raw: &RawConfig, at: &Locator<'_>) -> Result<UpstreamSettin
             tls::read_certs(Path::new(path)).map_err(|m| at.error("upstream.ca_file", m))?
         }
     };
+    let credential = match (&u.auth_header_env, &u.auth_header_file) {
+        (None, None) => None,
+        (env, file) => {
+            let secret = Secret::from_env_or_file(env.as_deref(), file.as_deref())
+                .map_err(|m| at.error("upstream.auth_header_env", m))?;
+            let mut value = b"Bearer ".to_vec();
+            value.extend_from_slice(secret.expose());
+            let mut value = HeaderValue::from_bytes(&value).map_err(|_| {
+                at.error(
+                    "upstream.auth_header_env",
+                    "the credential has characters a header cannot carry",
+                )
+            })?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+    };
     Ok(UpstreamSettings {
+        credential,
         scheme,
         authority,
         base_path,
@@ -470,12 +498,19 @@ impl Locator<'_> {
     }
 
     fn line_of_key(&self, key: &str) -> Option<usize> {
+        // `auth.hmac_keys[1].kid`: the leaf `kid` under the second `[[auth.hmac_keys]]`.
         let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+        let (table, index) = match table.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (table, None),
+        };
         let mut current = String::new();
+        let mut occurrence = 0usize;
         let mut table_line = None;
         for (i, line) in self.source.lines().enumerate() {
             let line = line.trim();
             if let Some(header) = line.strip_prefix('[') {
+                let array = header.starts_with('[');
                 current = header
                     .trim_start_matches('[')
                     .split(']')
@@ -483,12 +518,16 @@ impl Locator<'_> {
                     .unwrap_or("")
                     .trim()
                     .to_owned();
+                if current == table && array {
+                    occurrence += 1;
+                }
                 if current == key {
                     table_line = Some(i + 1);
                 }
                 continue;
             }
-            if current == table {
+            let in_table = current == table && index.is_none_or(|n| occurrence == n + 1);
+            if in_table {
                 let name = line.split('=').next().unwrap_or("").trim();
                 if name == leaf && line.contains('=') {
                     return Some(i + 1);
@@ -521,5 +560,12 @@ mod tests {
         assert_eq!(at.line_of_key("server.listen"), Some(2));
         assert_eq!(at.line_of_key("server.tls.cert_file"), Some(5));
         assert_eq!(at.line_of_key("server.tls"), Some(4));
+        let src = "[[auth.hmac_keys]]\nkid = \"a\"\n[[auth.hmac_keys]]\nkid = \"b\"\n";
+        let at = Locator {
+            source: src,
+            file: "f",
+        };
+        assert_eq!(at.line_of_key("auth.hmac_keys[1].kid"), Some(4));
+        assert_eq!(at.line_of_key("auth.hmac_keys[0].kid"), Some(2));
     }
 }

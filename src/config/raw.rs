@@ -89,6 +89,10 @@ pub struct RawUpstream {
     pub idle_timeout: Option<Duration>,
     /// Extra PEM CA bundle trusted for an `https` upstream, besides the system roots.
     pub ca_file: Option<String>,
+    /// Environment variable holding the gateway's own credential for the upstream.
+    pub auth_header_env: Option<String>,
+    /// File holding the gateway's own credential for the upstream.
+    pub auth_header_file: Option<String>,
 }
 
 /// `[auth]`: parsed and checked for shape; enforced by the authentication stage.
@@ -118,9 +122,26 @@ pub struct RawAuth {
     /// How often `jwks_url` is fetched again.
     #[serde(default, with = "humantime_serde")]
     pub jwks_refresh: Option<Duration>,
+    /// Extra PEM CA bundle trusted when fetching `jwks_url`, besides the system roots.
+    pub jwks_ca_file: Option<String>,
     /// Shared-secret keys, each read from the environment or a file.
     #[serde(default)]
     pub hmac_keys: Vec<RawHmacKey>,
+    /// Claims forwarded upstream: claim name to header name.
+    #[serde(default)]
+    pub forward_claims: std::collections::BTreeMap<String, String>,
+    /// Header carrying the raw token instead of `Authorization`.
+    pub token_header: Option<String>,
+    /// Cookie carrying the token instead of `Authorization`.
+    pub token_cookie: Option<String>,
+    /// Exact paths that need no token.
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+    /// Most verified tokens kept in the cache.
+    pub cache_capacity: Option<u64>,
+    /// Longest time a verified token is served from the cache.
+    #[serde(default, with = "humantime_serde")]
+    pub cache_max_ttl: Option<Duration>,
 }
 
 /// `[[auth.hmac_keys]]`: the secret itself is never in the file.
@@ -133,6 +154,8 @@ pub struct RawHmacKey {
     pub secret_env: Option<String>,
     /// File holding the secret.
     pub secret_file: Option<String>,
+    /// Present only to refuse it with a clear message: secrets never go in the file.
+    pub secret: Option<toml::Value>,
 }
 
 /// `[rate_limit]`: parsed and checked for shape; enforced by the rate-limit stage.

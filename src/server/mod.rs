@@ -19,6 +19,8 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::admin;
 use crate::audit::{AuditSink, Auditor};
+use crate::auth::Authenticator;
+use crate::auth::jwks::KeyStore;
 use crate::config::Config;
 use crate::headers::SecurityHeaders;
 use crate::metrics::Metrics;
@@ -50,6 +52,9 @@ pub enum StartError {
     /// The upstream client could not be built.
     #[error("{0}")]
     Upstream(String),
+    /// Authentication could not be set up.
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// A gateway with its listeners bound, ready to serve.
@@ -61,6 +66,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     audit: AuditSink,
     upstream: Upstream,
+    keys: Option<Arc<KeyStore>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -84,6 +90,13 @@ impl Gateway {
         let audit = AuditSink::start(&config.audit, metrics.clone()).map_err(StartError::Audit)?;
         let upstream =
             Upstream::new(&config.upstream, metrics.clone()).map_err(StartError::Upstream)?;
+        let authenticator = match &config.auth {
+            Some(settings) => Some(Arc::new(
+                Authenticator::new(settings, metrics.clone()).map_err(StartError::Auth)?,
+            )),
+            None => None,
+        };
+        let keys = authenticator.as_ref().map(|a| a.key_store());
         let listener = bind(config.server.listen).await?;
         let admin_listener = match &config.admin {
             Some(admin) => Some(bind(admin.listen).await?),
@@ -96,6 +109,7 @@ impl Gateway {
             }),
             security_headers: SecurityHeaders::new(config.headers.clone()),
             max_header_bytes: config.server.max_header_bytes,
+            authenticator,
             upstream: upstream.clone(),
         });
         Ok(Gateway {
@@ -106,6 +120,7 @@ impl Gateway {
             metrics,
             audit,
             upstream,
+            keys,
         })
     }
 
@@ -133,16 +148,19 @@ impl Gateway {
             metrics,
             audit,
             upstream,
+            keys,
         } = self;
         let (stop_admin, admin_stopped) = watch::channel(false);
         if let Some(admin_listener) = admin_listener {
             let state = admin::AdminState {
                 metrics: metrics.clone(),
                 upstream: upstream.clone(),
+                keys: keys.clone(),
             };
             tokio::spawn(admin::serve(admin_listener, state, admin_stopped));
         }
         let probe = tokio::spawn(probe_upstream(upstream));
+        let key_refresh = keys.map(|keys| tokio::spawn(keys.refresh_forever()));
 
         let settings = Arc::new(ConnSettings::new(&config.server, metrics));
         let graceful = GracefulShutdown::new();
@@ -181,6 +199,9 @@ impl Gateway {
         }
         drop(listener);
         probe.abort();
+        if let Some(task) = key_refresh {
+            task.abort();
+        }
         tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: finishing in-flight requests");
         match tokio::time::timeout(config.server.shutdown_grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections closed"),

@@ -70,7 +70,11 @@ fn check_config_prints_the_checklist_and_exit_codes() {
     let (code, out, _) = portcullis(&["check-config", "--config", &path]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("WARN authentication configured: [auth] parsed but not yet enforced"),
+        out.contains("PASS authentication configured: a valid JWT (ES256) is required"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARN rate limiting configured: [rate_limit] parsed but not yet enforced"),
         "{out}"
     );
 
@@ -255,4 +259,153 @@ async fn healthcheck_probes_the_admin_listener() {
         .unwrap();
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the admin listener"), "{err}");
+}
+
+/// Sends one HTTP/1.1 request over TLS without verifying the certificate (dev mode's is
+/// self-signed) and returns the whole answer.
+async fn insecure_request(addr: &str, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(TestPki::insecure_client_config());
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn dev_mode_prints_a_url_and_a_token_that_work() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .arg("dev")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let done = line.contains("Ctrl-C stops");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(20), banner)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = banner.join("\n");
+    assert!(text.contains("DEV MODE - for local trials only"), "{text}");
+    let gateway = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("gateway     https://"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let token = banner
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("eyJ") && l.split('.').count() == 3)
+        .unwrap()
+        .to_owned();
+    assert!(text.contains(&format!(
+        "curl -k https://{gateway}/v1/chat -H 'authorization: Bearer {token}'"
+    )));
+
+    let body = r#"{"messages":[{"role":"user","content":"hello"}]}"#;
+    let chat = |auth: String| {
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: {gateway}\r\n{auth}content-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let answer =
+        insecure_request(&gateway, chat(format!("authorization: Bearer {token}\r\n"))).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("You said: hello"), "{answer}");
+    let answer = insecure_request(&gateway, chat(String::new())).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("application/problem+json"));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn upstream_credential_from_the_environment_is_sent_and_never_logged() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let options = Options {
+        upstream: "auth_header_env = \"PORTCULLIS_TEST_SVC_TOKEN\"".into(),
+        ..Options::default()
+    };
+    let text = config_text(
+        &pki,
+        &upstream.url(),
+        &dir.path().join("audit.log"),
+        &options,
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"\nshutdown_grace",
+        &format!("listen = \"127.0.0.1:{port}\"\nshutdown_grace"),
+    );
+    let path = write_config(dir.path(), &text);
+    let child = Command::new(BIN)
+        .args(["run", "--config", &path])
+        .env("PORTCULLIS_TEST_SVC_TOKEN", "env-credential-456")
+        .env("PORTCULLIS_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "binary never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = crate::common::TestClient::new(&pki, false);
+    let reply = client
+        .get(&format!("https://localhost:{port}/svc-env"))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        upstream.seen_on("/svc-env")[0].headers["authorization"],
+        "Bearer env-credential-456"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(logs.contains("portcullis is serving"));
+    assert!(!logs.contains("env-credential-456") && !audit.contains("env-credential-456"));
 }

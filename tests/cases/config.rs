@@ -35,10 +35,14 @@ fn reference_config_validates_once_its_certificates_exist() {
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:8443");
     assert_eq!(config.server.max_header_bytes, 16384);
     assert!(config.server.tls.is_some());
+    assert_eq!(config.not_enforced, vec!["rate_limit", "validation"]);
+    let auth = config.auth.expect("[auth] validated");
+    let jwks_url = auth.jwks_url.expect("jwks_url");
     assert_eq!(
-        config.not_enforced,
-        vec!["auth", "rate_limit", "validation"]
+        jwks_url.uri.to_string(),
+        "https://auth.example.com/.well-known/jwks.json"
     );
+    assert_eq!(auth.audiences, vec!["agent-api"]);
     // As written, the reference points at certificate files that are not in the repository.
     let err = Config::load(std::path::Path::new("config/portcullis.toml")).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("server.tls.cert_file"));
@@ -168,4 +172,73 @@ fn kubernetes_example_embeds_a_valid_config() {
         .map(|l| format!("{l}\n"))
         .collect();
     Config::from_toml(&without_tls, "sidecar.yaml").unwrap();
+}
+
+fn auth_error(auth: &str) -> ConfigError {
+    error_of(&format!(
+        "{MINIMAL}\n[auth]\nalgorithms = [\"ES256\", \"HS256\"]\n{auth}\n"
+    ))
+}
+
+#[test]
+fn auth_section_errors_are_clear_and_never_echo_secrets() {
+    let err = auth_error(
+        "[[auth.hmac_keys]]\nkid = \"svc\"\nsecret = \"hunter2-hunter2-hunter2-hunter2-hunter2\"\n",
+    );
+    assert_eq!(err.key.as_deref(), Some("auth.hmac_keys[0].secret"));
+    assert_eq!(err.line, Some(8));
+    assert!(err.message.contains("secret_env or secret_file"), "{err}");
+    assert!(!err.to_string().contains("hunter2"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "too-short").unwrap();
+    let err = auth_error(&format!(
+        "[[auth.hmac_keys]]\nkid = \"svc\"\nsecret_file = \"{}\"\n",
+        short.display()
+    ));
+    assert!(err.message.contains("shorter than 32 bytes"), "{err}");
+    assert!(!err.to_string().contains("too-short"));
+
+    let err = auth_error(
+        "[[auth.hmac_keys]]\nkid = \"svc\"\nsecret_env = \"PORTCULLIS_TEST_UNSET_VARIABLE\"\n",
+    );
+    assert!(
+        err.message
+            .contains("PORTCULLIS_TEST_UNSET_VARIABLE is not set"),
+        "{err}"
+    );
+
+    let err = auth_error("jwks_url = \"http://idp.test/jwks.json\"");
+    assert_eq!(err.key.as_deref(), Some("auth.jwks_url"));
+    assert!(err.message.contains("https://"), "{err}");
+
+    let err = auth_error("issuer = \"x\"");
+    assert_eq!(err.key.as_deref(), Some("auth"));
+    assert!(err.message.contains("needs a key source"), "{err}");
+
+    let err = auth_error(
+        "jwks_url = \"https://idp.test/jwks.json\"\nforward_claims = { email = \"x-email\" }",
+    );
+    assert!(err.message.contains("x-portcullis-"), "{err}");
+
+    let err = auth_error(
+        "jwks_url = \"https://idp.test/jwks.json\"\ntoken_header = \"x-jwt\"\ntoken_cookie = \"jwt\"",
+    );
+    assert_eq!(err.key.as_deref(), Some("auth.token_cookie"));
+
+    for algorithms in ["[]", "[\"none\"]", "[\"ES512\"]"] {
+        let err = error_of(&format!(
+            "{MINIMAL}\n[auth]\nalgorithms = {algorithms}\njwks_url = \"https://idp.test/jwks.json\"\n"
+        ));
+        assert_eq!(err.key.as_deref(), Some("auth.algorithms"), "{algorithms}");
+    }
+
+    // A JWKS file with only keys the allow-list excludes is refused at start-up.
+    let jwks = dir.path().join("jwks.json");
+    let key = crate::common::keys::TestKey::eddsa("ed");
+    std::fs::write(&jwks, crate::common::keys::jwks(&[&key])).unwrap();
+    let err = auth_error(&format!("jwks_file = \"{}\"", jwks.display()));
+    assert_eq!(err.key.as_deref(), Some("auth.jwks_file"));
+    assert!(err.message.contains("no signing key usable"), "{err}");
 }

@@ -1,4 +1,5 @@
 mod admin;
+mod auth;
 mod binary;
 mod config;
 mod errors;

@@ -1,6 +1,8 @@
 //! The test harness: the real gateway started from a real config file on loopback ports, with
 //! certificates made at test time, a recording mock upstream, a TLS client and audit-log reading.
 
+pub mod jwks_server;
+pub mod keys;
 pub mod pki;
 pub mod upstream;
 
@@ -34,6 +36,8 @@ pub struct Options {
     pub tls: String,
     /// Lines added to `[upstream]`.
     pub upstream: String,
+    /// Sections appended to the config (e.g. a whole `[auth]` table).
+    pub extra: String,
     /// Serve plain HTTP instead of TLS.
     pub plain: bool,
 }
@@ -133,6 +137,17 @@ impl TestGateway {
         }
     }
 
+    /// The value of a metric line (name with labels, exactly as exposed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
     /// GET on the admin listener.
     pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -167,10 +182,11 @@ pub fn config_text(pki: &TestPki, upstream_url: &str, audit: &Path, options: &Op
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{server}\n{tls}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [upstream]\nurl = \"{upstream_url}\"\n{upstream}\n\n\
-         [audit]\noutput = \"{audit}\"\n",
+         [audit]\noutput = \"{audit}\"\n\n{extra}\n",
         server = options.server,
         upstream = options.upstream,
         audit = audit.display(),
+        extra = options.extra,
     )
 }
 

@@ -1,0 +1,28 @@
+//! The authenticated identity, as it travels in request extensions.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+/// Header naming the user to the upstream.
+pub static X_PORTCULLIS_USER: HeaderName = HeaderName::from_static("x-portcullis-user");
+/// Header listing the user's scopes to the upstream.
+pub static X_PORTCULLIS_SCOPES: HeaderName = HeaderName::from_static("x-portcullis-scopes");
+
+/// Who made the request, established from a verified token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user: the configured `user_claim`.
+    pub user: Arc<str>,
+    /// Scopes from `scope` (space-separated) or `scp` (array).
+    pub scopes: Vec<String>,
+    /// Headers that carry the identity upstream: user, scopes and forwarded claims, ready to send.
+    pub identity_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Principal {
+    /// Whether every scope in `required` was granted.
+    pub fn has_scopes(&self, required: &[String]) -> bool {
+        required.iter().all(|r| self.scopes.iter().any(|s| s == r))
+    }
+}

@@ -1,0 +1,227 @@
+//! Validation of `[auth]` into [`AuthSettings`], with its keys loaded.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+use jsonwebtoken::Algorithm;
+
+use super::raw::RawAuth;
+use super::secret::Secret;
+use super::{ConfigError, Locator};
+use crate::auth::jwks::RemoteJwksSettings;
+use crate::auth::keys::{VerifyingKey, hmac_key, keys_from_jwks};
+use crate::headers::GATEWAY_HEADER_PREFIX;
+use crate::server::tls;
+
+/// Default clock skew tolerated on `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Largest accepted `leeway`.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Default claim naming the user.
+pub const DEFAULT_USER_CLAIM: &str = "sub";
+/// Default interval between JWKS fetches.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(600);
+/// Shortest accepted `jwks_refresh`.
+pub const MIN_JWKS_REFRESH: Duration = Duration::from_secs(1);
+/// Default bound on cached verified tokens.
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+/// Default cap on how long a verified token is served from the cache.
+pub const DEFAULT_CACHE_MAX_TTL: Duration = Duration::from_secs(300);
+
+/// Where the token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// `Authorization: Bearer <token>` (the default).
+    Authorization,
+    /// A header holding the raw token (an identity-aware load balancer's assertion header).
+    Header(HeaderName),
+    /// A cookie holding the token.
+    Cookie(String),
+}
+
+/// Validated `[auth]`, keys loaded.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The algorithm allow-list.
+    pub algorithms: Vec<Algorithm>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; empty means `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Clock skew tolerated.
+    pub leeway: Duration,
+    /// Claim naming the user.
+    pub user_claim: String,
+    /// Scopes every token must carry.
+    pub required_scopes: Vec<String>,
+    /// Keys from `jwks_file` and `hmac_keys`.
+    pub static_keys: Vec<Arc<VerifyingKey>>,
+    /// The remote JWK set.
+    pub jwks_url: Option<RemoteJwksSettings>,
+    /// Claims forwarded upstream, as (claim, header).
+    pub forward_claims: Vec<(String, HeaderName)>,
+    /// Where the token is read from.
+    pub token_location: TokenLocation,
+    /// Exact paths that need no token.
+    pub public_paths: Vec<String>,
+    /// Most verified tokens cached.
+    pub cache_capacity: usize,
+    /// Longest time a verified token is served from the cache.
+    pub cache_max_ttl: Duration,
+}
+
+pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, ConfigError> {
+    if raw.algorithms.is_empty() {
+        return Err(at.error(
+            "auth.algorithms",
+            "must list at least one algorithm, e.g. [\"ES256\"]",
+        ));
+    }
+    let mut algorithms = Vec::with_capacity(raw.algorithms.len());
+    for name in &raw.algorithms {
+        let alg = Algorithm::from_str(name).map_err(|_| {
+            at.error(
+                "auth.algorithms",
+                "lists an unknown algorithm; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA",
+            )
+        })?;
+        if !algorithms.contains(&alg) {
+            algorithms.push(alg);
+        }
+    }
+    let leeway = raw.leeway.unwrap_or(DEFAULT_LEEWAY);
+    if leeway > MAX_LEEWAY {
+        return Err(at.error("auth.leeway", "must be at most 5m"));
+    }
+
+    let mut static_keys = Vec::new();
+    if let Some(path) = &raw.jwks_file {
+        let json = std::fs::read(path).map_err(|e| {
+            at.error(
+                "auth.jwks_file",
+                format!("cannot read {path} ({})", e.kind()),
+            )
+        })?;
+        let (keys, _) =
+            keys_from_jwks(&json, &algorithms).map_err(|m| at.error("auth.jwks_file", m))?;
+        if keys.is_empty() {
+            return Err(at.error(
+                "auth.jwks_file",
+                "holds no signing key usable with auth.algorithms",
+            ));
+        }
+        static_keys.extend(keys);
+    }
+    for (i, key) in raw.hmac_keys.iter().enumerate() {
+        let at_key = |leaf: &str| format!("auth.hmac_keys[{i}].{leaf}");
+        if key.secret.is_some() {
+            return Err(at.error(
+                &at_key("secret"),
+                "secrets never go in the config file: use secret_env or secret_file",
+            ));
+        }
+        let secret =
+            Secret::from_env_or_file(key.secret_env.as_deref(), key.secret_file.as_deref())
+                .map_err(|m| at.error(&at_key("secret_env"), m))?;
+        let built =
+            hmac_key(&key.kid, &secret, &algorithms).map_err(|m| at.error(&at_key("kid"), m))?;
+        static_keys.push(Arc::new(built));
+    }
+    let jwks_url = match &raw.jwks_url {
+        None => None,
+        Some(url) => {
+            let uri: Uri = url
+                .parse()
+                .map_err(|_| at.error("auth.jwks_url", "is not a valid URL"))?;
+            if uri.scheme_str() != Some("https") || uri.host().is_none() {
+                return Err(at.error("auth.jwks_url", "must be an https:// URL"));
+            }
+            let refresh = raw.jwks_refresh.unwrap_or(DEFAULT_JWKS_REFRESH);
+            if refresh < MIN_JWKS_REFRESH {
+                return Err(at.error("auth.jwks_refresh", "must be at least 1s"));
+            }
+            let extra_roots = match &raw.jwks_ca_file {
+                None => Vec::new(),
+                Some(path) => tls::read_certs(Path::new(path))
+                    .map_err(|m| at.error("auth.jwks_ca_file", m))?,
+            };
+            Some(RemoteJwksSettings {
+                uri,
+                refresh,
+                extra_roots,
+            })
+        }
+    };
+    if static_keys.is_empty() && jwks_url.is_none() {
+        return Err(at.error(
+            "auth",
+            "needs a key source: jwks_url, jwks_file or [[auth.hmac_keys]]",
+        ));
+    }
+
+    let mut forward_claims = Vec::with_capacity(raw.forward_claims.len());
+    for (claim, header) in &raw.forward_claims {
+        let name = HeaderName::from_str(header).map_err(|_| {
+            at.error(
+                "auth.forward_claims",
+                "maps a claim to an invalid header name",
+            )
+        })?;
+        if !name.as_str().starts_with(GATEWAY_HEADER_PREFIX) {
+            return Err(at.error(
+                "auth.forward_claims",
+                "header names must start with x-portcullis-, the prefix clients cannot forge",
+            ));
+        }
+        forward_claims.push((claim.clone(), name));
+    }
+    let token_location = match (&raw.token_header, &raw.token_cookie) {
+        (None, None) => TokenLocation::Authorization,
+        (Some(h), None) => TokenLocation::Header(
+            HeaderName::from_str(h)
+                .map_err(|_| at.error("auth.token_header", "is not a valid header name"))?,
+        ),
+        (None, Some(c)) if !c.is_empty() && !c.contains([';', '=', ' ']) => {
+            TokenLocation::Cookie(c.clone())
+        }
+        (None, Some(_)) => return Err(at.error("auth.token_cookie", "is not a valid cookie name")),
+        (Some(_), Some(_)) => {
+            return Err(at.error(
+                "auth.token_cookie",
+                "give token_header or token_cookie, not both",
+            ));
+        }
+    };
+    for path in &raw.public_paths {
+        if !path.starts_with('/') {
+            return Err(at.error("auth.public_paths", "paths must start with /"));
+        }
+    }
+    let cache_capacity = match raw.cache_capacity {
+        None => DEFAULT_CACHE_CAPACITY,
+        Some(n) => usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .clamp(1, 10_000_000),
+    };
+    Ok(AuthSettings {
+        algorithms,
+        issuer: raw.issuer.clone(),
+        audiences: raw.audiences.clone(),
+        leeway,
+        user_claim: raw
+            .user_claim
+            .clone()
+            .unwrap_or_else(|| DEFAULT_USER_CLAIM.to_owned()),
+        required_scopes: raw.required_scopes.clone(),
+        static_keys,
+        jwks_url,
+        forward_claims,
+        token_location,
+        public_paths: raw.public_paths.clone(),
+        cache_capacity,
+        cache_max_ttl: raw.cache_max_ttl.unwrap_or(DEFAULT_CACHE_MAX_TTL),
+    })
+}
