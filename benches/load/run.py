@@ -6,7 +6,8 @@ Starts, all on 127.0.0.1:
   - direct-tls    the same nginx answer straight over TLS: no proxy hop
   - nginx-proxy   nginx as a plain TLS reverse proxy in front of the upstream
   - haproxy-tls   HAProxy terminating TLS in front of the upstream
-  - portcullis    the gateway, TLS, audit log to a file, in front of the upstream
+  - portcullis    the gateway: TLS, ES256 JWT authentication, audit log to a file
+  - portcullis-noauth  the same without authentication (to price the auth stage)
 
 Servers are pinned to core 0 and wrk to core 1 (HTTP/1.1 keep-alive, 64 connections, a 103-byte
 JSON POST with a bearer token). Each target runs ROUNDS times, interleaved; the report gives
@@ -31,8 +32,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
-         "portcullis": 19004}
-ADMIN_PORT = 19901
+         "portcullis": 19004, "portcullis-noauth": 19005}
+ADMIN_PORTS = {"portcullis": 19901, "portcullis-noauth": 19902}
+ISSUER = "https://issuer.bench/"
+AUDIENCE = "agent-api"
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 CONNECTIONS = 64
@@ -63,6 +66,26 @@ def make_cert(tmp):
                    check=True, capture_output=True)
     write(os.path.join(tmp, "combined.pem"), open(cert).read() + open(key).read())
     return cert, key
+
+
+def make_jwt(tmp):
+    """An ES256 signing key, its JWK set, and a token minted by `portcullis token`."""
+    import base64
+    sec1, pkcs8 = os.path.join(tmp, "jwt-sec1.pem"), os.path.join(tmp, "jwt-key.pem")
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", sec1], check=True)
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", sec1, "-out", pkcs8], check=True)
+    spki = subprocess.run(["openssl", "ec", "-in", sec1, "-pubout", "-outform", "DER"], check=True,
+                          capture_output=True).stdout
+    point = spki[-64:]  # the uncompressed point's x and y end the SubjectPublicKeyInfo
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    jwks = write(os.path.join(tmp, "jwks.json"), json.dumps({"keys": [
+        {"kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256", "x": b64(point[:32]), "y": b64(point[32:])}]}))
+    token = subprocess.run([os.path.join(ROOT, "target/release/portcullis"), "token", "--key", pkcs8, "--alg", "ES256",
+                            "--kid", "bench", "--sub", "bench-user", "--scope", "agent:use", "--ttl", "2h",
+                            "--iss", ISSUER, "--aud", AUDIENCE], check=True, capture_output=True, text=True).stdout.strip()
+    return jwks, token
 
 
 def nginx_conf(tmp, name, servers):
@@ -102,7 +125,28 @@ def wait_port(port, timeout=30):
     sys.exit(f"nothing listens on {port}")
 
 
-def start_servers(tmp, cert, key, only):
+def start_portcullis(tmp, name, cert, key, auth):
+    cfg = write(os.path.join(tmp, f"{name}.toml"), f"""
+[server]
+listen = "127.0.0.1:{PORTS[name]}"
+max_connections = 10000
+[server.tls]
+cert_file = "{cert}"
+key_file = "{key}"
+[admin]
+listen = "127.0.0.1:{ADMIN_PORTS[name]}"
+[upstream]
+url = "http://127.0.0.1:{PORTS['upstream']}"
+[audit]
+output = "{tmp}/{name}-audit.log"
+{auth}
+""")
+    env = dict(os.environ, TOKIO_WORKER_THREADS="1", PORTCULLIS_LOG="warn")
+    return start([os.path.join(ROOT, "target/release/portcullis"), "run", "--config", cfg],
+                 env=env, log=os.path.join(tmp, f"{name}.err"))
+
+
+def start_servers(tmp, cert, key, jwks, only):
     procs = {}
     answer = ANSWER.replace("'", "")
     upstream = nginx_conf(tmp, "upstream", f"""
@@ -136,23 +180,16 @@ backend agent
 """)
         procs["haproxy-tls"] = start(["haproxy", "-f", cfg])
     if "portcullis" in only:
-        cfg = write(os.path.join(tmp, "portcullis.toml"), f"""
-[server]
-listen = "127.0.0.1:{PORTS['portcullis']}"
-max_connections = 10000
-[server.tls]
-cert_file = "{cert}"
-key_file = "{key}"
-[admin]
-listen = "127.0.0.1:{ADMIN_PORT}"
-[upstream]
-url = "http://127.0.0.1:{PORTS['upstream']}"
-[audit]
-output = "{tmp}/audit.log"
-""")
-        env = dict(os.environ, TOKIO_WORKER_THREADS="1", PORTCULLIS_LOG="warn")
-        procs["portcullis"] = start([os.path.join(ROOT, "target/release/portcullis"), "run", "--config", cfg],
-                                    env=env, log=os.path.join(tmp, "portcullis.err"))
+        auth = f"""[auth]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["ES256"]
+required_scopes = ["agent:use"]
+jwks_file = "{jwks}"
+"""
+        procs["portcullis"] = start_portcullis(tmp, "portcullis", cert, key, auth)
+    if "portcullis-noauth" in only:
+        procs["portcullis-noauth"] = start_portcullis(tmp, "portcullis-noauth", cert, key, "")
     for name in procs:
         wait_port(PORTS[name])
         if name == "upstream":
@@ -160,9 +197,9 @@ output = "{tmp}/audit.log"
     return procs
 
 
-def wrk_script(tmp, mode):
+def wrk_script(tmp, mode, token):
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
-    headers += 'wrk.headers["Authorization"] = "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2ln"\n'
+    headers += f'wrk.headers["Authorization"] = "Bearer {token}"\n'
     if mode == "close":
         headers += 'wrk.headers["Connection"] = "close"\n'
     return write(os.path.join(tmp, "post.lua"), f"wrk.method = \"POST\"\nwrk.body = '{BODY}'\n{headers}")
@@ -208,7 +245,7 @@ def main():
     parser.add_argument("--mode", choices=["keepalive", "close"], default="keepalive",
                         help="keepalive: reuse connections; close: a new TLS connection per request")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="direct-tls,nginx-proxy,haproxy-tls,portcullis")
+    parser.add_argument("--only", default="direct-tls,nginx-proxy,haproxy-tls,portcullis,portcullis-noauth")
     args = parser.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "openssl", "taskset"]:
         need(tool)
@@ -219,8 +256,9 @@ def main():
     seconds = 3 if args.quick else 10
     tmp = tempfile.mkdtemp(prefix="portcullis-bench-")
     cert, key = make_cert(tmp)
-    script = wrk_script(tmp, args.mode)
-    procs = start_servers(tmp, cert, key, only)
+    jwks, token = make_jwt(tmp)
+    script = wrk_script(tmp, args.mode, token)
+    procs = start_servers(tmp, cert, key, jwks, only)
     results = {name: [] for name in only}
     try:
         for name in only:  # warm-up: fill pools, caches and the TLS session state
@@ -233,9 +271,9 @@ def main():
                       f"  p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)
         rss = {name: peak_rss_kib(procs[name if name in procs else "upstream"]) for name in only}
         if "portcullis" in only:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/metrics") as m:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORTS['portcullis']}/metrics") as m:
                 metrics = m.read().decode()
-            audited = sum(1 for _ in open(os.path.join(tmp, "audit.log")))
+            audited = sum(1 for _ in open(os.path.join(tmp, "portcullis-audit.log")))
     finally:
         for proc in procs.values():
             try:
@@ -258,7 +296,14 @@ def main():
               f"{ratio('haproxy-tls'):>11s}")
     if "portcullis" in only:
         served = sum(int(float(v)) for v in re.findall(r'portcullis_requests_total\{[^}]*\} (\S+)', metrics))
-        print(f"\nportcullis: {served} requests counted in metrics, {audited} audit records written")
+        allowed = sum(int(float(v)) for v in re.findall(r'portcullis_requests_total\{decision="allowed",status="200"\} (\S+)', metrics))
+        verified = re.search(r'portcullis_token_verifications_total\{result="ok"\} (\S+)', metrics)
+        hits = re.search(r'portcullis_token_cache_hits_total (\S+)', metrics)
+        print(f"\nportcullis: {served} requests counted in metrics ({allowed} allowed with 200), "
+              f"{audited} audit records written, {verified.group(1) if verified else 0} signature "
+              f"verifications, {hits.group(1) if hits else 0} cache hits")
+        if "portcullis-noauth" in med:
+            print(f"auth on vs off: {med['portcullis']['rps'] / med['portcullis-noauth']['rps']:.2f}x")
     print(f"(work files in {tmp})")
 
 
