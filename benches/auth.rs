@@ -2,6 +2,9 @@
 //!
 //! Run with `cargo bench --bench auth`. Keys are generated at run time.
 
+// A benchmark: setup failures abort the run with their reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
