@@ -409,3 +409,40 @@ async fn upstream_credential_from_the_environment_is_sent_and_never_logged() {
     assert!(logs.contains("portcullis is serving"));
     assert!(!logs.contains("env-credential-456") && !audit.contains("env-credential-456"));
 }
+
+#[test]
+fn check_config_warns_about_public_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    let auth = "[auth]\nalgorithms = [\"ES256\"]\njwks_url = \"https://idp.test/jwks.json\"\n";
+    let options = Options {
+        extra: format!("{auth}public_paths = [\"/v1/models\"]\n"),
+        ..Options::default()
+    };
+    let text = config_text(
+        &pki,
+        "http://127.0.0.1:8080",
+        &dir.path().join("a.log"),
+        &options,
+    );
+    let path = write_config(dir.path(), &text);
+    let (code, out, _) = portcullis(&["check-config", "--config", &path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("WARN authentication configured: JWT required, but 1 public path(s) need no token: /v1/models"),
+        "{out}"
+    );
+    let options = Options {
+        extra: auth.to_owned(),
+        ..Options::default()
+    };
+    let text = config_text(
+        &pki,
+        "http://127.0.0.1:8080",
+        &dir.path().join("a.log"),
+        &options,
+    );
+    let path = write_config(dir.path(), &text);
+    let (_, out, _) = portcullis(&["check-config", "--config", &path]);
+    assert!(out.contains("PASS authentication configured"), "{out}");
+}
