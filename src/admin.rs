@@ -23,7 +23,7 @@ pub struct AdminState {
     /// The metrics to expose.
     pub metrics: Arc<Metrics>,
     /// The upstream whose first answer makes the gateway ready.
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// The authentication keys, which must have loaded once.
     pub keys: Option<Arc<KeyStore>>,
 }

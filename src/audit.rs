@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +33,8 @@ use crate::request_id::RequestContext;
 
 /// How many records may wait for the writer before requests wait for it (back-pressure).
 pub const QUEUE_CAPACITY: usize = 64 * 1024;
+/// How often the writer drains the queue: records reach the output within about this time.
+pub const WRITER_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// What the gateway decided about a request: the audit record's `decision`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -236,11 +238,14 @@ fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, metrics: &Metri
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut acks = Vec::new();
     let mut failing = false;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Record(record) => {
+    loop {
+        // Drain without parking: a writer parked in `recv` must be woken by every record, a
+        // context switch per request on the request path. Polling batches many records a wake.
+        let mut wrote = false;
+        let disconnected = loop {
+            match rx.try_recv() {
+                Ok(Message::Record(record)) => {
+                    wrote = true;
                     let written = serde_json::to_writer(&mut out, &record)
                         .map_err(io::Error::from)
                         .and_then(|()| out.write_all(b"\n"));
@@ -252,25 +257,31 @@ fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, metrics: &Metri
                         failing = true;
                     }
                 }
-                Message::Flush(ack) => acks.push(ack),
+                Ok(Message::Flush(ack)) => acks.push(ack),
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
-            next = rx.try_recv().ok();
-        }
-        match out.flush() {
-            Ok(()) => failing = false,
-            Err(e) => {
-                metrics.audit_write_errors.inc();
-                if !failing {
-                    tracing::error!(error = %e, "cannot flush audit log");
+        };
+        if wrote || !acks.is_empty() {
+            match out.flush() {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    metrics.audit_write_errors.inc();
+                    if !failing {
+                        tracing::error!(error = %e, "cannot flush audit log");
+                    }
+                    failing = true;
                 }
-                failing = true;
             }
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
+        if disconnected {
+            return;
+        }
+        std::thread::sleep(WRITER_POLL_INTERVAL);
     }
-    let _ = out.flush();
 }
 
 /// What the audit layer needs: the sink and the metrics fed from the same finished record.

@@ -34,7 +34,7 @@ pub struct Stages {
     /// JWT authentication, when configured.
     pub authenticator: Option<Arc<Authenticator>>,
     /// The agent backend.
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
 }
 
 /// Assembles the pipeline, outermost layer first.

@@ -197,7 +197,7 @@ impl Upstream {
 
 /// The innermost service: forwards to the upstream.
 pub fn service(
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
 ) -> impl tower::Service<
     Request,
     Response = Response,

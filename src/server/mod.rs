@@ -65,7 +65,7 @@ pub struct Gateway {
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
     audit: AuditSink,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     keys: Option<Arc<KeyStore>>,
 }
 
@@ -88,8 +88,9 @@ impl Gateway {
     pub async fn bind(config: Config) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         let audit = AuditSink::start(&config.audit, metrics.clone()).map_err(StartError::Audit)?;
-        let upstream =
-            Upstream::new(&config.upstream, metrics.clone()).map_err(StartError::Upstream)?;
+        let upstream = Arc::new(
+            Upstream::new(&config.upstream, metrics.clone()).map_err(StartError::Upstream)?,
+        );
         let authenticator = match &config.auth {
             Some(settings) => Some(Arc::new(
                 Authenticator::new(settings, metrics.clone()).map_err(StartError::Auth)?,
@@ -216,7 +217,7 @@ impl Gateway {
 }
 
 /// Probes the upstream until it answers once, so that readiness does not wait for real traffic.
-async fn probe_upstream(upstream: Upstream) {
+async fn probe_upstream(upstream: Arc<Upstream>) {
     while !upstream.has_answered() && !upstream.probe().await {
         tokio::time::sleep(UPSTREAM_PROBE_INTERVAL).await;
     }
