@@ -119,6 +119,7 @@ fn bench_verification(c: &mut Criterion) {
         30,
         "sub",
         Vec::new(),
+        Vec::new(),
     );
 
     let mut group = c.benchmark_group("verify_uncached");
@@ -147,6 +148,7 @@ fn bench_verification(c: &mut Criterion) {
         public_paths: Vec::new(),
         cache_capacity: 100_000,
         cache_max_ttl: Duration::from_secs(300),
+        retained_claims: Vec::new(),
     };
     let auth = Authenticator::new(&settings, Arc::new(Metrics::new())).expect("authenticator");
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::auth::jwks::KeyStore;
 use crate::metrics::{self, Metrics};
 use crate::proxy::Upstream;
+use crate::rate_limit::RateLimiter;
 
 /// What the admin endpoints read.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct AdminState {
     pub upstream: Arc<Upstream>,
     /// The authentication keys, which must have loaded once.
     pub keys: Option<Arc<KeyStore>>,
+    /// The rate limiter, which is not ready while Redis is down in `closed` mode.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 /// The admin routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
@@ -62,6 +65,11 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "waiting for the JWK set to load\n",
+        )
+    } else if state.rate_limiter.as_ref().is_some_and(|l| !l.is_ready()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate limiter unavailable (Redis down, failure_mode = closed)\n",
         )
     } else if state.upstream.has_answered() {
         (StatusCode::OK, "ready\n")

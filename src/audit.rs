@@ -54,6 +54,12 @@ pub enum Decision {
     AuthExpired,
     /// A valid token without the required scopes: 403.
     Forbidden,
+    /// The user exceeded the per-user limit: 429.
+    RateLimited,
+    /// The client address exceeded the per-IP flood guard: 429.
+    IpRateLimited,
+    /// The shared limiter was unreachable with `failure_mode = "closed"`: 503.
+    LimiterUnavailable,
     /// The request head exceeded `max_header_bytes`.
     HeaderTooLarge,
     /// A gateway bug was caught and answered with 500.
@@ -71,6 +77,9 @@ impl Decision {
             Decision::AuthInvalid => "auth_invalid",
             Decision::AuthExpired => "auth_expired",
             Decision::Forbidden => "forbidden",
+            Decision::RateLimited => "rate_limited",
+            Decision::IpRateLimited => "ip_rate_limited",
+            Decision::LimiterUnavailable => "limiter_unavailable",
             Decision::HeaderTooLarge => "header_too_large",
             Decision::InternalError => "internal_error",
         }

@@ -103,6 +103,7 @@ fn dev_config(
         public_paths: Vec::new(),
         cache_capacity: DEFAULT_CACHE_CAPACITY,
         cache_max_ttl: DEFAULT_CACHE_MAX_TTL,
+        retained_claims: Vec::new(),
     });
     Ok(config)
 }

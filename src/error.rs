@@ -34,6 +34,23 @@ pub enum GatewayError {
     /// The token lacks a required scope: 403 with `error="insufficient_scope"`.
     #[error("insufficient scope")]
     Forbidden,
+    /// The user exceeded the per-user limit: 429 with `Retry-After`.
+    #[error("rate limited ({rule})")]
+    RateLimited {
+        /// Seconds until a request would be admitted.
+        retry_after: u64,
+        /// `user_limit` or `tracked_users_cap`.
+        rule: &'static str,
+    },
+    /// The client address exceeded the per-IP flood guard: 429 with `Retry-After`.
+    #[error("per-IP rate limited")]
+    IpRateLimited {
+        /// Seconds until a request would be admitted.
+        retry_after: u64,
+    },
+    /// The shared limiter is unreachable and `failure_mode = "closed"`: 503.
+    #[error("rate limiter unavailable")]
+    LimiterUnavailable,
     /// The request head (request line and headers) is larger than `server.max_header_bytes`: 431.
     #[error("request head of {0} bytes exceeds server.max_header_bytes")]
     HeaderTooLarge(usize),
@@ -67,6 +84,10 @@ impl GatewayError {
         match self {
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited { .. } | GatewayError::IpRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            GatewayError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
                 StatusCode::BAD_GATEWAY
@@ -83,6 +104,9 @@ impl GatewayError {
             GatewayError::Unauthenticated(Refusal::Expired) => Decision::AuthExpired,
             GatewayError::Unauthenticated(Refusal::Invalid(_)) => Decision::AuthInvalid,
             GatewayError::Forbidden => Decision::Forbidden,
+            GatewayError::RateLimited { .. } => Decision::RateLimited,
+            GatewayError::IpRateLimited { .. } => Decision::IpRateLimited,
+            GatewayError::LimiterUnavailable => Decision::LimiterUnavailable,
             GatewayError::HeaderTooLarge(_) => Decision::HeaderTooLarge,
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
                 Decision::UpstreamError
@@ -99,6 +123,9 @@ impl GatewayError {
             GatewayError::Unauthenticated(Refusal::Expired) => Some("token_expired"),
             GatewayError::Unauthenticated(Refusal::Invalid(reason)) => Some(reason),
             GatewayError::Forbidden => Some("missing_scope"),
+            GatewayError::RateLimited { rule, .. } => Some(rule),
+            GatewayError::IpRateLimited { .. } => Some("per_ip"),
+            GatewayError::LimiterUnavailable => Some("redis_unavailable"),
             _ => None,
         }
     }
@@ -132,6 +159,16 @@ impl GatewayError {
                 "urn:portcullis:problem:insufficient-scope",
                 "Forbidden",
                 "The bearer token does not grant the scope this service requires.",
+            ),
+            GatewayError::RateLimited { .. } | GatewayError::IpRateLimited { .. } => (
+                "urn:portcullis:problem:rate-limited",
+                "Too Many Requests",
+                "The request rate limit was reached; retry after the time in Retry-After.",
+            ),
+            GatewayError::LimiterUnavailable => (
+                "urn:portcullis:problem:limiter-unavailable",
+                "Service Unavailable",
+                "The rate limiter is unavailable; retry later.",
             ),
             GatewayError::HeaderTooLarge(_) => (
                 "urn:portcullis:problem:header-too-large",
@@ -182,6 +219,13 @@ impl GatewayError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        if let GatewayError::RateLimited { retry_after, .. }
+        | GatewayError::IpRateLimited { retry_after } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         if let Some(challenge) = self.challenge() {
             response
                 .headers_mut()

@@ -8,8 +8,10 @@
 //! 4. security headers on every response — [`headers`]
 //! 5. panic containment — [`error`]
 //! 6. request-head size limit — [`head_limit`]
-//! 7. JWT authentication, verified-token cache — [`auth`]
-//! 8. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
+//! 7. per-IP flood guard — [`rate_limit::per_ip`]
+//! 8. JWT authentication, verified-token cache — [`auth`]
+//! 9. per-user sliding-window rate limit — [`rate_limit`]
+//! 10. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
 //!
 //! Every rejection is an RFC 9457 problem+json built in one place, [`error`]. Health, readiness
 //! and metrics live on a separate listener, [`admin`].
@@ -28,5 +30,6 @@ pub mod headers;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
+pub mod rate_limit;
 pub mod request_id;
 pub mod server;

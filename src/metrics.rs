@@ -55,6 +55,16 @@ pub struct Metrics {
     pub token_cache_evictions: Counter<u64, AtomicU64>,
     /// JWK set fetches, by result.
     pub jwks_fetches: Family<ResultLabel, Counter>,
+    /// Per-user rate-limit decisions, by result.
+    pub rate_limit_decisions: Family<ResultLabel, Counter>,
+    /// Redis calls that failed or timed out.
+    pub rate_limit_redis_errors: Counter<u64, AtomicU64>,
+    /// Redis outages (a first failure after a success).
+    pub rate_limit_redis_outages: Counter<u64, AtomicU64>,
+    /// Decisions made by the failure mode instead of Redis.
+    pub rate_limit_fallback_decisions: Counter<u64, AtomicU64>,
+    /// Users tracked by the in-memory limiter (at the last pruning).
+    pub rate_limit_tracked_users: Gauge,
 }
 
 /// A `result` label.
@@ -160,8 +170,43 @@ impl Metrics {
             "JWK set fetches, by result",
             jwks_fetches.clone(),
         );
+        let rate_limit_decisions = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rate_limit_decisions",
+            "Per-user rate-limit decisions, by result",
+            rate_limit_decisions.clone(),
+        );
+        let rate_limit_redis_errors = Counter::default();
+        registry.register(
+            "rate_limit_redis_errors",
+            "Redis calls that failed or timed out",
+            rate_limit_redis_errors.clone(),
+        );
+        let rate_limit_redis_outages = Counter::default();
+        registry.register(
+            "rate_limit_redis_outages",
+            "Redis outages: a first failure after a success",
+            rate_limit_redis_outages.clone(),
+        );
+        let rate_limit_fallback_decisions = Counter::default();
+        registry.register(
+            "rate_limit_fallback_decisions",
+            "Rate-limit decisions made by the failure mode instead of Redis",
+            rate_limit_fallback_decisions.clone(),
+        );
+        let rate_limit_tracked_users = Gauge::default();
+        registry.register(
+            "rate_limit_tracked_users",
+            "Users tracked by the in-memory limiter",
+            rate_limit_tracked_users.clone(),
+        );
         Metrics {
             registry: root,
+            rate_limit_decisions,
+            rate_limit_redis_errors,
+            rate_limit_redis_outages,
+            rate_limit_fallback_decisions,
+            rate_limit_tracked_users,
             verifications,
             token_cache_hits,
             token_cache_misses,
@@ -198,6 +243,13 @@ impl Metrics {
     /// Counts one token verification.
     pub fn verification(&self, result: &'static str) {
         self.verifications
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts one per-user rate-limit decision.
+    pub fn rate_limit_decision(&self, result: &'static str) {
+        self.rate_limit_decisions
             .get_or_create(&ResultLabel { result })
             .inc();
     }

@@ -17,6 +17,9 @@ use crate::audit::{self, Auditor};
 use crate::auth::{self, Authenticator};
 use crate::headers::{self, SecurityHeaders};
 use crate::proxy::{self, Upstream};
+use crate::rate_limit::per_ip::{self, FloodGuard};
+use crate::rate_limit::{self, RateLimiter};
+use crate::request_id::ClientAddress;
 use crate::{error, head_limit, request_id};
 
 /// The finished, type-erased request pipeline.
@@ -31,8 +34,14 @@ pub struct Stages {
     pub security_headers: Arc<SecurityHeaders>,
     /// `server.max_header_bytes`.
     pub max_header_bytes: usize,
+    /// How the client address is found (trusted proxies).
+    pub client_address: Arc<ClientAddress>,
+    /// The per-IP flood guard, when configured.
+    pub flood_guard: Option<Arc<FloodGuard>>,
     /// JWT authentication, when configured.
     pub authenticator: Option<Arc<Authenticator>>,
+    /// The per-user rate limit, when configured.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
     /// The agent backend.
     pub upstream: Arc<Upstream>,
 }
@@ -40,8 +49,12 @@ pub struct Stages {
 /// Assembles the pipeline, outermost layer first.
 pub fn build(stages: Stages) -> Pipeline {
     let stack = ServiceBuilder::new()
-        // Every request gets its id and context first: all that follows names it by that id.
-        .layer(from_fn(request_id::assign))
+        // Every request gets its id and context (and its client address) first: all that
+        // follows names it by that id.
+        .layer(from_fn_with_state(
+            stages.client_address,
+            request_id::assign,
+        ))
         // Audit wraps everything below, so rejections, streams and cut streams each leave a record.
         .layer(from_fn_with_state(stages.auditor, audit::observe))
         // Security headers on every response, the gateway's own errors included.
@@ -56,14 +69,26 @@ pub fn build(stages: Stages) -> Pipeline {
             stages.max_header_bytes,
             head_limit::enforce,
         ))
-        // (The per-IP flood guard goes here: cheap, and before any signature check.)
+        // The per-IP flood guard: cheap, and before any signature check, so a flood of bad
+        // tokens costs no verification.
+        .option_layer(
+            stages
+                .flood_guard
+                .map(|guard| from_fn_with_state(guard, per_ip::guard)),
+        )
         // Identity before anything per-user; the token is removed here, never forwarded.
         .option_layer(
             stages
                 .authenticator
                 .map(|auth| from_fn_with_state(auth, auth::authenticate)),
         )
-        // (Per-user rate limit, then input validation, go here.)
+        // The per-user limit, keyed by the identity just established, before the body is read.
+        .option_layer(
+            stages
+                .rate_limiter
+                .map(|limiter| from_fn_with_state(limiter, rate_limit::enforce)),
+        )
+        // (Input validation goes here.)
         .service(proxy::service(stages.upstream));
     BoxCloneSyncService::new(stack)
 }

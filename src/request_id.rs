@@ -7,11 +7,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::HeaderMap;
 use http::HeaderValue;
 use http::header::HeaderName;
+use ipnet::IpNet;
 
 /// Header carrying the request id, both upstream and back to the client.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,12 +69,68 @@ pub fn new_id() -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-id"))
 }
 
+/// Who the client is: the socket peer, or, behind trusted proxies, the address they forwarded.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddress {
+    trusted: Vec<IpNet>,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+impl ClientAddress {
+    /// Believes `X-Forwarded-For` only from `trusted` proxies.
+    pub fn new(trusted: Vec<IpNet>) -> ClientAddress {
+        ClientAddress { trusted }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address: when the peer is a trusted proxy, `X-Forwarded-For` is walked from
+    /// the right past trusted hops only; the first untrusted address is the client. Without
+    /// trusted proxies a client-sent `X-Forwarded-For` is ignored.
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let hop = hop.trim();
+            let Some(ip) = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+            else {
+                break;
+            };
+            client = ip;
+            if !self.is_trusted(ip) {
+                break;
+            }
+        }
+        client
+    }
+}
+
 /// Layer: gives the request its context and id, and echoes the id on the response.
-pub async fn assign(mut request: Request, next: Next) -> Response {
+pub async fn assign(
+    State(client_address): State<Arc<ClientAddress>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let conn = request.extensions().get::<ConnInfo>().copied();
     let context = RequestContext {
         id: new_id(),
-        client_ip: conn.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip()),
+        client_ip: conn.map_or(IpAddr::from([0, 0, 0, 0]), |c| {
+            client_address.resolve(c.peer.ip(), request.headers())
+        }),
         tls: conn.is_some_and(|c| c.tls),
         started: Instant::now(),
         received_at: SystemTime::now(),

@@ -59,6 +59,7 @@ pub struct Policy {
     validations: HashMap<Algorithm, Validation>,
     user_claim: String,
     forward_claims: Vec<(String, HeaderName)>,
+    retained_claims: Vec<String>,
 }
 
 impl Policy {
@@ -70,6 +71,7 @@ impl Policy {
         leeway_secs: u64,
         user_claim: &str,
         forward_claims: Vec<(String, HeaderName)>,
+        retained_claims: Vec<String>,
     ) -> Policy {
         let validations = allowed
             .iter()
@@ -98,6 +100,7 @@ impl Policy {
             validations,
             user_claim: user_claim.to_owned(),
             forward_claims,
+            retained_claims,
         }
     }
 }
@@ -194,10 +197,23 @@ fn principal_from(claims: &Map<String, Value>, policy: &Policy) -> Result<Princi
         };
         identity_headers.push((header.clone(), header_value(&text)?));
     }
+    let retained = policy
+        .retained_claims
+        .iter()
+        .filter_map(|name| {
+            let text = match claims.get(name)? {
+                Value::String(s) => s.clone(),
+                Value::Null => return None,
+                other => other.to_string(),
+            };
+            Some((name.clone(), text))
+        })
+        .collect();
     Ok(Principal {
         user,
         scopes,
         identity_headers,
+        claims: retained,
     })
 }
 

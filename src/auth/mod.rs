@@ -58,6 +58,7 @@ impl Authenticator {
             settings.leeway.as_secs(),
             &settings.user_claim,
             settings.forward_claims.clone(),
+            settings.retained_claims.clone(),
         );
         Ok(Authenticator {
             keys: Arc::new(keys),

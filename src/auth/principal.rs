@@ -18,6 +18,8 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// Headers that carry the identity upstream: user, scopes and forwarded claims, ready to send.
     pub identity_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Claims later stages look at (rate-limit overrides), as text.
+    pub claims: Vec<(String, String)>,
 }
 
 impl Principal {

@@ -71,6 +71,8 @@ pub struct AuthSettings {
     pub cache_capacity: usize,
     /// Longest time a verified token is served from the cache.
     pub cache_max_ttl: Duration,
+    /// Claims kept with the principal for later stages (rate-limit overrides).
+    pub retained_claims: Vec<String>,
 }
 
 pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, ConfigError> {
@@ -223,5 +225,6 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
         public_paths: raw.public_paths.clone(),
         cache_capacity,
         cache_max_ttl: raw.cache_max_ttl.unwrap_or(DEFAULT_CACHE_MAX_TTL),
+        retained_claims: Vec::new(),
     })
 }

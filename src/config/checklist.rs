@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{AuditSettings, Config};
+use super::{AuditSettings, Config, RateLimitBackend};
 
 /// The verdict of one checklist item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +99,7 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             ),
         },
     });
-    items.push(stage_item(
-        config,
-        "rate_limit",
-        "rate limiting configured",
-        "no [rate_limit]: one client can spend the upstream's whole budget",
-    ));
+    items.push(rate_limit_item(config));
     items.push(stage_item(
         config,
         "validation",
@@ -168,6 +163,50 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
         ),
     });
     items
+}
+
+fn rate_limit_item(config: &Config) -> Item {
+    let name = "rate limiting configured";
+    let Some(limits) = &config.rate_limit else {
+        return Item {
+            status: Status::Warn,
+            name,
+            why: "no [rate_limit]: one client can spend the upstream's whole budget".to_owned(),
+        };
+    };
+    let per_user = limits.default.map(|l| {
+        let store = match &limits.backend {
+            RateLimitBackend::Memory => "in memory".to_owned(),
+            RateLimitBackend::Redis { failure_mode, .. } => {
+                format!(
+                    "shared through Redis, failure_mode {}",
+                    failure_mode.as_str()
+                )
+            }
+        };
+        format!(
+            "{} requests per {:?} per user ({store})",
+            l.requests, l.window
+        )
+    });
+    let per_ip = limits
+        .per_ip
+        .map(|p| format!("{}/s per address, burst {}", p.requests_per_second, p.burst));
+    let (status, why) = match (per_user, per_ip) {
+        (Some(user), Some(ip)) => (Status::Pass, format!("{user}; {ip} before authentication")),
+        (Some(user), None) => (
+            Status::Warn,
+            format!(
+                "{user}, but no [rate_limit.per_ip]: floods of bad tokens reach signature checks"
+            ),
+        ),
+        (None, Some(ip)) => (
+            Status::Warn,
+            format!("{ip}, but no per-user limit (rate_limit.requests)"),
+        ),
+        (None, None) => (Status::Warn, "[rate_limit] sets no limit".to_owned()),
+    };
+    Item { status, name, why }
 }
 
 fn stage_item(config: &Config, section: &str, name: &'static str, absent: &str) -> Item {

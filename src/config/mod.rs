@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod checklist;
+pub mod rate_limit;
 pub mod raw;
 pub mod secret;
 
@@ -22,6 +23,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::server::tls;
 pub use auth::{AuthSettings, TokenLocation};
+pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
 use raw::RawConfig;
 use secret::Secret;
 
@@ -93,6 +95,8 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// JWT authentication, when configured.
     pub auth: Option<AuthSettings>,
+    /// Rate limits, when configured.
+    pub rate_limit: Option<RateLimitSettings>,
     /// Security headers added to every response.
     pub headers: HeaderSettings,
     /// Where audit records go.
@@ -114,6 +118,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Drain time after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// TLS, or `None` for plain HTTP.
     pub tls: Option<TlsSettings>,
 }
@@ -233,14 +239,26 @@ impl Config {
             Some("") => return Err(at.error("audit.output", "must be \"stdout\" or a file path")),
             Some(path) => AuditSettings::File(PathBuf::from(path)),
         };
+        let rate_limit = match &raw.rate_limit {
+            None => None,
+            Some(raw_limit) => Some(rate_limit::validate(raw_limit, at)?),
+        };
         let auth = match &raw.auth {
             None => None,
-            Some(raw_auth) => Some(auth::validate(raw_auth, at)?),
+            Some(raw_auth) => {
+                let mut settings = auth::validate(raw_auth, at)?;
+                // Claims that limit overrides look at travel with the principal.
+                if let Some(limits) = &rate_limit {
+                    for o in &limits.overrides {
+                        if !settings.retained_claims.contains(&o.claim) {
+                            settings.retained_claims.push(o.claim.clone());
+                        }
+                    }
+                }
+                Some(settings)
+            }
         };
         let mut not_enforced = Vec::new();
-        if raw.rate_limit.is_some() {
-            not_enforced.push("rate_limit");
-        }
         if raw.validation.is_some() {
             not_enforced.push("validation");
         }
@@ -249,6 +267,7 @@ impl Config {
             admin,
             upstream,
             auth,
+            rate_limit,
             headers,
             audit,
             not_enforced,
@@ -288,6 +307,7 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(1 << 24),
     };
     let shutdown_grace = s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let trusted_proxies = rate_limit::trusted_proxies(s, at)?;
     let tls = match &s.tls {
         None => None,
         Some(t) => {
@@ -317,6 +337,7 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
         header_timeout,
         max_connections,
         shutdown_grace,
+        trusted_proxies,
         tls,
     })
 }

@@ -48,6 +48,9 @@ pub struct RawServer {
     /// How long in-flight requests may run after a shutdown signal.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// `[server.tls]`; absent means plain HTTP.
     pub tls: Option<RawTls>,
 }
@@ -173,8 +176,33 @@ pub struct RawRateLimit {
     pub redis_url_env: Option<String>,
     /// File holding the Redis URL.
     pub redis_url_file: Option<String>,
+    /// Per-call Redis timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub redis_timeout: Option<Duration>,
+    /// `local`, `open` or `closed`: what to do while Redis is unreachable.
+    pub failure_mode: Option<String>,
+    /// Most users tracked at once in memory.
+    pub max_tracked_users: Option<u64>,
+    /// Limits for users whose token carries a claim value.
+    #[serde(default)]
+    pub overrides: Vec<RawOverride>,
     /// `[rate_limit.per_ip]`: the flood guard in front of authentication.
     pub per_ip: Option<RawPerIp>,
+}
+
+/// `[[rate_limit.overrides]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    /// The claim to match.
+    pub claim: String,
+    /// The value it must have.
+    pub value: String,
+    /// Requests admitted in any window for matching users.
+    pub requests: u64,
+    /// Window length for matching users.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
 }
 
 /// `[rate_limit.per_ip]`.

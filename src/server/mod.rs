@@ -26,12 +26,17 @@ use crate::headers::SecurityHeaders;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline, Stages};
 use crate::proxy::Upstream;
+use crate::rate_limit::RateLimiter;
+use crate::rate_limit::per_ip::FloodGuard;
+use crate::request_id::ClientAddress;
 use conn::ConnSettings;
 
 /// Pause after a failed `accept`, so that descriptor exhaustion does not spin a core.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Interval of the start-up upstream probe that readiness waits for.
 pub const UPSTREAM_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often idle limiter state is dropped.
+pub const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest wait for the audit writer to flush on shutdown.
 pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,6 +60,9 @@ pub enum StartError {
     /// Authentication could not be set up.
     #[error("{0}")]
     Auth(String),
+    /// The rate limiter could not be set up.
+    #[error("{0}")]
+    RateLimit(String),
 }
 
 /// A gateway with its listeners bound, ready to serve.
@@ -67,6 +75,8 @@ pub struct Gateway {
     audit: AuditSink,
     upstream: Arc<Upstream>,
     keys: Option<Arc<KeyStore>>,
+    rate_limiter: Option<Arc<RateLimiter>>,
+    flood_guard: Option<Arc<FloodGuard>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -86,6 +96,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 impl Gateway {
     /// Builds the runtime state and binds the client and admin listeners.
     pub async fn bind(config: Config) -> Result<Gateway, StartError> {
+        // TLS clients built by libraries (the Redis connection's rediss://) use the process
+        // default provider; make it the same one the gateway uses everywhere else.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
         let audit = AuditSink::start(&config.audit, metrics.clone()).map_err(StartError::Audit)?;
         let upstream = Arc::new(
@@ -98,6 +111,17 @@ impl Gateway {
             None => None,
         };
         let keys = authenticator.as_ref().map(|a| a.key_store());
+        let (rate_limiter, flood_guard) = match &config.rate_limit {
+            None => (None, None),
+            Some(settings) => (
+                RateLimiter::new(settings, metrics.clone())
+                    .map_err(StartError::RateLimit)?
+                    .map(Arc::new),
+                settings
+                    .per_ip
+                    .map(|p| Arc::new(FloodGuard::new(p.requests_per_second, p.burst))),
+            ),
+        };
         let listener = bind(config.server.listen).await?;
         let admin_listener = match &config.admin {
             Some(admin) => Some(bind(admin.listen).await?),
@@ -110,7 +134,10 @@ impl Gateway {
             }),
             security_headers: SecurityHeaders::new(config.headers.clone()),
             max_header_bytes: config.server.max_header_bytes,
+            client_address: Arc::new(ClientAddress::new(config.server.trusted_proxies.clone())),
+            flood_guard: flood_guard.clone(),
             authenticator,
+            rate_limiter: rate_limiter.clone(),
             upstream: upstream.clone(),
         });
         Ok(Gateway {
@@ -122,6 +149,8 @@ impl Gateway {
             audit,
             upstream,
             keys,
+            rate_limiter,
+            flood_guard,
         })
     }
 
@@ -150,6 +179,8 @@ impl Gateway {
             audit,
             upstream,
             keys,
+            rate_limiter,
+            flood_guard,
         } = self;
         let (stop_admin, admin_stopped) = watch::channel(false);
         if let Some(admin_listener) = admin_listener {
@@ -157,11 +188,13 @@ impl Gateway {
                 metrics: metrics.clone(),
                 upstream: upstream.clone(),
                 keys: keys.clone(),
+                rate_limiter: rate_limiter.clone(),
             };
             tokio::spawn(admin::serve(admin_listener, state, admin_stopped));
         }
         let probe = tokio::spawn(probe_upstream(upstream));
         let key_refresh = keys.map(|keys| tokio::spawn(keys.refresh_forever()));
+        let pruning = tokio::spawn(prune_limiters(rate_limiter, flood_guard));
 
         let settings = Arc::new(ConnSettings::new(&config.server, metrics));
         let graceful = GracefulShutdown::new();
@@ -200,6 +233,7 @@ impl Gateway {
         }
         drop(listener);
         probe.abort();
+        pruning.abort();
         if let Some(task) = key_refresh {
             task.abort();
         }
@@ -213,6 +247,24 @@ impl Gateway {
             tracing::error!("audit log could not be flushed before exit");
         }
         let _ = stop_admin.send(true);
+    }
+}
+
+/// Forgets idle users and addresses, so limiter memory follows the active population.
+async fn prune_limiters(
+    rate_limiter: Option<Arc<RateLimiter>>,
+    flood_guard: Option<Arc<FloodGuard>>,
+) {
+    let mut every = tokio::time::interval(LIMITER_PRUNE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Some(limiter) = &rate_limiter {
+            limiter.prune();
+        }
+        if let Some(guard) = &flood_guard {
+            guard.prune();
+        }
     }
 }
 

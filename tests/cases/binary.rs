@@ -74,7 +74,14 @@ fn check_config_prints_the_checklist_and_exit_codes() {
         "{out}"
     );
     assert!(
-        out.contains("WARN rate limiting configured: [rate_limit] parsed but not yet enforced"),
+        out.contains(
+            "PASS rate limiting configured: 60 requests per 60s per user (in memory); \
+             20/s per address, burst 40 before authentication"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARN input validation limits set: [validation] parsed but not yet enforced"),
         "{out}"
     );
 

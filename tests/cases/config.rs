@@ -35,7 +35,17 @@ fn reference_config_validates_once_its_certificates_exist() {
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:8443");
     assert_eq!(config.server.max_header_bytes, 16384);
     assert!(config.server.tls.is_some());
-    assert_eq!(config.not_enforced, vec!["rate_limit", "validation"]);
+    assert_eq!(config.not_enforced, vec!["validation"]);
+    let limits = config.rate_limit.expect("[rate_limit] validated");
+    assert_eq!(
+        limits.default.map(|l| (l.requests, l.window.as_secs())),
+        Some((60, 60))
+    );
+    let per_ip = limits.per_ip.expect("per_ip");
+    assert_eq!(
+        (per_ip.requests_per_second.get(), per_ip.burst.get()),
+        (20, 40)
+    );
     let auth = config.auth.expect("[auth] validated");
     let jwks_url = auth.jwks_url.expect("jwks_url");
     assert_eq!(

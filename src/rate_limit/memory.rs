@@ -1,0 +1,154 @@
+//! The in-memory store: one sliding window per (limit class, user), in a sharded map.
+//!
+//! Guards against memory exhaustion by many identities: state per user is fixed (the 61-slot
+//! window, 252 bytes, plus the key), idle users are pruned, and the number of tracked users is
+//! capped; past the cap, new users are refused rather than letting an active user's count be
+//! dropped (which would let that user over-spend).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::window::{Verdict, Window, ceil_secs, slot_ms};
+
+/// One limit: `requests` per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Requests admitted in any window.
+    pub requests: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+impl Limit {
+    fn window_ms(&self) -> u64 {
+        u64::try_from(self.window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// Why the memory store could not decide normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// The tracked-user cap is reached and nobody is idle: the new user is refused.
+    TrackedUsersCap,
+}
+
+/// Sliding windows for every tracked user, one map per limit class.
+pub struct MemoryStore {
+    classes: Vec<(Limit, DashMap<Arc<str>, Window>)>,
+    max_tracked: usize,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("tracked", &self.tracked())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// A store with one limit class per entry of `limits` (the default first), tracking at most
+    /// `max_tracked` users in all.
+    pub fn new(limits: &[Limit], max_tracked: usize) -> MemoryStore {
+        MemoryStore {
+            classes: limits.iter().map(|l| (*l, DashMap::new())).collect(),
+            max_tracked: max_tracked.max(1),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds on the store's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Users tracked now.
+    pub fn tracked(&self) -> usize {
+        self.classes.iter().map(|(_, map)| map.len()).sum()
+    }
+
+    /// The limit of a class.
+    pub fn limit(&self, class: usize) -> Option<Limit> {
+        self.classes.get(class).map(|(limit, _)| *limit)
+    }
+
+    /// Decides one request for `user` in `class` at the store's current time.
+    pub fn decide(&self, class: usize, user: &Arc<str>) -> Result<Verdict, Overflow> {
+        self.decide_at(class, user, self.now_ms())
+    }
+
+    /// Decides at an explicit time (for tests and benchmarks with their own clock).
+    pub fn decide_at(
+        &self,
+        class: usize,
+        user: &Arc<str>,
+        now_ms: u64,
+    ) -> Result<Verdict, Overflow> {
+        let Some((limit, map)) = self.classes.get(class).or_else(|| self.classes.first()) else {
+            return Err(Overflow::TrackedUsersCap);
+        };
+        let slot_ms = slot_ms(limit.window_ms());
+        if let Some(mut window) = map.get_mut(user.as_ref()) {
+            return Ok(window.decide(now_ms, limit.requests, slot_ms));
+        }
+        if self.tracked() >= self.max_tracked {
+            self.prune_at(now_ms);
+            if self.tracked() >= self.max_tracked {
+                return Err(Overflow::TrackedUsersCap);
+            }
+        }
+        let mut window = map
+            .entry(user.clone())
+            .or_insert_with(|| Window::new(now_ms / slot_ms));
+        Ok(window.decide(now_ms, limit.requests, slot_ms))
+    }
+
+    /// Seconds a user refused at the cap should wait: until idle users can be pruned.
+    pub fn cap_retry_after(&self, class: usize) -> u64 {
+        ceil_secs(self.limit(class).map_or(60_000, |l| l.window_ms()))
+    }
+
+    /// Drops users with nothing counted any more and returns the memory.
+    pub fn prune(&self) {
+        self.prune_at(self.now_ms());
+        for (_, map) in &self.classes {
+            map.shrink_to_fit();
+        }
+    }
+
+    fn prune_at(&self, now_ms: u64) {
+        for (limit, map) in &self.classes {
+            let slot = now_ms / slot_ms(limit.window_ms());
+            map.retain(|_, w| !w.is_idle(slot));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Limit = Limit {
+        requests: 2,
+        window: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn users_are_separate_and_the_cap_holds() {
+        let store = MemoryStore::new(&[LIMIT], 2);
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        assert!(store.decide_at(0, &a, 0).unwrap().admitted);
+        assert!(store.decide_at(0, &a, 1).unwrap().admitted);
+        assert!(!store.decide_at(0, &a, 2).unwrap().admitted);
+        assert!(store.decide_at(0, &b, 3).unwrap().admitted);
+        assert_eq!(store.decide_at(0, &c, 4), Err(Overflow::TrackedUsersCap));
+        // Once a and b are idle they are pruned and c gets in.
+        assert!(store.decide_at(0, &c, 62_000).unwrap().admitted);
+        assert_eq!(store.tracked(), 1);
+    }
+}

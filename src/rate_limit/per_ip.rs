@@ -1,0 +1,75 @@
+//! The per-IP flood guard: GCRA (governor) keyed by client address, before authentication.
+//!
+//! Guards against floods that would otherwise reach the expensive stages: a client sending bad
+//! tokens as fast as it can is cut here, so the flood costs no signature verification. Keyed
+//! state is pruned periodically, so many addresses cannot grow memory without bound.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::window::ceil_secs;
+use crate::error::GatewayError;
+use crate::request_id::RequestContext;
+
+/// GCRA per client address.
+pub struct FloodGuard {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for FloodGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FloodGuard")
+            .field("tracked", &self.limiter.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FloodGuard {
+    /// `requests_per_second` sustained, `burst` at once.
+    pub fn new(requests_per_second: NonZeroU32, burst: NonZeroU32) -> FloodGuard {
+        FloodGuard {
+            limiter: RateLimiter::keyed(Quota::per_second(requests_per_second).allow_burst(burst)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// `Ok` to admit, or the seconds until this address may send again (at least 1).
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            ceil_secs(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Forgets addresses whose state has fully recovered.
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// Layer: 429 `ip_rate_limited` for an address over its rate.
+pub async fn guard(State(guard): State<Arc<FloodGuard>>, request: Request, next: Next) -> Response {
+    let Some(context) = request.extensions().get::<RequestContext>() else {
+        return next.run(request).await;
+    };
+    match guard.check(context.client_ip) {
+        Ok(()) => next.run(request).await,
+        Err(retry_after) => {
+            GatewayError::IpRateLimited { retry_after }.into_response(context.id_str())
+        }
+    }
+}
