@@ -4,4 +4,5 @@ mod binary;
 mod config;
 mod errors;
 mod proxy;
+mod rate_limit;
 mod server;

@@ -4,6 +4,7 @@
 pub mod jwks_server;
 pub mod keys;
 pub mod pki;
+pub mod redis;
 pub mod upstream;
 
 use std::net::SocketAddr;
