@@ -11,9 +11,9 @@ use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -302,12 +302,28 @@ pub struct Auditor {
     pub metrics: Arc<Metrics>,
 }
 
+/// What later stages tell the audit record while the request is still on its way, so that even
+/// a request whose client leaves early is recorded with what was known: bytes received and the
+/// authenticated user. Travels in the request extensions.
+#[derive(Debug, Default)]
+pub struct Tally {
+    bytes_in: AtomicU64,
+    user: OnceLock<Arc<str>>,
+}
+
+impl Tally {
+    /// Records the authenticated user.
+    pub fn set_user(&self, user: &Arc<str>) {
+        let _ = self.user.set(user.clone());
+    }
+}
+
 /// A record waiting for its response to end; writes itself when dropped.
 struct PendingRecord {
     auditor: Arc<Auditor>,
     started: Instant,
     record: Option<AuditRecord>,
-    bytes_in: Arc<AtomicU64>,
+    tally: Arc<Tally>,
 }
 
 impl PendingRecord {
@@ -318,7 +334,10 @@ impl PendingRecord {
         };
         let latency = self.started.elapsed();
         record.latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        record.bytes_in = self.tally.bytes_in.load(Ordering::Relaxed);
+        if record.user.is_none() {
+            record.user = self.tally.user.get().cloned();
+        }
         self.auditor.metrics.observe_request(
             record.decision.as_str(),
             record.status,
@@ -353,11 +372,11 @@ pub async fn observe(
                 IpAddr::from([0, 0, 0, 0]),
             ),
         };
-    let bytes_in = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
     let mut pending = PendingRecord {
         auditor,
         started: context_started,
-        bytes_in: bytes_in.clone(),
+        tally: tally.clone(),
         record: Some(AuditRecord {
             ts: received_at,
             request_id,
@@ -376,12 +395,13 @@ pub async fn observe(
             end: StreamEnd::ClientClosed,
         }),
     };
-    let request = request.map(|body| {
+    let mut request = request.map(|body| {
         Body::new(CountedBody {
             inner: body,
-            count: bytes_in,
+            tally: tally.clone(),
         })
     });
+    request.extensions_mut().insert(tally);
     let response = next.run(request).await;
     if let Some(record) = pending.record.as_mut() {
         record.status = response.status().as_u16();
@@ -403,7 +423,7 @@ pub async fn observe(
 /// Counts request body bytes as they stream to the upstream.
 struct CountedBody {
     inner: Body,
-    count: Arc<AtomicU64>,
+    tally: Arc<Tally>,
 }
 
 impl http_body::Body for CountedBody {
@@ -418,7 +438,9 @@ impl http_body::Body for CountedBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.tally
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         polled
     }

@@ -6,8 +6,10 @@ Starts, all on 127.0.0.1:
   - direct-tls    the same nginx answer straight over TLS: no proxy hop
   - nginx-proxy   nginx as a plain TLS reverse proxy in front of the upstream
   - haproxy-tls   HAProxy terminating TLS in front of the upstream
-  - portcullis    the gateway: TLS, ES256 JWT authentication, audit log to a file
-  - portcullis-noauth  the same without authentication (to price the auth stage)
+  - portcullis    the gateway: TLS, per-IP guard, ES256 JWT authentication, per-user rate limit
+                  (high enough not to trigger), audit log to a file
+  - portcullis-nolimit  the same without the rate limits (to price that stage)
+  - portcullis-noauth   the same without rate limits and authentication (to price auth)
 
 Servers are pinned to core 0 and wrk to core 1 (HTTP/1.1 keep-alive, 64 connections, a 103-byte
 JSON POST with a bearer token). Each target runs ROUNDS times, interleaved; the report gives
@@ -32,8 +34,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
-         "portcullis": 19004, "portcullis-noauth": 19005}
-ADMIN_PORTS = {"portcullis": 19901, "portcullis-noauth": 19902}
+         "portcullis": 19004, "portcullis-nolimit": 19005, "portcullis-noauth": 19006}
+ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903}
 ISSUER = "https://issuer.bench/"
 AUDIENCE = "agent-api"
 SERVER_CORE = "0"
@@ -179,15 +181,24 @@ backend agent
     server a 127.0.0.1:{PORTS['upstream']}
 """)
         procs["haproxy-tls"] = start(["haproxy", "-f", cfg])
-    if "portcullis" in only:
-        auth = f"""[auth]
+    auth = f"""[auth]
 issuer = "{ISSUER}"
 audiences = ["{AUDIENCE}"]
 algorithms = ["ES256"]
 required_scopes = ["agent:use"]
 jwks_file = "{jwks}"
 """
-        procs["portcullis"] = start_portcullis(tmp, "portcullis", cert, key, auth)
+    limits = """[rate_limit]
+requests = 100000000
+window = "60s"
+[rate_limit.per_ip]
+requests_per_second = 10000000
+burst = 10000000
+"""
+    if "portcullis" in only:
+        procs["portcullis"] = start_portcullis(tmp, "portcullis", cert, key, auth + limits)
+    if "portcullis-nolimit" in only:
+        procs["portcullis-nolimit"] = start_portcullis(tmp, "portcullis-nolimit", cert, key, auth)
     if "portcullis-noauth" in only:
         procs["portcullis-noauth"] = start_portcullis(tmp, "portcullis-noauth", cert, key, "")
     for name in procs:
@@ -245,7 +256,8 @@ def main():
     parser.add_argument("--mode", choices=["keepalive", "close"], default="keepalive",
                         help="keepalive: reuse connections; close: a new TLS connection per request")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="direct-tls,nginx-proxy,haproxy-tls,portcullis,portcullis-noauth")
+    parser.add_argument("--only", default="direct-tls,nginx-proxy,haproxy-tls,portcullis,portcullis-nolimit,"
+                                          "portcullis-noauth")
     args = parser.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "openssl", "taskset"]:
         need(tool)
@@ -267,7 +279,7 @@ def main():
             for name in only:
                 r = run_wrk(PORTS[name], script, seconds)
                 results[name].append(r)
-                print(f"round {round_no + 1} {name:12s} {r['rps']:>10.0f} req/s  p50 {r['p50']:.2f} ms"
+                print(f"round {round_no + 1} {name:18s} {r['rps']:>10.0f} req/s  p50 {r['p50']:.2f} ms"
                       f"  p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)
         rss = {name: peak_rss_kib(procs[name if name in procs else "upstream"]) for name in only}
         if "portcullis" in only:
@@ -286,12 +298,12 @@ def main():
     med = {n: {k: statistics.median(r[k] for r in results[n]) for k in ("rps", "p50", "p99")} for n in only}
     print(f"\nmode={args.mode} connections={CONNECTIONS} rounds={args.rounds} x {seconds}s, "
           f"servers on core {SERVER_CORE}, wrk on core {CLIENT_CORE}")
-    print(f"{'target':12s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'peak RSS':>10s} "
+    print(f"{'target':18s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'peak RSS':>10s} "
           f"{'vs direct':>10s} {'vs nginx':>9s} {'vs haproxy':>11s}")
     for n in only:
         def ratio(ref):
             return f"{med[n]['rps'] / med[ref]['rps']:.2f}x" if ref in med else "-"
-        print(f"{n:12s} {med[n]['rps']:>10.0f} {med[n]['p50']:>8.2f} {med[n]['p99']:>8.2f} "
+        print(f"{n:18s} {med[n]['rps']:>10.0f} {med[n]['p50']:>8.2f} {med[n]['p99']:>8.2f} "
               f"{rss[n] / 1024:>8.1f}MiB {ratio('direct-tls'):>10s} {ratio('nginx-proxy'):>9s} "
               f"{ratio('haproxy-tls'):>11s}")
     if "portcullis" in only:
@@ -302,8 +314,10 @@ def main():
         print(f"\nportcullis: {served} requests counted in metrics ({allowed} allowed with 200), "
               f"{audited} audit records written, {verified.group(1) if verified else 0} signature "
               f"verifications, {hits.group(1) if hits else 0} cache hits")
-        if "portcullis-noauth" in med:
-            print(f"auth on vs off: {med['portcullis']['rps'] / med['portcullis-noauth']['rps']:.2f}x")
+        if "portcullis-nolimit" in med:
+            print(f"rate limits on vs off: {med['portcullis']['rps'] / med['portcullis-nolimit']['rps']:.2f}x")
+            if "portcullis-noauth" in med:
+                print(f"auth on vs off: {med['portcullis-nolimit']['rps'] / med['portcullis-noauth']['rps']:.2f}x")
     print(f"(work files in {tmp})")
 
 

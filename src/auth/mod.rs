@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, header};
 
-use crate::audit::Outcome;
+use crate::audit::{Outcome, Tally};
 use crate::config::{AuthSettings, TokenLocation};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -157,6 +157,9 @@ pub async fn authenticate(
         return response;
     }
     remove_credentials(request.headers_mut(), &auth.location);
+    if let Some(tally) = request.extensions().get::<Arc<Tally>>() {
+        tally.set_user(&principal.user);
+    }
     request.extensions_mut().insert(principal.clone());
     let mut response = next.run(request).await;
     with_user(&mut response, &principal);

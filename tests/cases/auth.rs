@@ -744,3 +744,33 @@ async fn token_subcommand_mints_tokens_the_gateway_accepts() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_client_leaving_early_is_audited_with_its_user() {
+    let s = setup("", "").await;
+    let token = s.keys.es.sign(&claims("impatient"));
+    let gateway_client = s.gateway.client();
+    let url = s.gateway.url("/slow/1500");
+    let abandoned = tokio::spawn(async move {
+        gateway_client
+            .send_whole(
+                Request::get(url)
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Full::<Bytes>::default())
+                    .unwrap(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    abandoned.abort();
+    let g = &s.gateway;
+    wait_until(|| async move { g.audit_records().iter().any(|r| r["path"] == "/slow/1500") }).await;
+    let record = s
+        .gateway
+        .audit_records()
+        .into_iter()
+        .find(|r| r["path"] == "/slow/1500")
+        .unwrap();
+    assert_eq!(record["status"], 499);
+    assert_eq!(record["user"], "impatient");
+}
