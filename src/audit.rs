@@ -60,6 +60,16 @@ pub enum Decision {
     IpRateLimited,
     /// The shared limiter was unreachable with `failure_mode = "closed"`: 503.
     LimiterUnavailable,
+    /// The body exceeded `max_body_bytes`: 413.
+    BodyTooLarge,
+    /// The body is not JSON: 415.
+    UnsupportedMediaType,
+    /// The body is not well-formed JSON (or too deep, or empty): 400.
+    InvalidJson,
+    /// The body holds too much text: 400.
+    InputTooLong,
+    /// An injection rule matched: 400.
+    InjectionDetected,
     /// The request head exceeded `max_header_bytes`.
     HeaderTooLarge,
     /// A gateway bug was caught and answered with 500.
@@ -80,6 +90,11 @@ impl Decision {
             Decision::RateLimited => "rate_limited",
             Decision::IpRateLimited => "ip_rate_limited",
             Decision::LimiterUnavailable => "limiter_unavailable",
+            Decision::BodyTooLarge => "body_too_large",
+            Decision::UnsupportedMediaType => "unsupported_media_type",
+            Decision::InvalidJson => "invalid_json",
+            Decision::InputTooLong => "input_too_long",
+            Decision::InjectionDetected => "injection_detected",
             Decision::HeaderTooLarge => "header_too_large",
             Decision::InternalError => "internal_error",
         }

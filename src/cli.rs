@@ -192,12 +192,6 @@ where
 }
 
 async fn run(config: Config) -> ExitCode {
-    for section in &config.not_enforced {
-        tracing::warn!(
-            section,
-            "config section parsed but not yet enforced by this version"
-        );
-    }
     let gateway = match Gateway::bind(config).await {
         Ok(gateway) => gateway,
         Err(e) => {

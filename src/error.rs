@@ -5,6 +5,7 @@
 //! trace or an upstream body. The full cause goes once to the operational log (stderr).
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 
 use axum::body::Body;
@@ -51,6 +52,26 @@ pub enum GatewayError {
     /// The shared limiter is unreachable and `failure_mode = "closed"`: 503.
     #[error("rate limiter unavailable")]
     LimiterUnavailable,
+    /// The body is larger than `validation.max_body_bytes`: 413.
+    #[error("body too large")]
+    BodyTooLarge,
+    /// The body is not JSON (nor an allowed media type): 415.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The body is not well-formed JSON, too deeply nested, or empty: 400.
+    #[error("invalid JSON ({0})")]
+    InvalidJson(&'static str),
+    /// The body holds more text than `validation.max_input_chars`: 400.
+    #[error("input too long")]
+    InputTooLong,
+    /// A blocking rule matched: 400 naming the category, never the pattern.
+    #[error("injection detected ({rule})")]
+    InjectionDetected {
+        /// The rule id (for the audit record).
+        rule: String,
+        /// The category named to the client.
+        category: &'static str,
+    },
     /// The request head (request line and headers) is larger than `server.max_header_bytes`: 431.
     #[error("request head of {0} bytes exceeds server.max_header_bytes")]
     HeaderTooLarge(usize),
@@ -88,6 +109,11 @@ impl GatewayError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             GatewayError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::InvalidJson(_)
+            | GatewayError::InputTooLong
+            | GatewayError::InjectionDetected { .. } => StatusCode::BAD_REQUEST,
             GatewayError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
                 StatusCode::BAD_GATEWAY
@@ -107,6 +133,11 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => Decision::RateLimited,
             GatewayError::IpRateLimited { .. } => Decision::IpRateLimited,
             GatewayError::LimiterUnavailable => Decision::LimiterUnavailable,
+            GatewayError::BodyTooLarge => Decision::BodyTooLarge,
+            GatewayError::UnsupportedMediaType => Decision::UnsupportedMediaType,
+            GatewayError::InvalidJson(_) => Decision::InvalidJson,
+            GatewayError::InputTooLong => Decision::InputTooLong,
+            GatewayError::InjectionDetected { .. } => Decision::InjectionDetected,
             GatewayError::HeaderTooLarge(_) => Decision::HeaderTooLarge,
             GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamStatus(_) => {
                 Decision::UpstreamError
@@ -117,8 +148,16 @@ impl GatewayError {
     }
 
     /// The reason class recorded as the audit record's `rule`.
-    pub fn rule(&self) -> Option<&'static str> {
+    pub fn rule(&self) -> Option<Cow<'static, str>> {
+        if let GatewayError::InjectionDetected { rule, .. } = self {
+            return Some(Cow::Owned(rule.clone()));
+        }
+        self.static_rule().map(Cow::Borrowed)
+    }
+
+    fn static_rule(&self) -> Option<&'static str> {
         match self {
+            GatewayError::InvalidJson(reason) => Some(reason),
             GatewayError::Unauthenticated(Refusal::Missing) => Some("token_missing"),
             GatewayError::Unauthenticated(Refusal::Expired) => Some("token_expired"),
             GatewayError::Unauthenticated(Refusal::Invalid(reason)) => Some(reason),
@@ -169,6 +208,45 @@ impl GatewayError {
                 "urn:portcullis:problem:limiter-unavailable",
                 "Service Unavailable",
                 "The rate limiter is unavailable; retry later.",
+            ),
+            GatewayError::BodyTooLarge => (
+                "urn:portcullis:problem:body-too-large",
+                "Content Too Large",
+                "The request body is larger than this gateway accepts.",
+            ),
+            GatewayError::UnsupportedMediaType => (
+                "urn:portcullis:problem:unsupported-media-type",
+                "Unsupported Media Type",
+                "The request body must be JSON (application/json).",
+            ),
+            GatewayError::InvalidJson(_) => (
+                "urn:portcullis:problem:invalid-json",
+                "Bad Request",
+                "The request body is not well-formed JSON within the nesting limit.",
+            ),
+            GatewayError::InputTooLong => (
+                "urn:portcullis:problem:input-too-long",
+                "Bad Request",
+                "The request holds more text than this gateway accepts.",
+            ),
+            GatewayError::InjectionDetected { category, .. } => (
+                "urn:portcullis:problem:injection-detected",
+                "Bad Request",
+                match *category {
+                    crate::validate::rules::PROMPT_INJECTION => {
+                        "The request was refused: it contains a prompt injection."
+                    }
+                    crate::validate::rules::SCRIPT_INJECTION => {
+                        "The request was refused: it contains a script injection."
+                    }
+                    crate::validate::rules::CODE_INJECTION => {
+                        "The request was refused: it contains a code injection."
+                    }
+                    crate::validate::rules::OBFUSCATION => {
+                        "The request was refused: it contains obfuscated input."
+                    }
+                    _ => "The request was refused: it contains disallowed content.",
+                },
             ),
             GatewayError::HeaderTooLarge(_) => (
                 "urn:portcullis:problem:header-too-large",
@@ -237,7 +315,7 @@ impl GatewayError {
         };
         response.extensions_mut().insert(Outcome {
             decision: self.decision(),
-            rule: self.rule().map(std::borrow::Cow::Borrowed),
+            rule: self.rule(),
             upstream_status,
             ..Outcome::default()
         });

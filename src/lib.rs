@@ -11,7 +11,8 @@
 //! 7. per-IP flood guard — [`rate_limit::per_ip`]
 //! 8. JWT authentication, verified-token cache — [`auth`]
 //! 9. per-user sliding-window rate limit — [`rate_limit`]
-//! 10. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
+//! 10. input validation: size, media type, JSON, text length, injection rules — [`validate`]
+//! 11. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
 //!
 //! Every rejection is an RFC 9457 problem+json built in one place, [`error`]. Health, readiness
 //! and metrics live on a separate listener, [`admin`].
@@ -33,3 +34,4 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod request_id;
 pub mod server;
+pub mod validate;

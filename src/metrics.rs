@@ -65,6 +65,17 @@ pub struct Metrics {
     pub rate_limit_fallback_decisions: Counter<u64, AtomicU64>,
     /// Users tracked by the in-memory limiter (at the last pruning).
     pub rate_limit_tracked_users: Gauge,
+    /// Validation rule matches, by rule and action.
+    pub validation_matches: Family<MatchLabels, Counter>,
+}
+
+/// Labels of the validation match counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MatchLabels {
+    /// The rule id.
+    pub rule: String,
+    /// `block` or `log`.
+    pub action: &'static str,
 }
 
 /// A `result` label.
@@ -200,8 +211,15 @@ impl Metrics {
             "Users tracked by the in-memory limiter",
             rate_limit_tracked_users.clone(),
         );
+        let validation_matches = Family::<MatchLabels, Counter>::default();
+        registry.register(
+            "validation_matches",
+            "Validation rule matches, by rule and action",
+            validation_matches.clone(),
+        );
         Metrics {
             registry: root,
+            validation_matches,
             rate_limit_decisions,
             rate_limit_redis_errors,
             rate_limit_redis_outages,
@@ -251,6 +269,16 @@ impl Metrics {
     pub fn rate_limit_decision(&self, result: &'static str) {
         self.rate_limit_decisions
             .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts one validation rule match.
+    pub fn validation_match(&self, rule: &str, action: &'static str) {
+        self.validation_matches
+            .get_or_create(&MatchLabels {
+                rule: rule.to_owned(),
+                action,
+            })
             .inc();
     }
 

@@ -20,6 +20,7 @@ use crate::proxy::{self, Upstream};
 use crate::rate_limit::per_ip::{self, FloodGuard};
 use crate::rate_limit::{self, RateLimiter};
 use crate::request_id::ClientAddress;
+use crate::validate::{self, Validator};
 use crate::{error, head_limit, request_id};
 
 /// The finished, type-erased request pipeline.
@@ -42,6 +43,8 @@ pub struct Stages {
     pub authenticator: Option<Arc<Authenticator>>,
     /// The per-user rate limit, when configured.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Input validation, when configured.
+    pub validator: Option<Arc<Validator>>,
     /// The agent backend.
     pub upstream: Arc<Upstream>,
 }
@@ -88,7 +91,13 @@ pub fn build(stages: Stages) -> Pipeline {
                 .rate_limiter
                 .map(|limiter| from_fn_with_state(limiter, rate_limit::enforce)),
         )
-        // (Input validation goes here.)
+        // Input validation last: it buffers the body, the most expensive check, and only for
+        // requests every cheaper stage has admitted.
+        .option_layer(
+            stages
+                .validator
+                .map(|validator| from_fn_with_state(validator, validate::validate)),
+        )
         .service(proxy::service(stages.upstream));
     BoxCloneSyncService::new(stack)
 }

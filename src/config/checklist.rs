@@ -100,12 +100,21 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
         },
     });
     items.push(rate_limit_item(config));
-    items.push(stage_item(
-        config,
-        "validation",
-        "input validation limits set",
-        "no [validation]: bodies of any size and content reach the upstream",
-    ));
+    items.push(match &config.validation {
+        None => item(
+            Status::Warn,
+            "input validation limits set",
+            "no [validation]: bodies of any size and content reach the upstream",
+        ),
+        Some(v) => Item {
+            status: Status::Pass,
+            name: "input validation limits set",
+            why: format!(
+                "JSON bodies up to {} bytes, {} characters, depth {}; injection rules on",
+                v.max_body_bytes, v.max_input_chars, v.max_json_depth
+            ),
+        },
+    });
     items.push(match &config.audit {
         AuditSettings::Stdout => item(
             Status::Pass,
@@ -207,19 +216,6 @@ fn rate_limit_item(config: &Config) -> Item {
         (None, None) => (Status::Warn, "[rate_limit] sets no limit".to_owned()),
     };
     Item { status, name, why }
-}
-
-fn stage_item(config: &Config, section: &str, name: &'static str, absent: &str) -> Item {
-    let parsed = config.not_enforced.contains(&section);
-    Item {
-        status: Status::Warn,
-        name,
-        why: if parsed {
-            format!("[{section}] parsed but not yet enforced by this version")
-        } else {
-            absent.to_owned()
-        },
-    }
 }
 
 /// Returns the dotted key of the first string value that looks like secret material.

@@ -10,6 +10,7 @@ pub mod checklist;
 pub mod rate_limit;
 pub mod raw;
 pub mod secret;
+pub mod validation;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use rustls_pki_types::CertificateDer;
 use crate::server::tls;
 pub use auth::{AuthSettings, TokenLocation};
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
+pub use validation::ValidationSettings;
 use raw::RawConfig;
 use secret::Secret;
 
@@ -97,12 +99,12 @@ pub struct Config {
     pub auth: Option<AuthSettings>,
     /// Rate limits, when configured.
     pub rate_limit: Option<RateLimitSettings>,
+    /// Input validation, when configured.
+    pub validation: Option<ValidationSettings>,
     /// Security headers added to every response.
     pub headers: HeaderSettings,
     /// Where audit records go.
     pub audit: AuditSettings,
-    /// Sections that parsed but whose stage is not built yet.
-    pub not_enforced: Vec<&'static str>,
 }
 
 /// Validated `[server]`.
@@ -258,19 +260,19 @@ impl Config {
                 Some(settings)
             }
         };
-        let mut not_enforced = Vec::new();
-        if raw.validation.is_some() {
-            not_enforced.push("validation");
-        }
+        let validation = match &raw.validation {
+            None => None,
+            Some(raw_validation) => Some(validation::validate(raw_validation, at)?),
+        };
         Ok(Config {
             server,
             admin,
             upstream,
             auth,
             rate_limit,
+            validation,
             headers,
             audit,
-            not_enforced,
         })
     }
 }

@@ -225,9 +225,44 @@ pub struct RawValidation {
     pub max_input_chars: Option<u64>,
     /// `block` or `log`.
     pub action: Option<String>,
-    /// Patterns added to the built-in rule set.
+    /// Rules added to the built-in set: a literal string, `"re:<regex>"`, or a table.
     #[serde(default)]
-    pub extra_patterns: Vec<String>,
+    pub extra_patterns: Vec<RawPattern>,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: Option<u64>,
+    /// Built-in rule ids switched off.
+    #[serde(default)]
+    pub disabled_rules: Vec<String>,
+    /// Per-rule actions: rule id to `block` or `log`.
+    #[serde(default)]
+    pub rule_actions: std::collections::BTreeMap<String, String>,
+    /// Media types accepted besides JSON (their bodies skip the JSON, length and rule checks).
+    #[serde(default)]
+    pub allowed_content_types: Vec<String>,
+}
+
+/// An `extra_patterns` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawPattern {
+    /// A literal, or a regex when written `"re:<regex>"`; its id is `custom.<position>`.
+    Text(String),
+    /// A rule with its own id.
+    Rule(RawRule),
+}
+
+/// An `extra_patterns` table entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// The rule's id.
+    pub id: String,
+    /// A literal to match (in normalised text).
+    pub literal: Option<String>,
+    /// A regular expression to match (over normalised, lower-case text).
+    pub regex: Option<String>,
+    /// `block` or `log`.
+    pub action: Option<String>,
 }
 
 /// `[headers]`.

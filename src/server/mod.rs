@@ -29,6 +29,7 @@ use crate::proxy::Upstream;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::per_ip::FloodGuard;
 use crate::request_id::ClientAddress;
+use crate::validate::Validator;
 use conn::ConnSettings;
 
 /// Pause after a failed `accept`, so that descriptor exhaustion does not spin a core.
@@ -138,6 +139,10 @@ impl Gateway {
             flood_guard: flood_guard.clone(),
             authenticator,
             rate_limiter: rate_limiter.clone(),
+            validator: config
+                .validation
+                .clone()
+                .map(|settings| Arc::new(Validator::new(settings, metrics.clone()))),
             upstream: upstream.clone(),
         });
         Ok(Gateway {

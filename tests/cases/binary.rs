@@ -81,7 +81,9 @@ fn check_config_prints_the_checklist_and_exit_codes() {
         "{out}"
     );
     assert!(
-        out.contains("WARN input validation limits set: [validation] parsed but not yet enforced"),
+        out.contains(
+            "PASS input validation limits set: JSON bodies up to 1048576 bytes, 10000 characters, depth 64"
+        ),
         "{out}"
     );
 

@@ -1,0 +1,124 @@
+//! Validation of `[validation]`, with the rule set compiled.
+
+use std::sync::Arc;
+
+use super::raw::{RawPattern, RawValidation};
+use super::{ConfigError, Locator};
+use crate::validate::rules::{Action, ExtraRule, Pattern, RuleOptions, RuleSet};
+
+/// Default largest body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest accepted `max_body_bytes`.
+pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default most characters of text in a JSON body.
+pub const DEFAULT_MAX_INPUT_CHARS: usize = 100_000;
+/// Default deepest JSON nesting.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Deepest nesting the JSON parser itself allows.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Validated `[validation]`.
+#[derive(Debug, Clone)]
+pub struct ValidationSettings {
+    /// Largest body accepted; larger is 413.
+    pub max_body_bytes: usize,
+    /// Most characters (string values and keys) in a JSON body; more is 400.
+    pub max_input_chars: usize,
+    /// Deepest JSON nesting; deeper is 400.
+    pub max_json_depth: usize,
+    /// The compiled rules.
+    pub rules: Arc<RuleSet>,
+    /// Extra media types accepted (lower case, without parameters).
+    pub allowed_content_types: Vec<String>,
+}
+
+fn action(text: &str, key: &str, at: &Locator<'_>) -> Result<Action, ConfigError> {
+    match text {
+        "block" => Ok(Action::Block),
+        "log" => Ok(Action::Log),
+        _ => Err(at.error(key, "must be \"block\" or \"log\"")),
+    }
+}
+
+pub(super) fn validate(raw: &RawValidation, at: &Locator<'_>) -> Result<ValidationSettings, ConfigError> {
+    let max_body_bytes = match raw.max_body_bytes {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_MAX_BODY_BYTES).contains(n))
+            .ok_or_else(|| at.error("validation.max_body_bytes", "must be between 1 and 67108864"))?,
+    };
+    let max_input_chars = match raw.max_input_chars {
+        None => DEFAULT_MAX_INPUT_CHARS,
+        Some(0) => return Err(at.error("validation.max_input_chars", "must be at least 1")),
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let max_json_depth = match raw.max_json_depth {
+        None => DEFAULT_MAX_JSON_DEPTH,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_JSON_DEPTH).contains(n))
+            .ok_or_else(|| at.error("validation.max_json_depth", "must be between 1 and 128"))?,
+    };
+    let default_action = match raw.action.as_deref() {
+        None => Action::Block,
+        Some(text) => action(text, "validation.action", at)?,
+    };
+    let mut extra = Vec::with_capacity(raw.extra_patterns.len());
+    let mut actions = Vec::new();
+    for (i, pattern) in raw.extra_patterns.iter().enumerate() {
+        match pattern {
+            RawPattern::Text(text) if text.is_empty() => {
+                return Err(at.error("validation.extra_patterns", "has an empty pattern"));
+            }
+            RawPattern::Text(text) => extra.push(ExtraRule {
+                id: format!("custom.{}", i + 1),
+                pattern: match text.strip_prefix("re:") {
+                    Some(regex) => Pattern::Regex(regex.to_owned()),
+                    None => Pattern::Literal(text.clone()),
+                },
+            }),
+            RawPattern::Rule(rule) => {
+                let pattern = match (&rule.literal, &rule.regex) {
+                    (Some(l), None) if !l.is_empty() => Pattern::Literal(l.clone()),
+                    (None, Some(r)) if !r.is_empty() => Pattern::Regex(r.clone()),
+                    _ => {
+                        return Err(at.error(
+                            "validation.extra_patterns",
+                            "each rule needs exactly one of literal or regex",
+                        ));
+                    }
+                };
+                if let Some(a) = &rule.action {
+                    actions.push((rule.id.clone(), action(a, "validation.extra_patterns", at)?));
+                }
+                extra.push(ExtraRule {
+                    id: rule.id.clone(),
+                    pattern,
+                });
+            }
+        }
+    }
+    for (id, text) in &raw.rule_actions {
+        actions.push((id.clone(), action(text, "validation.rule_actions", at)?));
+    }
+    let rules = RuleSet::new(&RuleOptions {
+        default_action: Some(default_action),
+        actions,
+        disabled: raw.disabled_rules.clone(),
+        extra,
+    })
+    .map_err(|m| at.error("validation.extra_patterns", m))?;
+    let allowed_content_types = raw
+        .allowed_content_types
+        .iter()
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    Ok(ValidationSettings {
+        max_body_bytes,
+        max_input_chars,
+        max_json_depth,
+        rules: Arc::new(rules),
+        allowed_content_types,
+    })
+}

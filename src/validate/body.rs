@@ -1,0 +1,256 @@
+//! The JSON walk: well-formedness, depth, text length and injection rules in one parse.
+//!
+//! Guards against bodies built to hurt the parser or the agent: the body is parsed once with a
+//! visitor that builds no tree, stops at the first problem, limits nesting, counts the characters
+//! of every string value and object key, and hands each one, normalised, to the rules.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::normalize::normalize;
+use super::rules::{Action, Rule, RuleSet};
+
+/// Why a body is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyProblem {
+    /// Not well-formed UTF-8 JSON, or nested deeper than allowed.
+    InvalidJson(&'static str),
+    /// More characters of text than `max_input_chars`.
+    TooLong,
+    /// A blocking rule matched.
+    Injection(Rule),
+}
+
+/// What the walk found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// A logging (shadow-mode) rule that matched, if any.
+    pub logged: Option<Rule>,
+}
+
+struct Walk<'r> {
+    rules: &'r RuleSet,
+    max_depth: usize,
+    max_chars: usize,
+    chars: usize,
+    problem: Option<BodyProblem>,
+    logged: Option<Rule>,
+}
+
+impl Walk<'_> {
+    /// Counts and scans one string; `Err` stops the walk.
+    fn text(&mut self, text: &str) -> Result<(), ()> {
+        self.chars += text.chars().count();
+        if self.chars > self.max_chars {
+            self.problem = Some(BodyProblem::TooLong);
+            return Err(());
+        }
+        match scan(self.rules, text) {
+            Some(rule) if rule.action == Action::Block => {
+                self.problem = Some(BodyProblem::Injection(rule.clone()));
+                Err(())
+            }
+            Some(rule) => {
+                if self.logged.is_none() {
+                    self.logged = Some(rule.clone());
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Normalises `text` and returns the most severe matching rule.
+pub fn scan<'r>(rules: &'r RuleSet, text: &str) -> Option<&'r Rule> {
+    let normalized = normalize(text);
+    if !normalized.settled {
+        return Some(rules.layered_encoding());
+    }
+    rules.scan(&normalized.text)
+}
+
+/// Validates a JSON body; on success returns the shadow-mode finding, if any.
+pub fn check_json(
+    body: &[u8],
+    rules: &RuleSet,
+    max_depth: usize,
+    max_chars: usize,
+) -> Result<Findings, BodyProblem> {
+    let mut walk = Walk {
+        rules,
+        max_depth,
+        max_chars,
+        chars: 0,
+        problem: None,
+        logged: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = Node {
+        walk: &mut walk,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    if let Some(problem) = walk.problem.take() {
+        return Err(problem);
+    }
+    match parsed {
+        Ok(()) => Ok(Findings {
+            logged: walk.logged,
+        }),
+        Err(e) if e.is_eof() => Err(BodyProblem::InvalidJson("truncated")),
+        Err(_) => Err(BodyProblem::InvalidJson("malformed")),
+    }
+}
+
+/// One JSON value at a depth.
+struct Node<'w, 'r> {
+    walk: &'w mut Walk<'r>,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// One object key.
+struct Key<'w, 'r> {
+    walk: &'w mut Walk<'r>,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.walk.text(v).map_err(|()| E::custom("stop"))
+    }
+}
+
+impl Node<'_, '_> {
+    fn deeper<E: serde::de::Error>(&mut self) -> Result<usize, E> {
+        let depth = self.depth + 1;
+        if depth > self.walk.max_depth {
+            self.walk.problem = Some(BodyProblem::InvalidJson("too_deep"));
+            return Err(E::custom("stop"));
+        }
+        Ok(depth)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.walk.text(v).map_err(|()| E::custom("stop"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.deeper()?;
+        while seq
+            .next_element_seed(Node {
+                walk: &mut *self.walk,
+                depth,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.deeper()?;
+        while map
+            .next_key_seed(Key {
+                walk: &mut *self.walk,
+            })?
+            .is_some()
+        {
+            map.next_value_seed(Node {
+                walk: &mut *self.walk,
+                depth,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Scans the query string's keys and values the same way.
+pub fn check_query<'r>(query: &str, rules: &'r RuleSet) -> Option<&'r Rule> {
+    let mut logged = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        for text in [key, value] {
+            match scan(rules, &text) {
+                Some(rule) if rule.action == Action::Block => return Some(rule),
+                Some(rule) => logged = logged.or(Some(rule)),
+                None => {}
+            }
+        }
+    }
+    logged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rules::RuleOptions;
+    use super::*;
+
+    fn check(body: &str, depth: usize, chars: usize) -> Result<Findings, BodyProblem> {
+        let rules = RuleSet::new(&RuleOptions::default()).unwrap();
+        check_json(body.as_bytes(), &rules, depth, chars)
+    }
+
+    #[test]
+    fn depth_length_and_rules() {
+        assert!(check(r#"{"a":[1,{"b":"c"}]}"#, 3, 100).is_ok());
+        assert_eq!(check(r#"{"a":[1,{"b":"c"}]}"#, 2, 100).unwrap_err(), BodyProblem::InvalidJson("too_deep"));
+        // Keys count too: "ab" + "cde" = 5 characters.
+        assert!(check(r#"{"ab":"cde"}"#, 8, 5).is_ok());
+        assert_eq!(check(r#"{"ab":"cdef"}"#, 8, 5).unwrap_err(), BodyProblem::TooLong);
+        // Characters, not bytes.
+        assert!(check(r#"{"k":"ééé"}"#, 8, 4).is_ok());
+        assert!(matches!(
+            check(r#"{"m":"\u003cscript\u003ealert(1)\u003c/script\u003e"}"#, 8, 1000),
+            Err(BodyProblem::Injection(r)) if r.id == "xss.script_tag"
+        ));
+        assert!(matches!(check("{", 8, 10), Err(BodyProblem::InvalidJson(_))));
+        assert!(matches!(check("{} x", 8, 10), Err(BodyProblem::InvalidJson(_))));
+        assert!(matches!(check("", 8, 10), Err(BodyProblem::InvalidJson(_))));
+    }
+}

@@ -1,0 +1,173 @@
+//! Input validation: size, media type, JSON shape, text length and injection rules, in that order.
+//!
+//! Guards against requests that would hurt the agent or its users: oversized and endless bodies
+//! (413, decided before reading a byte when Content-Length says so, and the moment a streamed body
+//! passes the limit), non-JSON bodies (415), malformed or deeply nested JSON (400), floods of text
+//! (400), and injection attempts hidden by encoding (400, naming the category, never the pattern).
+//! The decision is made on the whole buffered body; the upstream receives the original bytes.
+
+pub mod body;
+pub mod normalize;
+pub mod rules;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{Method, header};
+use http_body::Body as _;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::audit::Outcome;
+use crate::config::ValidationSettings;
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::request_id::RequestContext;
+use body::{BodyProblem, check_json, check_query};
+use rules::{Action, Rule};
+
+/// The validation stage.
+#[derive(Debug)]
+pub struct Validator {
+    settings: ValidationSettings,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaKind {
+    Json,
+    OtherAllowed,
+    Unsupported,
+}
+
+impl Validator {
+    /// The stage for validated `[validation]` settings.
+    pub fn new(settings: ValidationSettings, metrics: Arc<Metrics>) -> Validator {
+        Validator { settings, metrics }
+    }
+
+    fn media_kind(&self, request: &Request) -> MediaKind {
+        let Some(value) = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return MediaKind::Unsupported;
+        };
+        let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let json = media == "application/json"
+            || (media.starts_with("application/") && media.ends_with("+json"));
+        if json {
+            MediaKind::Json
+        } else if self.settings.allowed_content_types.contains(&media) {
+            MediaKind::OtherAllowed
+        } else {
+            MediaKind::Unsupported
+        }
+    }
+
+    fn matched(&self, rule: &Rule) {
+        let action = match rule.action {
+            Action::Block => "block",
+            Action::Log => "log",
+        };
+        self.metrics.validation_match(&rule.id, action);
+    }
+}
+
+fn injection(rule: &Rule) -> GatewayError {
+    GatewayError::InjectionDetected {
+        rule: rule.id.clone(),
+        category: rule.category,
+    }
+}
+
+/// Layer: the checks of the module documentation, in order; the body is forwarded unchanged.
+pub async fn validate(State(validator): State<Arc<Validator>>, request: Request, next: Next) -> Response {
+    let id = RequestContext::id_of(&request);
+    let mut logged: Option<Rule> = None;
+    if let Some(query) = request.uri().query() {
+        if let Some(rule) = check_query(query, &validator.settings.rules) {
+            validator.matched(rule);
+            if rule.action == Action::Block {
+                return injection(rule).into_response(&id);
+            }
+            logged = Some(rule.clone());
+        }
+    }
+    let empty = request.body().size_hint().exact() == Some(0);
+    let needs_body = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+    if empty && !needs_body {
+        return forward(&validator, request, next, logged).await;
+    }
+    let max = validator.settings.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return GatewayError::BodyTooLarge.into_response(&id);
+    }
+    let kind = validator.media_kind(&request);
+    if empty {
+        return if kind == MediaKind::OtherAllowed {
+            forward(&validator, request, next, logged).await
+        } else {
+            GatewayError::InvalidJson("empty_body").into_response(&id)
+        };
+    }
+    if kind == MediaKind::Unsupported {
+        return GatewayError::UnsupportedMediaType.into_response(&id);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return GatewayError::BodyTooLarge.into_response(&id);
+        }
+        Err(_) => return GatewayError::InvalidJson("body_unreadable").into_response(&id),
+    };
+    if kind == MediaKind::Json {
+        let settings = &validator.settings;
+        match check_json(&bytes, &settings.rules, settings.max_json_depth, settings.max_input_chars) {
+            Ok(findings) => {
+                if let Some(rule) = findings.logged {
+                    validator.matched(&rule);
+                    logged = logged.or(Some(rule));
+                }
+            }
+            Err(BodyProblem::InvalidJson(reason)) => {
+                return GatewayError::InvalidJson(reason).into_response(&id);
+            }
+            Err(BodyProblem::TooLong) => return GatewayError::InputTooLong.into_response(&id),
+            Err(BodyProblem::Injection(rule)) => {
+                validator.matched(&rule);
+                return injection(&rule).into_response(&id);
+            }
+        }
+    }
+    let request = Request::from_parts(parts, Body::from(bytes));
+    forward(&validator, request, next, logged).await
+}
+
+/// Forwards; a shadow-mode match goes into the audit record's `rule`.
+async fn forward(_: &Validator, request: Request, next: Next, logged: Option<Rule>) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(rule) = logged {
+        let rule = Some(Cow::Owned(rule.id));
+        match response.extensions_mut().get_mut::<Outcome>() {
+            Some(outcome) => outcome.rule = rule,
+            None => {
+                response.extensions_mut().insert(Outcome {
+                    rule,
+                    ..Outcome::default()
+                });
+            }
+        }
+    }
+    response
+}
