@@ -25,9 +25,9 @@ use rustls_pki_types::CertificateDer;
 use crate::server::tls;
 pub use auth::{AuthSettings, TokenLocation};
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
-pub use validation::ValidationSettings;
 use raw::RawConfig;
 use secret::Secret;
+pub use validation::ValidationSettings;
 
 /// Default client listener.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";

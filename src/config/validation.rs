@@ -40,13 +40,21 @@ fn action(text: &str, key: &str, at: &Locator<'_>) -> Result<Action, ConfigError
     }
 }
 
-pub(super) fn validate(raw: &RawValidation, at: &Locator<'_>) -> Result<ValidationSettings, ConfigError> {
+pub(super) fn validate(
+    raw: &RawValidation,
+    at: &Locator<'_>,
+) -> Result<ValidationSettings, ConfigError> {
     let max_body_bytes = match raw.max_body_bytes {
         None => DEFAULT_MAX_BODY_BYTES,
         Some(n) => usize::try_from(n)
             .ok()
             .filter(|n| (1..=MAX_MAX_BODY_BYTES).contains(n))
-            .ok_or_else(|| at.error("validation.max_body_bytes", "must be between 1 and 67108864"))?,
+            .ok_or_else(|| {
+                at.error(
+                    "validation.max_body_bytes",
+                    "must be between 1 and 67108864",
+                )
+            })?,
     };
     let max_input_chars = match raw.max_input_chars {
         None => DEFAULT_MAX_INPUT_CHARS,

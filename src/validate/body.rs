@@ -239,18 +239,30 @@ mod tests {
     #[test]
     fn depth_length_and_rules() {
         assert!(check(r#"{"a":[1,{"b":"c"}]}"#, 3, 100).is_ok());
-        assert_eq!(check(r#"{"a":[1,{"b":"c"}]}"#, 2, 100).unwrap_err(), BodyProblem::InvalidJson("too_deep"));
+        assert_eq!(
+            check(r#"{"a":[1,{"b":"c"}]}"#, 2, 100).unwrap_err(),
+            BodyProblem::InvalidJson("too_deep")
+        );
         // Keys count too: "ab" + "cde" = 5 characters.
         assert!(check(r#"{"ab":"cde"}"#, 8, 5).is_ok());
-        assert_eq!(check(r#"{"ab":"cdef"}"#, 8, 5).unwrap_err(), BodyProblem::TooLong);
+        assert_eq!(
+            check(r#"{"ab":"cdef"}"#, 8, 5).unwrap_err(),
+            BodyProblem::TooLong
+        );
         // Characters, not bytes.
         assert!(check(r#"{"k":"ééé"}"#, 8, 4).is_ok());
         assert!(matches!(
             check(r#"{"m":"\u003cscript\u003ealert(1)\u003c/script\u003e"}"#, 8, 1000),
             Err(BodyProblem::Injection(r)) if r.id == "xss.script_tag"
         ));
-        assert!(matches!(check("{", 8, 10), Err(BodyProblem::InvalidJson(_))));
-        assert!(matches!(check("{} x", 8, 10), Err(BodyProblem::InvalidJson(_))));
+        assert!(matches!(
+            check("{", 8, 10),
+            Err(BodyProblem::InvalidJson(_))
+        ));
+        assert!(matches!(
+            check("{} x", 8, 10),
+            Err(BodyProblem::InvalidJson(_))
+        ));
         assert!(matches!(check("", 8, 10), Err(BodyProblem::InvalidJson(_))));
     }
 }

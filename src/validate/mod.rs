@@ -57,7 +57,12 @@ impl Validator {
         else {
             return MediaKind::Unsupported;
         };
-        let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         let json = media == "application/json"
             || (media.starts_with("application/") && media.ends_with("+json"));
         if json {
@@ -86,22 +91,29 @@ fn injection(rule: &Rule) -> GatewayError {
 }
 
 /// Layer: the checks of the module documentation, in order; the body is forwarded unchanged.
-pub async fn validate(State(validator): State<Arc<Validator>>, request: Request, next: Next) -> Response {
+pub async fn validate(
+    State(validator): State<Arc<Validator>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let id = RequestContext::id_of(&request);
     let mut logged: Option<Rule> = None;
-    if let Some(query) = request.uri().query() {
-        if let Some(rule) = check_query(query, &validator.settings.rules) {
-            validator.matched(rule);
-            if rule.action == Action::Block {
-                return injection(rule).into_response(&id);
-            }
-            logged = Some(rule.clone());
+    if let Some(query) = request.uri().query()
+        && let Some(rule) = check_query(query, &validator.settings.rules)
+    {
+        validator.matched(rule);
+        if rule.action == Action::Block {
+            return injection(rule).into_response(&id);
         }
+        logged = Some(rule.clone());
     }
     let empty = request.body().size_hint().exact() == Some(0);
-    let needs_body = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+    let needs_body = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    );
     if empty && !needs_body {
-        return forward(&validator, request, next, logged).await;
+        return forward(request, next, logged).await;
     }
     let max = validator.settings.max_body_bytes;
     let declared = request
@@ -115,7 +127,7 @@ pub async fn validate(State(validator): State<Arc<Validator>>, request: Request,
     let kind = validator.media_kind(&request);
     if empty {
         return if kind == MediaKind::OtherAllowed {
-            forward(&validator, request, next, logged).await
+            forward(request, next, logged).await
         } else {
             GatewayError::InvalidJson("empty_body").into_response(&id)
         };
@@ -133,7 +145,12 @@ pub async fn validate(State(validator): State<Arc<Validator>>, request: Request,
     };
     if kind == MediaKind::Json {
         let settings = &validator.settings;
-        match check_json(&bytes, &settings.rules, settings.max_json_depth, settings.max_input_chars) {
+        match check_json(
+            &bytes,
+            &settings.rules,
+            settings.max_json_depth,
+            settings.max_input_chars,
+        ) {
             Ok(findings) => {
                 if let Some(rule) = findings.logged {
                     validator.matched(&rule);
@@ -151,11 +168,11 @@ pub async fn validate(State(validator): State<Arc<Validator>>, request: Request,
         }
     }
     let request = Request::from_parts(parts, Body::from(bytes));
-    forward(&validator, request, next, logged).await
+    forward(request, next, logged).await
 }
 
 /// Forwards; a shadow-mode match goes into the audit record's `rule`.
-async fn forward(_: &Validator, request: Request, next: Next, logged: Option<Rule>) -> Response {
+async fn forward(request: Request, next: Next, logged: Option<Rule>) -> Response {
     let mut response = next.run(request).await;
     if let Some(rule) = logged {
         let rule = Some(Cow::Owned(rule.id));

@@ -73,7 +73,14 @@ fn once(input: &str) -> String {
     let folded: Cow<'_, str> = if decoded.is_ascii() {
         Cow::Owned(decoded.to_ascii_lowercase())
     } else {
-        Cow::Owned(decoded.nfkc().collect::<String>().to_lowercase().nfkc().collect())
+        Cow::Owned(
+            decoded
+                .nfkc()
+                .collect::<String>()
+                .to_lowercase()
+                .nfkc()
+                .collect(),
+        )
     };
     let mut out = String::with_capacity(folded.len());
     let mut in_space = false;
@@ -122,7 +129,10 @@ mod tests {
         assert_eq!(n("ig\u{200B}nore pre\u{200D}vious"), "ignore previous");
         assert_eq!(n("ignore\n\n\t  all"), "ignore all");
         assert_eq!(n("%253Cscript%253E"), "<script>");
-        assert_eq!(n("plain text, nothing to do."), "plain text, nothing to do.");
+        assert_eq!(
+            n("plain text, nothing to do."),
+            "plain text, nothing to do."
+        );
     }
 
     #[test]

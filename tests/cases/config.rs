@@ -36,7 +36,10 @@ fn reference_config_validates_once_its_certificates_exist() {
     assert_eq!(config.server.max_header_bytes, 16384);
     assert!(config.server.tls.is_some());
     let validation = config.validation.expect("[validation] validated");
-    assert_eq!((validation.max_body_bytes, validation.max_input_chars), (1_048_576, 10_000));
+    assert_eq!(
+        (validation.max_body_bytes, validation.max_input_chars),
+        (1_048_576, 10_000)
+    );
     let limits = config.rate_limit.expect("[rate_limit] validated");
     assert_eq!(
         limits.default.map(|l| (l.requests, l.window.as_secs())),

@@ -6,3 +6,4 @@ mod errors;
 mod proxy;
 mod rate_limit;
 mod server;
+mod validation;
