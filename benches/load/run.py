@@ -7,8 +7,9 @@ Starts, all on 127.0.0.1:
   - nginx-proxy   nginx as a plain TLS reverse proxy in front of the upstream
   - haproxy-tls   HAProxy terminating TLS in front of the upstream
   - portcullis    the gateway: TLS, per-IP guard, ES256 JWT authentication, per-user rate limit
-                  (high enough not to trigger), audit log to a file
-  - portcullis-nolimit  the same without the rate limits (to price that stage)
+                  (high enough not to trigger), input validation, audit log to a file
+  - portcullis-noval    the same without input validation (to price that stage)
+  - portcullis-nolimit  the same without validation and rate limits (to price the limits)
   - portcullis-noauth   the same without rate limits and authentication (to price auth)
 
 Servers are pinned to core 0 and wrk to core 1 (HTTP/1.1 keep-alive, 64 connections, a 103-byte
@@ -34,8 +35,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
-         "portcullis": 19004, "portcullis-nolimit": 19005, "portcullis-noauth": 19006}
-ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903}
+         "portcullis": 19004, "portcullis-noval": 19007, "portcullis-nolimit": 19005,
+         "portcullis-noauth": 19006}
+ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903,
+               "portcullis-noval": 19904}
 ISSUER = "https://issuer.bench/"
 AUDIENCE = "agent-api"
 SERVER_CORE = "0"
@@ -195,8 +198,14 @@ window = "60s"
 requests_per_second = 10000000
 burst = 10000000
 """
+    validation = """[validation]
+max_body_bytes = 1048576
+max_input_chars = 10000
+"""
     if "portcullis" in only:
-        procs["portcullis"] = start_portcullis(tmp, "portcullis", cert, key, auth + limits)
+        procs["portcullis"] = start_portcullis(tmp, "portcullis", cert, key, auth + limits + validation)
+    if "portcullis-noval" in only:
+        procs["portcullis-noval"] = start_portcullis(tmp, "portcullis-noval", cert, key, auth + limits)
     if "portcullis-nolimit" in only:
         procs["portcullis-nolimit"] = start_portcullis(tmp, "portcullis-nolimit", cert, key, auth)
     if "portcullis-noauth" in only:
@@ -256,8 +265,8 @@ def main():
     parser.add_argument("--mode", choices=["keepalive", "close"], default="keepalive",
                         help="keepalive: reuse connections; close: a new TLS connection per request")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="direct-tls,nginx-proxy,haproxy-tls,portcullis,portcullis-nolimit,"
-                                          "portcullis-noauth")
+    parser.add_argument("--only", default="direct-tls,nginx-proxy,haproxy-tls,portcullis,portcullis-noval,"
+                                          "portcullis-nolimit,portcullis-noauth")
     args = parser.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "openssl", "taskset"]:
         need(tool)
@@ -314,10 +323,12 @@ def main():
         print(f"\nportcullis: {served} requests counted in metrics ({allowed} allowed with 200), "
               f"{audited} audit records written, {verified.group(1) if verified else 0} signature "
               f"verifications, {hits.group(1) if hits else 0} cache hits")
-        if "portcullis-nolimit" in med:
-            print(f"rate limits on vs off: {med['portcullis']['rps'] / med['portcullis-nolimit']['rps']:.2f}x")
-            if "portcullis-noauth" in med:
-                print(f"auth on vs off: {med['portcullis-nolimit']['rps'] / med['portcullis-noauth']['rps']:.2f}x")
+        pairs = [("input validation", "portcullis", "portcullis-noval"),
+                 ("rate limits", "portcullis-noval", "portcullis-nolimit"),
+                 ("authentication", "portcullis-nolimit", "portcullis-noauth")]
+        for stage, on, off in pairs:
+            if on in med and off in med:
+                print(f"{stage} on vs off: {med[on]['rps'] / med[off]['rps']:.2f}x")
     print(f"(work files in {tmp})")
 
 

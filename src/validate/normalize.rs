@@ -26,19 +26,23 @@ pub struct Normalized<'a> {
 
 /// Normalises `input` (see the module documentation).
 pub fn normalize(input: &str) -> Normalized<'_> {
-    // The common case: plain ASCII with nothing to decode and nothing to fold.
-    if input.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b' ' || is_plain_punctuation(b)
-    }) && !input.contains("  ")
-    {
+    // The common case: ASCII with nothing to decode. Folding case and collapsing whitespace
+    // once is already a fixed point.
+    if input.is_ascii() && !has_encoding(input) {
         return Normalized {
-            text: Cow::Borrowed(input),
+            text: fold_ascii(input),
             settled: true,
         };
     }
-    let mut current = once(input);
+    let (mut current, certain) = once(input);
+    if certain || is_settled(&current) {
+        return Normalized {
+            text: Cow::Owned(current),
+            settled: true,
+        };
+    }
     for _ in 1..MAX_ROUNDS {
-        let next = once(&current);
+        let (next, _) = once(&current);
         if next == current {
             return Normalized {
                 text: Cow::Owned(current),
@@ -47,45 +51,116 @@ pub fn normalize(input: &str) -> Normalized<'_> {
         }
         current = next;
     }
-    let settled = once(&current) == current;
+    let settled = once(&current).0 == current;
     Normalized {
         text: Cow::Owned(current),
         settled,
     }
 }
 
-fn is_plain_punctuation(b: u8) -> bool {
-    b.is_ascii_punctuation() && b != b'%' && b != b'&'
+/// Whether the text may hold percent-encoding or HTML entities.
+fn has_encoding(text: &str) -> bool {
+    memchr::memchr2(b'%', b'&', text.as_bytes()).is_some()
 }
 
-/// One round: decode, fold, strip, collapse.
-fn once(input: &str) -> String {
-    let decoded: Cow<'_, str> = if input.contains('%') {
+/// Whether another round would change nothing: a cheap check that spares most text the
+/// confirming round.
+fn is_settled(text: &str) -> bool {
+    if has_encoding(text) {
+        return false;
+    }
+    if unicode_normalization::is_nfkc_quick(text.chars())
+        != unicode_normalization::IsNormalized::Yes
+    {
+        return false;
+    }
+    let mut previous_space = false;
+    text.chars().all(|c| {
+        let space = c == ' ';
+        let stray_space = c.is_whitespace() && !space;
+        let double_space = space && previous_space;
+        let ok = !is_invisible(c)
+            && !stray_space
+            && !c.is_control()
+            && !double_space
+            && if c.is_ascii() {
+                !c.is_ascii_uppercase()
+            } else {
+                let mut lower = c.to_lowercase();
+                lower.next() == Some(c) && lower.next().is_none()
+            };
+        previous_space = space;
+        ok
+    })
+}
+
+/// Lower case, control characters as spaces, whitespace runs collapsed; borrows when unchanged.
+fn fold_ascii(input: &str) -> Cow<'_, str> {
+    let bytes = input.as_bytes();
+    let mut previous_space = false;
+    let mut unchanged = true;
+    for &b in bytes {
+        let space = b == b' ';
+        if b.is_ascii_uppercase() || b.is_ascii_control() || (space && previous_space) {
+            unchanged = false;
+            break;
+        }
+        previous_space = space;
+    }
+    if unchanged {
+        return Cow::Borrowed(input);
+    }
+    let mut out = String::with_capacity(input.len());
+    let mut in_space = false;
+    for &b in bytes {
+        if b == b' ' || b.is_ascii_control() {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+        } else {
+            out.push(char::from(b.to_ascii_lowercase()));
+            in_space = false;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// One round: decode, fold, strip, collapse. The flag is true when the round provably reached
+/// the fixed point: nothing was decoded, NFKC changed nothing and nothing was stripped.
+fn once(input: &str) -> (String, bool) {
+    let mut certain = true;
+    let decoded: Cow<'_, str> = if memchr::memchr(b'%', input.as_bytes()).is_some() {
+        certain = false;
         percent_encoding::percent_decode_str(input).decode_utf8_lossy()
     } else {
         Cow::Borrowed(input)
     };
-    let decoded: Cow<'_, str> = if decoded.contains('&') {
+    let decoded: Cow<'_, str> = if memchr::memchr(b'&', decoded.as_bytes()).is_some() {
+        certain = false;
         Cow::Owned(html_escape::decode_html_entities(&decoded).into_owned())
     } else {
         decoded
     };
-    let folded: Cow<'_, str> = if decoded.is_ascii() {
-        Cow::Owned(decoded.to_ascii_lowercase())
+    if decoded.is_ascii() {
+        return (fold_ascii(&decoded).into_owned(), certain);
+    }
+    // Lower case first, then NFKC: one normalisation pass. Where the two orders differ, the
+    // next round (which `normalize` runs until nothing changes) settles it.
+    let lower = decoded.to_lowercase();
+    let folded = if unicode_normalization::is_nfkc_quick(lower.chars())
+        == unicode_normalization::IsNormalized::Yes
+    {
+        lower
     } else {
-        Cow::Owned(
-            decoded
-                .nfkc()
-                .collect::<String>()
-                .to_lowercase()
-                .nfkc()
-                .collect(),
-        )
+        certain = false;
+        lower.nfkc().collect()
     };
     let mut out = String::with_capacity(folded.len());
     let mut in_space = false;
     for c in folded.chars() {
         if is_invisible(c) {
+            certain = false;
             continue;
         }
         if c.is_whitespace() || c.is_control() {
@@ -98,7 +173,7 @@ fn once(input: &str) -> String {
             in_space = false;
         }
     }
-    out
+    (out, certain)
 }
 
 /// Format characters that render as nothing and are used to split words a filter looks for.

@@ -357,8 +357,11 @@ impl RuleSet {
                 consider(self.literal_rule[m.pattern().as_usize()]);
             }
         }
-        for index in self.regexes.matches(text).iter() {
-            consider(self.regex_rule[index]);
+        // Most text matches nothing: the cheaper yes/no question first.
+        if self.regexes.is_match(text) {
+            for index in self.regexes.matches(text).iter() {
+                consider(self.regex_rule[index]);
+            }
         }
         found
     }
