@@ -97,18 +97,21 @@ fn is_settled(text: &str) -> bool {
 /// Lower case, control characters as spaces, whitespace runs collapsed; borrows when unchanged.
 fn fold_ascii(input: &str) -> Cow<'_, str> {
     let bytes = input.as_bytes();
+    let mut upper = false;
+    let mut spacing = false;
     let mut previous_space = false;
-    let mut unchanged = true;
     for &b in bytes {
+        upper |= b.is_ascii_uppercase();
         let space = b == b' ';
-        if b.is_ascii_uppercase() || b.is_ascii_control() || (space && previous_space) {
-            unchanged = false;
-            break;
-        }
+        spacing |= b.is_ascii_control() || (space && previous_space);
         previous_space = space;
     }
-    if unchanged {
-        return Cow::Borrowed(input);
+    if !spacing {
+        return if upper {
+            Cow::Owned(input.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(input)
+        };
     }
     let mut out = String::with_capacity(input.len());
     let mut in_space = false;

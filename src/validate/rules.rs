@@ -7,7 +7,7 @@
 //! matched once by an Aho-Corasick automaton (literals) and once by a `RegexSet` (structured
 //! patterns): linear time, no backtracking.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::RegexSet;
 
 /// What a matching rule does.
@@ -212,6 +212,82 @@ fn builtin() -> Vec<(&'static str, &'static str, Vec<Pattern>)> {
     ]
 }
 
+/// Words every built-in regular expression needs: at least one of them is in any text one of them
+/// matches. Text with none of them skips the `RegexSet` (a literal search is far cheaper). When a
+/// built-in pattern changes, its anchor must stay in this list; the corpus test guards it.
+const ANCHORS: &[&str] = &[
+    // script and code
+    "<",
+    "script:",
+    "eval",
+    "exec",
+    "compile",
+    "function",
+    "__import__",
+    "os.",
+    "subprocess.",
+    "getruntime",
+    "child_process",
+    "rm -rf /",
+    "curl ",
+    "wget ",
+    "nc -e",
+    "/bin/",
+    // prompt.override
+    "ignore",
+    "disregard",
+    "forget",
+    "override",
+    "overwrite",
+    "bypass",
+    "discard",
+    "abandon",
+    "drop",
+    "skip",
+    "neglect",
+    "set aside",
+    "instructions",
+    "directives",
+    "rules",
+    "from now on",
+    "follow",
+    "obey",
+    "adhere to",
+    "comply with",
+    // prompt.role_hijack
+    "you are",
+    "do anything now",
+    " mode",
+    "act",
+    "behave",
+    "respond",
+    "answer",
+    "reply",
+    "pretend",
+    "roleplay",
+    "role-play",
+    "imagine",
+    "stay ",
+    "you have",
+    "you had",
+    "you now have",
+    "free from",
+    "not bound by",
+    // prompt.system_leak
+    "your",
+    "system prompt",
+    "hidden prompt",
+    "above",
+    "before this",
+    "preceding",
+    // prompt.delimiter
+    "[inst",
+    "[/inst",
+    "#",
+    "system",
+    "assistant",
+];
+
 /// An operator-added rule.
 #[derive(Debug, Clone)]
 pub struct ExtraRule {
@@ -240,8 +316,11 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     literals: Option<AhoCorasick>,
     literal_rule: Vec<usize>,
-    regexes: RegexSet,
-    regex_rule: Vec<usize>,
+    anchors: AhoCorasick,
+    builtin_regexes: RegexSet,
+    builtin_rule: Vec<usize>,
+    extra_regexes: RegexSet,
+    extra_rule: Vec<usize>,
     layered: Rule,
 }
 
@@ -276,8 +355,14 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut literals = Vec::new();
         let mut literal_rule = Vec::new();
-        let mut regexes = Vec::new();
-        let mut regex_rule = Vec::new();
+        let mut builtin_regexes = Vec::new();
+        let mut builtin_rule = Vec::new();
+        let mut extra_regexes = Vec::new();
+        let mut extra_rule = Vec::new();
+        let builtin_count = builtin()
+            .iter()
+            .filter(|(id, _, _)| !options.disabled.iter().any(|d| d == id))
+            .count();
         let all = builtin()
             .into_iter()
             .filter(|(id, _, _)| !options.disabled.iter().any(|d| d == id))
@@ -301,9 +386,13 @@ impl RuleSet {
                         literals.push(super::normalize::normalize(&text).text.into_owned());
                         literal_rule.push(index);
                     }
+                    Pattern::Regex(text) if index < builtin_count => {
+                        builtin_regexes.push(text);
+                        builtin_rule.push(index);
+                    }
                     Pattern::Regex(text) => {
-                        regexes.push(text);
-                        regex_rule.push(index);
+                        extra_regexes.push(text);
+                        extra_rule.push(index);
                     }
                 }
             }
@@ -314,22 +403,34 @@ impl RuleSet {
             Some(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::LeftmostFirst)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&literals)
                     .map_err(|e| format!("cannot build the literal matcher ({e})"))?,
             )
         };
-        let regexes = RegexSet::new(&regexes).map_err(|e| match e {
-            regex::Error::Syntax(_) => {
-                "has a pattern that is not a valid regular expression".to_owned()
-            }
-            _ => "has patterns too large to compile".to_owned(),
-        })?;
+        let compile = |patterns: &[String]| {
+            RegexSet::new(patterns).map_err(|e| match e {
+                regex::Error::Syntax(_) => {
+                    "has a pattern that is not a valid regular expression".to_owned()
+                }
+                _ => "has patterns too large to compile".to_owned(),
+            })
+        };
+        let builtin_regexes = compile(&builtin_regexes)?;
+        let extra_regexes = compile(&extra_regexes)?;
+        let anchors = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(ANCHORS)
+            .map_err(|e| format!("cannot build the anchor matcher ({e})"))?;
         Ok(RuleSet {
             rules,
             literals,
             literal_rule,
-            regexes,
-            regex_rule,
+            anchors,
+            builtin_regexes,
+            builtin_rule,
+            extra_regexes,
+            extra_rule,
             layered: Rule {
                 id: LAYERED_ENCODING.to_owned(),
                 category: OBFUSCATION,
@@ -357,10 +458,21 @@ impl RuleSet {
                 consider(self.literal_rule[m.pattern().as_usize()]);
             }
         }
-        // Most text matches nothing: the cheaper yes/no question first.
-        if self.regexes.is_match(text) {
-            for index in self.regexes.matches(text).iter() {
-                consider(self.regex_rule[index]);
+        // Most text matches nothing: skip the built-in patterns when no anchor word is present,
+        // and ask the cheaper yes/no question before collecting matches.
+        let sets = [
+            (
+                &self.builtin_regexes,
+                &self.builtin_rule,
+                self.anchors.is_match(text),
+            ),
+            (&self.extra_regexes, &self.extra_rule, true),
+        ];
+        for (set, rule_of, wanted) in sets {
+            if wanted && !set.is_empty() && set.is_match(text) {
+                for index in set.matches(text).iter() {
+                    consider(rule_of[index]);
+                }
             }
         }
         found
