@@ -50,8 +50,9 @@ fn fixture() -> Fixture {
     let point = ec.public_key().as_ref().to_vec();
     let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA key");
     let rsa_pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        STANDARD.encode(rsa.as_der().expect("PKCS#8").as_ref())
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        STANDARD.encode(rsa.as_der().expect("PKCS#8").as_ref()),
+        label = "PRIVATE KEY",
     );
     let ed_pkcs8 = Ed25519KeyPair::generate()
         .expect("Ed25519 key")

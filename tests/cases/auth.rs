@@ -1,6 +1,6 @@
 //! Authentication: every algorithm, the known JWT attacks, scopes, the cache, JWKS over HTTPS.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -12,6 +12,7 @@ use crate::common::jwks_server::JwksServer;
 use crate::common::keys::{self, AUDIENCE, ISSUER, TestKey, claims, forge, hs256_signature, now};
 use crate::common::{
     MockUpstream, Options, Reply, TestGateway, TestPki, assert_problem, assert_security_headers,
+    wait_until,
 };
 
 struct Keys {
@@ -607,7 +608,10 @@ async fn jwks_url_rotation_refetch_limit_and_outage() {
     assert_eq!(gateway.admin_get("/readyz").await.0, 503);
     idp.set_down(false);
     let g = &gateway;
-    wait_until(|| async move { g.admin_get("/readyz").await.0 == 200 }).await;
+    wait_until("never ready", || async move {
+        g.admin_get("/readyz").await.0 == 200
+    })
+    .await;
     let old_token = old.sign(&claims("old-key-user"));
     assert_eq!(with_token(&gateway, "/old", &old_token).await.status, 200);
 
@@ -668,18 +672,6 @@ async fn jwks_url_rotation_refetch_limit_and_outage() {
     let record = gateway.audit_record(&reply.request_id()).await;
     assert_eq!(record["rule"], "unknown_kid");
     assert!(upstream.seen_on("/removed").is_empty());
-}
-
-async fn wait_until<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "condition not met in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -764,7 +756,10 @@ async fn a_client_leaving_early_is_audited_with_its_user() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     abandoned.abort();
     let g = &s.gateway;
-    wait_until(|| async move { g.audit_records().iter().any(|r| r["path"] == "/slow/1500") }).await;
+    wait_until("no audit record", || async move {
+        g.audit_records().iter().any(|r| r["path"] == "/slow/1500")
+    })
+    .await;
     let record = s
         .gateway
         .audit_records()

@@ -26,6 +26,45 @@ fn write_config(dir: &std::path::Path, text: &str) -> String {
     path.display().to_string()
 }
 
+/// A config like the harness's, but listening on a fixed free port (a spawned binary cannot
+/// report the port it got).
+fn config_on_free_port(
+    pki: &TestPki,
+    upstream: &str,
+    audit: &std::path::Path,
+    options: &Options,
+) -> (String, u16) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = config_text(pki, upstream, audit, options).replace(
+        "listen = \"127.0.0.1:0\"\nshutdown_grace",
+        &format!("listen = \"127.0.0.1:{port}\"\nshutdown_grace"),
+    );
+    (text, port)
+}
+
+/// Runs the binary with `path` and `envs`, stdout and stderr piped, and waits until it listens.
+async fn run_listening(path: &str, port: u16, envs: &[(&str, &str)]) -> std::process::Child {
+    let child = Command::new(BIN)
+        .args(["run", "--config", path])
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "binary never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 #[test]
 fn check_config_prints_the_checklist_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,32 +209,12 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(dir.path());
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let audit = dir.path().join("audit.log");
-    let text = config_text(&pki, &upstream.url(), &audit, &Options::default()).replace(
-        "listen = \"127.0.0.1:0\"\nshutdown_grace",
-        &format!("listen = \"127.0.0.1:{port}\"\nshutdown_grace"),
-    );
+    let (text, port) = config_on_free_port(&pki, &upstream.url(), &audit, &Options::default());
     let path = write_config(dir.path(), &text);
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", &path])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_listening(&path, port, &[]).await;
     let client = crate::common::TestClient::new(&pki, false);
     let url = format!("https://localhost:{port}/slow/700");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "binary never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let in_flight = tokio::spawn(async move { client.get(&url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let killed = Command::new("kill")
@@ -361,41 +380,22 @@ async fn upstream_credential_from_the_environment_is_sent_and_never_logged() {
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(dir.path());
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let options = Options {
         upstream: "auth_header_env = \"PORTCULLIS_TEST_SVC_TOKEN\"".into(),
         ..Options::default()
     };
-    let text = config_text(
+    let (text, port) = config_on_free_port(
         &pki,
         &upstream.url(),
         &dir.path().join("audit.log"),
         &options,
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"\nshutdown_grace",
-        &format!("listen = \"127.0.0.1:{port}\"\nshutdown_grace"),
     );
     let path = write_config(dir.path(), &text);
-    let child = Command::new(BIN)
-        .args(["run", "--config", &path])
-        .env("PORTCULLIS_TEST_SVC_TOKEN", "env-credential-456")
-        .env("PORTCULLIS_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "binary never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let envs = [
+        ("PORTCULLIS_TEST_SVC_TOKEN", "env-credential-456"),
+        ("PORTCULLIS_LOG", "debug"),
+    ];
+    let child = run_listening(&path, port, &envs).await;
     let client = crate::common::TestClient::new(&pki, false);
     let reply = client
         .get(&format!("https://localhost:{port}/svc-env"))

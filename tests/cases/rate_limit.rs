@@ -1,7 +1,7 @@
 //! Rate limiting: the per-user sliding window (memory and Redis), the per-IP flood guard, and the
 //! client address behind trusted proxies.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::Request;
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::common::keys::{AUDIENCE, ISSUER, TestKey, claims};
 use crate::common::redis::RedisServer;
-use crate::common::{MockUpstream, Options, Reply, TestGateway, assert_problem};
+use crate::common::{MockUpstream, Options, Reply, TestGateway, assert_problem, wait_until};
 
 /// A gateway with HS256 authentication and the given `[rate_limit]` lines (and `[server]` lines).
 struct Limited {
@@ -404,18 +404,6 @@ async fn two_gateways_on_one_redis_enforce_one_combined_limit() {
     );
 }
 
-async fn wait_for<F, Fut>(mut check: F, what: &str)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn redis_outage_follows_failure_mode_local_and_recovers() {
     let Some(mut redis) = RedisServer::start() else {
@@ -453,10 +441,9 @@ async fn redis_outage_follows_failure_mode_local_and_recovers() {
     // Back on Redis (empty after the restart): the fresh shared window admits again.
     let g = &l.gateway;
     let t = &token;
-    wait_for(
-        || async move { call(g, t, "/after").await.status == 200 },
-        "Redis never used again",
-    )
+    wait_until("Redis never used again", || async move {
+        call(g, t, "/after").await.status == 200
+    })
     .await;
     let fallback = l
         .gateway
@@ -522,10 +509,9 @@ async fn redis_outage_follows_failure_mode_open_and_closed() {
     );
     redis.restart();
     let (g, t) = (&closed.gateway, &tc);
-    wait_for(
-        || async move { call(g, t, "/closed-back").await.status == 200 },
-        "closed mode never recovered",
-    )
+    wait_until("closed mode never recovered", || async move {
+        call(g, t, "/closed-back").await.status == 200
+    })
     .await;
     assert_eq!(closed.gateway.admin_get("/readyz").await.0, 200);
 }

@@ -191,6 +191,19 @@ pub fn config_text(pki: &TestPki, upstream_url: &str, audit: &Path, options: &Op
     )
 }
 
+/// Polls `check` every 100 ms until it holds; fails the test naming `what` after 10 s.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// An answer read whole.
 #[derive(Debug)]
 pub struct Reply {
