@@ -65,6 +65,7 @@ pub enum Check {
 
 /// The per-user limiter.
 pub struct RateLimiter {
+    default: Limit,
     classes: Vec<Class>,
     local: MemoryStore,
     shared: Option<Shared>,
@@ -111,6 +112,7 @@ impl RateLimiter {
             }),
         };
         Ok(Some(RateLimiter {
+            default,
             classes,
             local: MemoryStore::new(&limits, settings.max_tracked_users),
             shared,
@@ -143,10 +145,7 @@ impl RateLimiter {
             if !shared.in_outage.load(Ordering::Relaxed)
                 || now >= shared.retry_at_ms.load(Ordering::Relaxed)
             {
-                let limit = self
-                    .classes
-                    .get(class)
-                    .map_or(self.classes[0].limit, |c| c.limit);
+                let limit = self.classes.get(class).map_or(self.default, |c| c.limit);
                 match shared.store.decide(&redis::key(class, user), limit).await {
                     Ok(verdict) => {
                         if shared.in_outage.swap(false, Ordering::Relaxed) {
@@ -184,8 +183,8 @@ impl RateLimiter {
                         }),
                         Check::CapReached(_) | Check::Unavailable => Check::Admit(Verdict {
                             admitted: true,
-                            limit: self.classes[0].limit.requests,
-                            remaining: self.classes[0].limit.requests,
+                            limit: self.default.requests,
+                            remaining: self.default.requests,
                             reset_secs: 1,
                             retry_after_secs: 0,
                         }),
