@@ -96,14 +96,19 @@ pub async fn validate(
     request: Request,
     next: Next,
 ) -> Response {
-    let id = RequestContext::id_of(&request);
+    // The id as a header value: a reference-counted clone, made text only on a refusal.
+    let context_id = request
+        .extensions()
+        .get::<RequestContext>()
+        .map(|c| c.id.clone());
+    let id = IdText(context_id);
     let mut logged: Option<Rule> = None;
     if let Some(query) = request.uri().query()
         && let Some(rule) = check_query(query, &validator.settings.rules)
     {
         validator.matched(rule);
         if rule.action == Action::Block {
-            return injection(rule).into_response(&id);
+            return injection(rule).into_response(id.text());
         }
         logged = Some(rule.clone());
     }
@@ -122,26 +127,26 @@ pub async fn validate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return GatewayError::BodyTooLarge.into_response(&id);
+        return GatewayError::BodyTooLarge.into_response(id.text());
     }
     let kind = validator.media_kind(&request);
     if empty {
         return if kind == MediaKind::OtherAllowed {
             forward(request, next, logged).await
         } else {
-            GatewayError::InvalidJson("empty_body").into_response(&id)
+            GatewayError::InvalidJson("empty_body").into_response(id.text())
         };
     }
     if kind == MediaKind::Unsupported {
-        return GatewayError::UnsupportedMediaType.into_response(&id);
+        return GatewayError::UnsupportedMediaType.into_response(id.text());
     }
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return GatewayError::BodyTooLarge.into_response(&id);
+            return GatewayError::BodyTooLarge.into_response(id.text());
         }
-        Err(_) => return GatewayError::InvalidJson("body_unreadable").into_response(&id),
+        Err(_) => return GatewayError::InvalidJson("body_unreadable").into_response(id.text()),
     };
     if kind == MediaKind::Json {
         let settings = &validator.settings;
@@ -158,17 +163,31 @@ pub async fn validate(
                 }
             }
             Err(BodyProblem::InvalidJson(reason)) => {
-                return GatewayError::InvalidJson(reason).into_response(&id);
+                return GatewayError::InvalidJson(reason).into_response(id.text());
             }
-            Err(BodyProblem::TooLong) => return GatewayError::InputTooLong.into_response(&id),
+            Err(BodyProblem::TooLong) => {
+                return GatewayError::InputTooLong.into_response(id.text());
+            }
             Err(BodyProblem::Injection(rule)) => {
                 validator.matched(&rule);
-                return injection(&rule).into_response(&id);
+                return injection(&rule).into_response(id.text());
             }
         }
     }
     let request = Request::from_parts(parts, Body::from(bytes));
     forward(request, next, logged).await
+}
+
+/// The request id, as text only when an error needs it.
+struct IdText(Option<http::HeaderValue>);
+
+impl IdText {
+    fn text(&self) -> &str {
+        self.0
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown")
+    }
 }
 
 /// Forwards; a shadow-mode match goes into the audit record's `rule`.
