@@ -17,9 +17,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::stage::Next;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
@@ -372,11 +372,7 @@ impl Drop for PendingRecord {
 
 /// Layer: wraps everything below so that every request, rejected or forwarded, streamed or cut,
 /// leaves exactly one record.
-pub async fn observe(
-    State(auditor): State<Arc<Auditor>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn observe(auditor: Arc<Auditor>, request: Request, next: Next) -> Response {
     let (context_started, received_at, request_id, client_ip) =
         match request.extensions().get::<RequestContext>() {
             Some(c) => (c.started, c.received_at, c.id.clone(), c.client_ip),

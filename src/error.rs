@@ -8,9 +8,9 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 
+use crate::stage::Next;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::FutureExt;
 use http::{HeaderValue, StatusCode, header};
@@ -339,7 +339,7 @@ impl std::fmt::Display for ErrorChain<'_> {
 }
 
 /// Layer: turns a panic anywhere below into a sanitised 500, instead of a dropped connection.
-pub async fn catch_panic(request: Request, next: Next) -> Response {
+pub async fn catch_panic((): (), request: Request, next: Next) -> Response {
     let request_id = RequestContext::id_of(&request);
     match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,

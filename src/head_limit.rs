@@ -5,8 +5,8 @@
 //! is a little larger than the limit, so that a moderately oversized head gets the full
 //! problem+json answer here; a far larger one is refused by the parser itself with a bare 431.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use crate::stage::Next;
+use axum::extract::Request;
 use axum::response::Response;
 
 use crate::error::GatewayError;
@@ -14,11 +14,7 @@ use crate::headers::head_size;
 use crate::request_id::RequestContext;
 
 /// Layer: 431 for a request head larger than the configured limit.
-pub async fn enforce(
-    State(max_header_bytes): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn enforce(max_header_bytes: usize, request: Request, next: Next) -> Response {
     let size = head_size(&request);
     if size > max_header_bytes {
         let id = RequestContext::id_of(&request);

@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use crate::stage::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -155,7 +155,7 @@ impl SecurityHeaders {
 
 /// Layer: security headers on every response that passes back through it.
 pub async fn secure_response(
-    State(security): State<Arc<SecurityHeaders>>,
+    security: Arc<SecurityHeaders>,
     request: Request,
     next: Next,
 ) -> Response {

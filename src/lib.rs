@@ -34,4 +34,5 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod request_id;
 pub mod server;
+pub mod stage;
 pub mod validate;

@@ -4,14 +4,7 @@
 //! expensive work; identity comes before per-user quotas; the id, audit and header layers wrap
 //! everything so that rejections get them too.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-
-use axum::extract::Request;
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::Response;
-use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
 
 use crate::audit::{self, Auditor};
 use crate::auth::{self, Authenticator};
@@ -20,11 +13,12 @@ use crate::proxy::{self, Upstream};
 use crate::rate_limit::per_ip::{self, FloodGuard};
 use crate::rate_limit::{self, RateLimiter};
 use crate::request_id::ClientAddress;
+use crate::stage::{Layer, Next, chain, stage};
 use crate::validate::{self, Validator};
 use crate::{error, head_limit, request_id};
 
-/// The finished, type-erased request pipeline.
-pub type Pipeline = BoxCloneSyncService<Request, Response, Infallible>;
+/// The finished request pipeline: cheap to clone, one per connection.
+pub type Pipeline = Next;
 
 /// What the stages are built from.
 #[derive(Debug, Clone)]
@@ -49,55 +43,40 @@ pub struct Stages {
     pub upstream: Arc<Upstream>,
 }
 
-/// Assembles the pipeline, outermost layer first.
+/// Assembles the pipeline, outermost stage first.
 pub fn build(stages: Stages) -> Pipeline {
-    let stack = ServiceBuilder::new()
+    let layers: Vec<Option<Layer>> = vec![
         // Every request gets its id and context (and its client address) first: all that
         // follows names it by that id.
-        .layer(from_fn_with_state(
-            stages.client_address,
-            request_id::assign,
-        ))
+        Some(stage(stages.client_address, request_id::assign)),
         // Audit wraps everything below, so rejections, streams and cut streams each leave a record.
-        .layer(from_fn_with_state(stages.auditor, audit::observe))
+        Some(stage(stages.auditor, audit::observe)),
         // Security headers on every response, the gateway's own errors included.
-        .layer(from_fn_with_state(
-            stages.security_headers,
-            headers::secure_response,
-        ))
+        Some(stage(stages.security_headers, headers::secure_response)),
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
-        .layer(from_fn(error::catch_panic))
+        Some(stage((), error::catch_panic)),
         // Cheapest rejection first: an oversized head costs nothing further.
-        .layer(from_fn_with_state(
-            stages.max_header_bytes,
-            head_limit::enforce,
-        ))
+        Some(stage(stages.max_header_bytes, head_limit::enforce)),
         // The per-IP flood guard: cheap, and before any signature check, so a flood of bad
         // tokens costs no verification.
-        .option_layer(
-            stages
-                .flood_guard
-                .map(|guard| from_fn_with_state(guard, per_ip::guard)),
-        )
+        stages.flood_guard.map(|guard| stage(guard, per_ip::guard)),
         // Identity before anything per-user; the token is removed here, never forwarded.
-        .option_layer(
-            stages
-                .authenticator
-                .map(|auth| from_fn_with_state(auth, auth::authenticate)),
-        )
+        stages
+            .authenticator
+            .map(|auth| stage(auth, auth::authenticate)),
         // The per-user limit, keyed by the identity just established, before the body is read.
-        .option_layer(
-            stages
-                .rate_limiter
-                .map(|limiter| from_fn_with_state(limiter, rate_limit::enforce)),
-        )
+        stages
+            .rate_limiter
+            .map(|limiter| stage(limiter, rate_limit::enforce)),
         // Input validation last: it buffers the body, the most expensive check, and only for
         // requests every cheaper stage has admitted.
-        .option_layer(
-            stages
-                .validator
-                .map(|validator| from_fn_with_state(validator, validate::validate)),
-        )
-        .service(proxy::service(stages.upstream));
-    BoxCloneSyncService::new(stack)
+        stages
+            .validator
+            .map(|validator| stage(validator, validate::validate)),
+    ];
+    // Forwarding to the upstream answers whatever passed every stage.
+    chain(
+        layers.into_iter().flatten().collect(),
+        Next::new(proxy::Forward(stages.upstream)),
+    )
 }

@@ -6,7 +6,6 @@
 //! and bodies are relayed frame by frame, never buffered whole (an SSE event reaches the client as
 //! soon as the upstream sends it).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +35,7 @@ use crate::headers::{self, Forwarding};
 use crate::metrics::Metrics;
 use crate::request_id::RequestContext;
 use crate::server::tls;
+use crate::stage::{Handler, ResponseFuture};
 
 /// Idle connections kept open to the upstream.
 pub const POOL_MAX_IDLE: usize = 512;
@@ -195,21 +195,15 @@ impl Upstream {
     }
 }
 
-/// The innermost service: forwards to the upstream.
-pub fn service(
-    upstream: Arc<Upstream>,
-) -> impl tower::Service<
-    Request,
-    Response = Response,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response, Infallible>> + Send,
-> + Clone
-+ Send
-+ Sync {
-    tower::service_fn(move |request: Request| {
-        let upstream = upstream.clone();
-        async move { Ok(upstream.forward(request).await) }
-    })
+/// The innermost handler: forwards to the upstream.
+#[derive(Debug, Clone)]
+pub struct Forward(pub Arc<Upstream>);
+
+impl Handler for Forward {
+    fn handle(&self, request: Request) -> ResponseFuture {
+        let upstream = self.0.clone();
+        Box::pin(async move { upstream.forward(request).await })
+    }
 }
 
 /// Relays the upstream body frame by frame, ending it with an error if the upstream falls silent.

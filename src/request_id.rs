@@ -9,8 +9,8 @@ use std::time::{Instant, SystemTime};
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use crate::stage::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::HeaderMap;
 use http::HeaderValue;
@@ -121,7 +121,7 @@ impl ClientAddress {
 
 /// Layer: gives the request its context and id, and echoes the id on the response.
 pub async fn assign(
-    State(client_address): State<Arc<ClientAddress>>,
+    client_address: Arc<ClientAddress>,
     mut request: Request,
     next: Next,
 ) -> Response {

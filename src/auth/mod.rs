@@ -15,8 +15,8 @@ pub mod principal;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use crate::stage::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, header};
 
@@ -130,11 +130,7 @@ impl Authenticator {
 
 /// Layer: 401 without a valid token, 403 without the required scopes; on success the request
 /// carries the [`Principal`] and no longer carries the token.
-pub async fn authenticate(
-    State(auth): State<Arc<Authenticator>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn authenticate(auth: Arc<Authenticator>, mut request: Request, next: Next) -> Response {
     if auth.public_paths.iter().any(|p| p == request.uri().path()) {
         remove_credentials(request.headers_mut(), &auth.location);
         return next.run(request).await;

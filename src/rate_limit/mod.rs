@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use crate::stage::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue};
 
@@ -253,11 +253,7 @@ fn set_headers(response: &mut Response, verdict: &Verdict) {
 
 /// Layer: the per-user limit. Keyed by the authenticated user; without authentication (or on a
 /// public path) by the client address.
-pub async fn enforce(
-    State(limiter): State<Arc<RateLimiter>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn enforce(limiter: Arc<RateLimiter>, request: Request, next: Next) -> Response {
     let principal = request.extensions().get::<Arc<Principal>>().cloned();
     let key: Arc<str> = match &principal {
         Some(p) => p.user.clone(),

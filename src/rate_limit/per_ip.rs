@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use crate::stage::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -62,7 +62,7 @@ impl FloodGuard {
 }
 
 /// Layer: 429 `ip_rate_limited` for an address over its rate.
-pub async fn guard(State(guard): State<Arc<FloodGuard>>, request: Request, next: Next) -> Response {
+pub async fn guard(guard: Arc<FloodGuard>, request: Request, next: Next) -> Response {
     let Some(context) = request.extensions().get::<RequestContext>() else {
         return next.run(request).await;
     };

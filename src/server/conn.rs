@@ -18,13 +18,12 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
-use tower::util::Oneshot;
 
 use crate::config::ServerSettings;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::request_id::ConnInfo;
+use crate::stage::Served;
 
 /// HTTP/2 streams a client may have open on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -85,11 +84,11 @@ struct ConnService {
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     type Response = Response;
     type Error = Infallible;
-    type Future = Oneshot<Pipeline, axum::extract::Request>;
+    type Future = Served;
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.info);
-        self.pipeline.clone().oneshot(request.map(Body::new))
+        self.pipeline.serve(request.map(Body::new))
     }
 }
 

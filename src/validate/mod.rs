@@ -13,9 +13,9 @@ pub mod rules;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::stage::Next;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, header};
 use http_body::Body as _;
@@ -91,11 +91,7 @@ fn injection(rule: &Rule) -> GatewayError {
 }
 
 /// Layer: the checks of the module documentation, in order; the body is forwarded unchanged.
-pub async fn validate(
-    State(validator): State<Arc<Validator>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn validate(validator: Arc<Validator>, request: Request, next: Next) -> Response {
     // The id as a header value: a reference-counted clone, made text only on a refusal.
     let context_id = request
         .extensions()
