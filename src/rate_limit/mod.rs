@@ -263,8 +263,18 @@ pub async fn enforce(limiter: Arc<RateLimiter>, request: Request, next: Next) ->
         ),
     };
     let class = limiter.class_of(principal.as_deref());
-    let id = RequestContext::id_of(&request);
-    let id = || id.clone();
+    // A reference-counted clone of the id, made text only on a refusal.
+    let context_id = request
+        .extensions()
+        .get::<RequestContext>()
+        .map(|c| c.id.clone());
+    let id = || {
+        context_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown")
+            .to_owned()
+    };
     match limiter.check(class, &key).await {
         Check::Admit(verdict) => {
             let mut response = next.run(request).await;
