@@ -27,10 +27,14 @@ impl Secret {
         Self::from_bytes(bytes).ok_or_else(|| format!("{} is empty", path.display()))
     }
 
-    /// Wraps bytes made in memory (dev mode).
+    /// Wraps secret bytes. Secrets are text: one trailing line ending (`\n` or `\r\n`, as an
+    /// editor or `echo` leaves) is removed, nothing else.
     pub fn from_bytes(mut bytes: Vec<u8>) -> Option<Secret> {
-        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        if bytes.last() == Some(&b'\n') {
             bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
         }
         (!bytes.is_empty()).then(|| Secret(bytes.into_boxed_slice()))
     }
@@ -100,5 +104,13 @@ mod tests {
         assert_eq!(s, Secret::from_bytes(b"hunter2".to_vec()).unwrap());
         assert_ne!(s, Secret::from_bytes(b"hunter3".to_vec()).unwrap());
         assert!(Secret::from_bytes(b"\n".to_vec()).is_none());
+        assert_eq!(
+            Secret::from_bytes(b"a\r\n".to_vec()).unwrap().expose(),
+            b"a"
+        );
+        assert_eq!(
+            Secret::from_bytes(b"a\n\n".to_vec()).unwrap().expose(),
+            b"a\n"
+        );
     }
 }

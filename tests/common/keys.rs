@@ -119,8 +119,13 @@ impl TestKey {
     }
 
     pub fn hs256(kid: &str) -> TestKey {
-        let mut secret = vec![0u8; 48];
-        SystemRandom::new().fill(&mut secret).unwrap();
+        // Secrets are text (as written to files and environment variables): 32 random bytes, hex.
+        let mut random = [0u8; 32];
+        SystemRandom::new().fill(&mut random).unwrap();
+        let secret: Vec<u8> = random
+            .iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .collect();
         TestKey {
             alg: Algorithm::HS256,
             kid: kid.to_owned(),
