@@ -148,35 +148,56 @@ fn once(input: &str) -> (String, bool) {
     if decoded.is_ascii() {
         return (fold_ascii(&decoded).into_owned(), certain);
     }
-    // Lower case first, then NFKC: one normalisation pass. Where the two orders differ, the
-    // next round (which `normalize` runs until nothing changes) settles it.
-    let lower = decoded.to_lowercase();
-    let folded = if unicode_normalization::is_nfkc_quick(lower.chars())
-        == unicode_normalization::IsNormalized::Yes
-    {
-        lower
-    } else {
-        certain = false;
-        lower.nfkc().collect()
-    };
-    let mut out = String::with_capacity(folded.len());
+    // One pass lower-cases, strips and collapses; NFKC follows only when a quick check says it
+    // changes something (then the next round, which `normalize` runs until nothing changes,
+    // settles whatever the order of the steps left).
+    let mut out = String::with_capacity(decoded.len());
     let mut in_space = false;
-    for c in folded.chars() {
-        if is_invisible(c) {
+    for c in decoded.chars() {
+        if c.is_ascii() {
+            if c == ' ' || c.is_ascii_control() {
+                if !in_space {
+                    out.push(' ');
+                }
+                in_space = true;
+            } else {
+                out.push(c.to_ascii_lowercase());
+                in_space = false;
+            }
+        } else if is_invisible(c) {
             certain = false;
-            continue;
-        }
-        if c.is_whitespace() || c.is_control() {
+        } else if c.is_whitespace() || c.is_control() {
             if !in_space {
                 out.push(' ');
             }
             in_space = true;
-        } else {
+        } else if is_caseless(c) {
             out.push(c);
+            in_space = false;
+        } else {
+            out.extend(c.to_lowercase());
             in_space = false;
         }
     }
+    if unicode_normalization::is_nfkc_quick(out.chars()) != unicode_normalization::IsNormalized::Yes
+    {
+        return (out.nfkc().collect(), false);
+    }
     (out, certain)
+}
+
+/// Scripts without letter case, common in agent traffic: their characters lower-case to
+/// themselves, so the case table lookup can be skipped.
+fn is_caseless(c: char) -> bool {
+    matches!(c,
+        '\u{3040}'..='\u{30FF}'     // Hiragana, Katakana
+        | '\u{3400}'..='\u{4DBF}'   // CJK Extension A
+        | '\u{4E00}'..='\u{9FFF}'   // CJK Unified Ideographs
+        | '\u{AC00}'..='\u{D7A3}'   // Hangul syllables
+        | '\u{0600}'..='\u{06FF}'   // Arabic
+        | '\u{0590}'..='\u{05FF}'   // Hebrew
+        | '\u{0900}'..='\u{097F}'   // Devanagari
+        | '\u{0E00}'..='\u{0E7F}') // Thai
 }
 
 /// Format characters that render as nothing and are used to split words a filter looks for.
