@@ -12,7 +12,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
+
+/// Registers `metric` under `name` and hands it back, so it can be both exposed and updated.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
 
 /// Content type of the `/metrics` answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -102,142 +108,124 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut root = Registry::default();
         let registry = root.sub_registry_with_prefix("portcullis");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests by audit decision and status",
-            requests.clone(),
-        );
         // 100 µs to ~105 s: gateway rejections are sub-millisecond, agent streams take minutes.
-        let request_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
-        registry.register(
-            "request_duration_seconds",
-            "Time from request head to the end of the response",
-            request_latency.clone(),
-        );
-        let upstream_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
-        registry.register(
-            "upstream_response_header_seconds",
-            "Time from forwarding to the upstream response head",
-            upstream_latency.clone(),
-        );
-        let open_connections = Gauge::default();
-        registry.register(
-            "open_connections",
-            "Client connections open now",
-            open_connections.clone(),
-        );
-        let bytes_in = Counter::default();
-        registry.register(
-            "request_body_bytes",
-            "Request body bytes received",
-            bytes_in.clone(),
-        );
-        let bytes_out = Counter::default();
-        registry.register(
-            "response_body_bytes",
-            "Response body bytes sent",
-            bytes_out.clone(),
-        );
-        let audit_queue_full = Counter::default();
-        registry.register(
-            "audit_queue_full",
-            "Audit records that waited for room in the audit queue",
-            audit_queue_full.clone(),
-        );
-        let audit_write_errors = Counter::default();
-        registry.register(
-            "audit_write_errors",
-            "Audit records that could not be written",
-            audit_write_errors.clone(),
-        );
-        let verifications = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "token_verifications",
-            "Token signature and claim verifications, by result",
-            verifications.clone(),
-        );
-        let token_cache_hits = Counter::default();
-        registry.register(
-            "token_cache_hits",
-            "Tokens served from the verified-token cache",
-            token_cache_hits.clone(),
-        );
-        let token_cache_misses = Counter::default();
-        registry.register(
-            "token_cache_misses",
-            "Tokens not found in the verified-token cache",
-            token_cache_misses.clone(),
-        );
-        let token_cache_evictions = Counter::default();
-        registry.register(
-            "token_cache_evictions",
-            "Tokens evicted from the full verified-token cache",
-            token_cache_evictions.clone(),
-        );
-        let jwks_fetches = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "jwks_fetches",
-            "JWK set fetches, by result",
-            jwks_fetches.clone(),
-        );
-        let rate_limit_decisions = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "rate_limit_decisions",
-            "Per-user rate-limit decisions, by result",
-            rate_limit_decisions.clone(),
-        );
-        let rate_limit_redis_errors = Counter::default();
-        registry.register(
-            "rate_limit_redis_errors",
-            "Redis calls that failed or timed out",
-            rate_limit_redis_errors.clone(),
-        );
-        let rate_limit_redis_outages = Counter::default();
-        registry.register(
-            "rate_limit_redis_outages",
-            "Redis outages: a first failure after a success",
-            rate_limit_redis_outages.clone(),
-        );
-        let rate_limit_fallback_decisions = Counter::default();
-        registry.register(
-            "rate_limit_fallback_decisions",
-            "Rate-limit decisions made by the failure mode instead of Redis",
-            rate_limit_fallback_decisions.clone(),
-        );
-        let rate_limit_tracked_users = Gauge::default();
-        registry.register(
-            "rate_limit_tracked_users",
-            "Users tracked by the in-memory limiter",
-            rate_limit_tracked_users.clone(),
-        );
-        let validation_matches = Family::<MatchLabels, Counter>::default();
-        registry.register(
-            "validation_matches",
-            "Validation rule matches, by rule and action",
-            validation_matches.clone(),
-        );
+        let latency_buckets = || exponential_buckets(0.0001, 2.0, 21);
         Metrics {
+            requests: register(
+                registry,
+                "requests",
+                "Requests by audit decision and status",
+                Family::<RequestLabels, Counter>::default(),
+            ),
+            request_latency: register(
+                registry,
+                "request_duration_seconds",
+                "Time from request head to the end of the response",
+                Histogram::new(latency_buckets()),
+            ),
+            upstream_latency: register(
+                registry,
+                "upstream_response_header_seconds",
+                "Time from forwarding to the upstream response head",
+                Histogram::new(latency_buckets()),
+            ),
+            open_connections: register(
+                registry,
+                "open_connections",
+                "Client connections open now",
+                Gauge::default(),
+            ),
+            bytes_in: register(
+                registry,
+                "request_body_bytes",
+                "Request body bytes received",
+                Counter::default(),
+            ),
+            bytes_out: register(
+                registry,
+                "response_body_bytes",
+                "Response body bytes sent",
+                Counter::default(),
+            ),
+            audit_queue_full: register(
+                registry,
+                "audit_queue_full",
+                "Audit records that waited for room in the audit queue",
+                Counter::default(),
+            ),
+            audit_write_errors: register(
+                registry,
+                "audit_write_errors",
+                "Audit records that could not be written",
+                Counter::default(),
+            ),
+            verifications: register(
+                registry,
+                "token_verifications",
+                "Token signature and claim verifications, by result",
+                Family::<ResultLabel, Counter>::default(),
+            ),
+            token_cache_hits: register(
+                registry,
+                "token_cache_hits",
+                "Tokens served from the verified-token cache",
+                Counter::default(),
+            ),
+            token_cache_misses: register(
+                registry,
+                "token_cache_misses",
+                "Tokens not found in the verified-token cache",
+                Counter::default(),
+            ),
+            token_cache_evictions: register(
+                registry,
+                "token_cache_evictions",
+                "Tokens evicted from the full verified-token cache",
+                Counter::default(),
+            ),
+            jwks_fetches: register(
+                registry,
+                "jwks_fetches",
+                "JWK set fetches, by result",
+                Family::<ResultLabel, Counter>::default(),
+            ),
+            rate_limit_decisions: register(
+                registry,
+                "rate_limit_decisions",
+                "Per-user rate-limit decisions, by result",
+                Family::<ResultLabel, Counter>::default(),
+            ),
+            rate_limit_redis_errors: register(
+                registry,
+                "rate_limit_redis_errors",
+                "Redis calls that failed or timed out",
+                Counter::default(),
+            ),
+            rate_limit_redis_outages: register(
+                registry,
+                "rate_limit_redis_outages",
+                "Redis outages: a first failure after a success",
+                Counter::default(),
+            ),
+            rate_limit_fallback_decisions: register(
+                registry,
+                "rate_limit_fallback_decisions",
+                "Rate-limit decisions made by the failure mode instead of Redis",
+                Counter::default(),
+            ),
+            rate_limit_tracked_users: register(
+                registry,
+                "rate_limit_tracked_users",
+                "Users tracked by the in-memory limiter",
+                Gauge::default(),
+            ),
+            validation_matches: register(
+                registry,
+                "validation_matches",
+                "Validation rule matches, by rule and action",
+                Family::<MatchLabels, Counter>::default(),
+            ),
             registry: root,
-            validation_matches,
-            rate_limit_decisions,
-            rate_limit_redis_errors,
-            rate_limit_redis_outages,
-            rate_limit_fallback_decisions,
-            rate_limit_tracked_users,
-            verifications,
-            token_cache_hits,
-            token_cache_misses,
-            token_cache_evictions,
-            jwks_fetches,
-            requests,
-            request_latency,
-            upstream_latency,
-            open_connections,
-            bytes_in,
-            bytes_out,
-            audit_queue_full,
-            audit_write_errors,
         }
     }
 
