@@ -13,22 +13,16 @@ use http::{StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::jwks::KeyStore;
 use crate::metrics::{self, Metrics};
-use crate::proxy::Upstream;
-use crate::rate_limit::RateLimiter;
+use crate::server::Policies;
 
 /// What the admin endpoints read.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     /// The metrics to expose.
     pub metrics: Arc<Metrics>,
-    /// The upstream whose first answer makes the gateway ready.
-    pub upstream: Arc<Upstream>,
-    /// The authentication keys, which must have loaded once.
-    pub keys: Option<Arc<KeyStore>>,
-    /// The rate limiter, which is not ready while Redis is down in `closed` mode.
-    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// The policy in force: its upstream, keys and limiter decide readiness.
+    pub policies: Policies,
 }
 
 /// The admin routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
@@ -61,6 +55,7 @@ async fn healthz() -> &'static str {
 /// 200 once config and certificates are loaded (true once serving), a key set has loaded (when
 /// authentication uses a JWKS URL) and the upstream has answered at least once; 503 before.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let state = state.policies.load();
     if state.keys.as_ref().is_some_and(|k| !k.is_ready()) {
         (
             StatusCode::SERVICE_UNAVAILABLE,

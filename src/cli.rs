@@ -169,7 +169,8 @@ pub fn execute(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
-            with_runtime(|| run(config))
+            let path = cli.config_path().to_owned();
+            with_runtime(|| run(config, path))
         }
     }
 }
@@ -191,7 +192,7 @@ where
     }
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, path: PathBuf) -> ExitCode {
     let gateway = match Gateway::bind(config).await {
         Ok(gateway) => gateway,
         Err(e) => {
@@ -200,7 +201,9 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %gateway.local_addr(), admin = ?gateway.admin_addr(), "portcullis is serving");
+    let signals = tokio::spawn(server::reload::on_signals(gateway.reloader(), path));
     gateway.serve(server::shutdown_signal()).await;
+    signals.abort();
     ExitCode::SUCCESS
 }
 

@@ -184,6 +184,8 @@ pub fn self_signed_tls() -> Result<TlsSettings, String> {
     Ok(TlsSettings {
         server_config,
         client_auth: false,
+        files: None,
+        watch_interval: crate::config::DEFAULT_TLS_WATCH_INTERVAL,
     })
 }
 

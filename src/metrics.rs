@@ -73,6 +73,14 @@ pub struct Metrics {
     pub rate_limit_tracked_users: Gauge,
     /// Validation rule matches, by rule and action.
     pub validation_matches: Family<MatchLabels, Counter>,
+    /// Configuration reloads, by result.
+    pub config_reloads: Family<ResultLabel, Counter>,
+    /// Configuration reloads refused (invalid file or unusable settings).
+    pub config_reload_failures: Counter<u64, AtomicU64>,
+    /// Certificate file rotations, by result.
+    pub tls_reloads: Family<ResultLabel, Counter>,
+    /// When the serving certificate expires, in seconds since the Unix epoch.
+    pub tls_certificate_expiry: Gauge,
 }
 
 /// Labels of the validation match counter.
@@ -225,8 +233,49 @@ impl Metrics {
                 "Validation rule matches, by rule and action",
                 Family::<MatchLabels, Counter>::default(),
             ),
+            config_reloads: register(
+                registry,
+                "config_reloads",
+                "Configuration reloads, by result",
+                Family::<ResultLabel, Counter>::default(),
+            ),
+            config_reload_failures: register(
+                registry,
+                "config_reload_failures",
+                "Configuration reloads refused; the running configuration stayed",
+                Counter::default(),
+            ),
+            tls_reloads: register(
+                registry,
+                "tls_certificate_reloads",
+                "Certificate file rotations picked up, by result",
+                Family::<ResultLabel, Counter>::default(),
+            ),
+            tls_certificate_expiry: register(
+                registry,
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the serving certificate expires (notAfter), in Unix seconds",
+                Gauge::default(),
+            ),
             registry: root,
         }
+    }
+
+    /// Counts a configuration reload by result (`ok`, `failed`).
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        if result == "failed" {
+            self.config_reload_failures.inc();
+        }
+    }
+
+    /// Counts a certificate rotation by result (`ok`, `failed`).
+    pub fn tls_reload(&self, result: &'static str) {
+        self.tls_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// Records a finished request.

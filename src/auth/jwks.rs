@@ -52,6 +52,8 @@ struct Remote {
     /// When the last refetch for an unknown key id started (the 30 s limit).
     last_kid_refetch: std::sync::Mutex<Option<Instant>>,
     loaded: AtomicBool,
+    /// The last good fetched set, handed to the store that replaces this one on reload.
+    fetched: ArcSwap<Vec<Arc<VerifyingKey>>>,
 }
 
 /// All keys in force; swapped atomically when the remote set changes.
@@ -97,6 +99,7 @@ impl KeyStore {
                     fetching: tokio::sync::Mutex::new(()),
                     last_kid_refetch: std::sync::Mutex::new(None),
                     loaded: AtomicBool::new(false),
+                    fetched: ArcSwap::from_pointee(Vec::new()),
                 })
             }
         };
@@ -112,6 +115,23 @@ impl KeyStore {
     /// The keys in force now.
     pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
         self.current.load()
+    }
+
+    /// Takes over the set `previous` fetched from the same URL, so that a reload does not
+    /// refuse tokens while this store makes its first fetch.
+    pub fn inherit(&self, previous: &KeyStore) {
+        let (Some(remote), Some(old)) = (&self.remote, &previous.remote) else {
+            return;
+        };
+        if remote.settings.uri != old.settings.uri || !old.loaded.load(Ordering::Relaxed) {
+            return;
+        }
+        let keys = old.fetched.load_full();
+        self.current.store(Arc::new(KeySet::new(
+            self.static_keys.iter().cloned().chain(keys.iter().cloned()),
+        )));
+        remote.fetched.store(keys);
+        remote.loaded.store(true, Ordering::Relaxed);
     }
 
     /// Ready once a remote set has been loaded at least once (always, without one).
@@ -165,8 +185,9 @@ impl KeyStore {
             Ok(keys) => {
                 let count = keys.len();
                 self.current.store(Arc::new(KeySet::new(
-                    self.static_keys.iter().cloned().chain(keys),
+                    self.static_keys.iter().cloned().chain(keys.iter().cloned()),
                 )));
+                remote.fetched.store(Arc::new(keys));
                 remote.loaded.store(true, Ordering::Relaxed);
                 self.metrics.jwks_fetch("ok");
                 tracing::debug!(keys = count, "JWK set refreshed");

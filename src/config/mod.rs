@@ -41,6 +41,8 @@ pub const MIN_MAX_HEADER_BYTES: usize = 1024;
 pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024;
 /// Default time for a TLS handshake and for each request head.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between checks of the certificate and key files for a rotation.
+pub const DEFAULT_TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Default cap on concurrent client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default drain time on shutdown.
@@ -133,6 +135,11 @@ pub struct TlsSettings {
     pub server_config: Arc<rustls::ServerConfig>,
     /// Whether clients must present a certificate.
     pub client_auth: bool,
+    /// The files the configuration was built from, watched for rotation (`None` for a
+    /// certificate made in memory).
+    pub files: Option<tls::TlsFiles>,
+    /// How often the certificate and key files are checked for a change.
+    pub watch_interval: Duration,
 }
 
 impl fmt::Debug for TlsSettings {
@@ -151,7 +158,7 @@ pub struct AdminSettings {
 }
 
 /// Validated `[upstream]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     /// `http` or `https`.
     pub scheme: Scheme,
@@ -327,9 +334,21 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
             let client_auth = client_roots.is_some();
             let server_config = tls::server_config(certs, key, client_roots)
                 .map_err(|m| at.error("server.tls", m))?;
+            let watch_interval = positive(
+                t.watch_interval,
+                DEFAULT_TLS_WATCH_INTERVAL,
+                "server.tls.watch_interval",
+                at,
+            )?;
             Some(TlsSettings {
                 server_config,
                 client_auth,
+                files: Some(tls::TlsFiles {
+                    cert: PathBuf::from(&t.cert_file),
+                    key: PathBuf::from(&t.key_file),
+                    client_ca: t.client_ca_file.as_ref().map(PathBuf::from),
+                }),
+                watch_interval,
             })
         }
     };

@@ -42,7 +42,7 @@ impl FailureMode {
 }
 
 /// Where per-user counts live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RateLimitBackend {
     /// In this process.
     Memory,
@@ -58,7 +58,7 @@ pub enum RateLimitBackend {
 }
 
 /// A per-user limit for users whose token has `claim = value`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Override {
     /// The claim.
     pub claim: String,
@@ -69,7 +69,7 @@ pub struct Override {
 }
 
 /// The per-IP flood guard.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PerIpSettings {
     /// Sustained requests per second from one address.
     pub requests_per_second: NonZeroU32,
@@ -78,7 +78,7 @@ pub struct PerIpSettings {
 }
 
 /// Validated `[rate_limit]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitSettings {
     /// The per-user limit; `None` when only the per-IP guard is configured.
     pub default: Option<Limit>,

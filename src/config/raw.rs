@@ -65,6 +65,9 @@ pub struct RawTls {
     pub key_file: String,
     /// PEM bundle of CAs; present means clients must present a certificate (mTLS).
     pub client_ca_file: Option<String>,
+    /// How often the certificate and key files are checked for a rotation.
+    #[serde(default, with = "humantime_serde")]
+    pub watch_interval: Option<Duration>,
 }
 
 /// `[admin]`.

@@ -21,9 +21,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerSettings;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
 use crate::request_id::ConnInfo;
 use crate::stage::Served;
+
+use super::Policies;
+use super::tls::CertStore;
 
 /// HTTP/2 streams a client may have open on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -34,7 +36,7 @@ pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Per-listener connection settings, shared by every connection.
 pub struct ConnSettings {
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<CertStore>>,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     handshake_timeout: Duration,
@@ -43,7 +45,11 @@ pub struct ConnSettings {
 
 impl ConnSettings {
     /// Derives the protocol limits from `[server]`.
-    pub fn new(server: &ServerSettings, metrics: Arc<Metrics>) -> ConnSettings {
+    pub fn new(
+        server: &ServerSettings,
+        certs: Option<Arc<CertStore>>,
+        metrics: Arc<Metrics>,
+    ) -> ConnSettings {
         // The parser's buffer is larger than the limit so that most oversized heads reach the
         // head-limit layer and get a full problem+json 431; hyper requires at least 8 KiB.
         let parse_buffer = (server.max_header_bytes * 2).max(8192);
@@ -62,10 +68,7 @@ impl ConnSettings {
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(server.header_timeout);
         ConnSettings {
-            tls: server
-                .tls
-                .as_ref()
-                .map(|t| TlsAcceptor::from(t.server_config.clone())),
+            tls: certs,
             http1,
             http2,
             handshake_timeout: server.header_timeout,
@@ -74,10 +77,12 @@ impl ConnSettings {
     }
 }
 
-/// Adapts the pipeline to hyper: stamps each request with its connection's facts.
+/// Adapts the pipeline to hyper: stamps each request with its connection's facts and hands it to
+/// the policy in force when it arrives (a reload applies to the next request, even on a
+/// keep-alive connection).
 #[derive(Clone)]
 struct ConnService {
-    pipeline: Pipeline,
+    policies: Policies,
     info: ConnInfo,
 }
 
@@ -88,7 +93,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.info);
-        self.pipeline.serve(request.map(Body::new))
+        self.policies.load().pipeline.serve(request.map(Body::new))
     }
 }
 
@@ -97,7 +102,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     settings: Arc<ConnSettings>,
-    pipeline: Pipeline,
+    policies: Policies,
     watcher: Watcher,
     permit: OwnedSemaphorePermit,
 ) {
@@ -110,7 +115,7 @@ pub async fn serve(
     match &settings.tls {
         None => {
             let service = ConnService {
-                pipeline,
+                policies,
                 info: ConnInfo { peer, tls: false },
             };
             let conn = settings
@@ -120,7 +125,9 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
-        Some(acceptor) => {
+        Some(certs) => {
+            // The configuration in force now: a rotated certificate serves new handshakes only.
+            let acceptor = TlsAcceptor::from(certs.current());
             let tls =
                 match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream))
                     .await
@@ -137,7 +144,7 @@ pub async fn serve(
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let service = ConnService {
-                pipeline,
+                policies,
                 info: ConnInfo { peer, tls: true },
             };
             let io = TokioIo::new(tls);

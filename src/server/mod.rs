@@ -6,6 +6,8 @@
 //! in-flight requests get `shutdown_grace` to finish, and queued audit records are flushed.
 
 pub mod conn;
+pub mod policy;
+pub mod reload;
 pub mod tls;
 
 use std::future::Future;
@@ -13,24 +15,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::admin;
-use crate::audit::{AuditSink, Auditor};
-use crate::auth::Authenticator;
-use crate::auth::jwks::KeyStore;
+use crate::audit::AuditSink;
 use crate::config::Config;
-use crate::headers::SecurityHeaders;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Pipeline, Stages};
-use crate::proxy::Upstream;
-use crate::rate_limit::RateLimiter;
-use crate::rate_limit::per_ip::FloodGuard;
-use crate::request_id::ClientAddress;
-use crate::validate::Validator;
-use conn::ConnSettings;
+use policy::{Policy, Shared};
+pub use reload::Reloader;
+use tls::CertStore;
+
+/// The policy in force, swapped whole by a reload; requests load it as they arrive.
+pub type Policies = Arc<ArcSwap<Policy>>;
 
 /// Pause after a failed `accept`, so that descriptor exhaustion does not spin a core.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -41,7 +40,7 @@ pub const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest wait for the audit writer to flush on shutdown.
 pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the gateway could not start.
+/// Why the gateway could not start (or a reload could not be applied).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener address could not be bound.
@@ -68,16 +67,10 @@ pub enum StartError {
 
 /// A gateway with its listeners bound, ready to serve.
 pub struct Gateway {
-    config: Arc<Config>,
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    pipeline: Pipeline,
-    metrics: Arc<Metrics>,
-    audit: AuditSink,
-    upstream: Arc<Upstream>,
-    keys: Option<Arc<KeyStore>>,
-    rate_limiter: Option<Arc<RateLimiter>>,
-    flood_guard: Option<Arc<FloodGuard>>,
+    shared: Arc<Shared>,
+    policies: Policies,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -102,60 +95,28 @@ impl Gateway {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
         let audit = AuditSink::start(&config.audit, metrics.clone()).map_err(StartError::Audit)?;
-        let upstream = Arc::new(
-            Upstream::new(&config.upstream, metrics.clone()).map_err(StartError::Upstream)?,
-        );
-        let authenticator = match &config.auth {
-            Some(settings) => Some(Arc::new(
-                Authenticator::new(settings, metrics.clone()).map_err(StartError::Auth)?,
-            )),
-            None => None,
-        };
-        let keys = authenticator.as_ref().map(|a| a.key_store());
-        let (rate_limiter, flood_guard) = match &config.rate_limit {
-            None => (None, None),
-            Some(settings) => (
-                RateLimiter::new(settings, metrics.clone())
-                    .map_err(StartError::RateLimit)?
-                    .map(Arc::new),
-                settings
-                    .per_ip
-                    .map(|p| Arc::new(FloodGuard::new(p.requests_per_second, p.burst))),
-            ),
-        };
+        let certs = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(CertStore::new(t.server_config.clone(), t.files.clone())));
         let listener = bind(config.server.listen).await?;
         let admin_listener = match &config.admin {
             Some(admin) => Some(bind(admin.listen).await?),
             None => None,
         };
-        let pipeline = pipeline::build(Stages {
-            auditor: Arc::new(Auditor {
-                sink: audit.clone(),
-                metrics: metrics.clone(),
-            }),
-            security_headers: SecurityHeaders::new(config.headers.clone()),
-            max_header_bytes: config.server.max_header_bytes,
-            client_address: Arc::new(ClientAddress::new(config.server.trusted_proxies.clone())),
-            flood_guard: flood_guard.clone(),
-            authenticator,
-            rate_limiter: rate_limiter.clone(),
-            validator: config
-                .validation
-                .clone()
-                .map(|settings| Arc::new(Validator::new(settings, metrics.clone()))),
-            upstream: upstream.clone(),
-        });
-        Ok(Gateway {
-            config: Arc::new(config),
-            listener,
-            admin_listener,
-            pipeline,
+        let shared = Arc::new(Shared {
             metrics,
             audit,
-            upstream,
-            keys,
-            rate_limiter,
-            flood_guard,
+            certs,
+            reload_lock: tokio::sync::Mutex::new(()),
+        });
+        let policy = Policy::build(config, &shared, None)?;
+        Ok(Gateway {
+            listener,
+            admin_listener,
+            shared,
+            policies: Arc::new(ArcSwap::from_pointee(policy)),
         })
     }
 
@@ -163,7 +124,7 @@ impl Gateway {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.config.server.listen)
+            .unwrap_or(self.policies.load().config.server.listen)
     }
 
     /// The bound admin address, when an admin listener is configured.
@@ -173,37 +134,37 @@ impl Gateway {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The handle that reloads this gateway's configuration and certificates.
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(self.policies.clone(), self.shared.clone())
+    }
+
     /// Serves until `shutdown` completes, then drains connections and flushes the audit log.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let Gateway {
-            config,
             listener,
             admin_listener,
-            pipeline,
-            metrics,
-            audit,
-            upstream,
-            keys,
-            rate_limiter,
-            flood_guard,
+            shared,
+            policies,
         } = self;
         let (stop_admin, admin_stopped) = watch::channel(false);
         if let Some(admin_listener) = admin_listener {
             let state = admin::AdminState {
-                metrics: metrics.clone(),
-                upstream: upstream.clone(),
-                keys: keys.clone(),
-                rate_limiter: rate_limiter.clone(),
+                metrics: shared.metrics.clone(),
+                policies: policies.clone(),
             };
             tokio::spawn(admin::serve(admin_listener, state, admin_stopped));
         }
-        let probe = tokio::spawn(probe_upstream(upstream));
-        let key_refresh = keys.map(|keys| tokio::spawn(keys.refresh_forever()));
-        let pruning = tokio::spawn(prune_limiters(rate_limiter, flood_guard));
+        let reloader = Reloader::new(policies.clone(), shared.clone());
+        let watching = tokio::spawn(reloader.watch_files());
+        let pruning = tokio::spawn(prune_limiters(policies.clone()));
 
-        let settings = Arc::new(ConnSettings::new(&config.server, metrics));
+        let (max_connections, shutdown_grace) = {
+            let config = &policies.load().config;
+            (config.server.max_connections, config.server.shutdown_grace)
+        };
         let graceful = GracefulShutdown::new();
-        let connection_slots = Arc::new(Semaphore::new(config.server.max_connections));
+        let connection_slots = Arc::new(Semaphore::new(max_connections));
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -221,11 +182,12 @@ impl Gateway {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let settings = policies.load().conn.clone();
                     tokio::spawn(conn::serve(
                         stream,
                         peer,
-                        settings.clone(),
-                        pipeline.clone(),
+                        settings,
+                        policies.clone(),
                         graceful.watcher(),
                         permit,
                     ));
@@ -237,16 +199,14 @@ impl Gateway {
             }
         }
         drop(listener);
-        probe.abort();
+        watching.abort();
         pruning.abort();
-        if let Some(task) = key_refresh {
-            task.abort();
-        }
-        tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: finishing in-flight requests");
-        match tokio::time::timeout(config.server.shutdown_grace, graceful.shutdown()).await {
+        tracing::info!(grace = ?shutdown_grace, "shutting down: finishing in-flight requests");
+        match tokio::time::timeout(shutdown_grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
         }
+        let audit = shared.audit.clone();
         let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_FLUSH_TIMEOUT)).await;
         if !matches!(flushed, Ok(true)) {
             tracing::error!("audit log could not be flushed before exit");
@@ -256,27 +216,18 @@ impl Gateway {
 }
 
 /// Forgets idle users and addresses, so limiter memory follows the active population.
-async fn prune_limiters(
-    rate_limiter: Option<Arc<RateLimiter>>,
-    flood_guard: Option<Arc<FloodGuard>>,
-) {
+async fn prune_limiters(policies: Policies) {
     let mut every = tokio::time::interval(LIMITER_PRUNE_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if let Some(limiter) = &rate_limiter {
+        let policy = policies.load_full();
+        if let Some(limiter) = &policy.rate_limiter {
             limiter.prune();
         }
-        if let Some(guard) = &flood_guard {
+        if let Some(guard) = &policy.flood_guard {
             guard.prune();
         }
-    }
-}
-
-/// Probes the upstream until it answers once, so that readiness does not wait for real traffic.
-async fn probe_upstream(upstream: Arc<Upstream>) {
-    while !upstream.has_answered() && !upstream.probe().await {
-        tokio::time::sleep(UPSTREAM_PROBE_INTERVAL).await;
     }
 }
 

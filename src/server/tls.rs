@@ -1,11 +1,16 @@
-//! TLS termination with rustls.
+//! TLS termination with rustls, and certificate rotation without a restart.
 //!
-//! Guards against downgrade and misconfiguration: only TLS 1.2 and 1.3 with rustls' safe cipher
-//! suites, ALPN offering h2 and http/1.1, and certificate files checked when the config loads.
+//! Guards against downgrade, misconfiguration and expired certificates: only TLS 1.2 and 1.3
+//! with rustls' safe cipher suites, ALPN offering h2 and http/1.1, certificate files checked when
+//! the config loads, and a [`CertStore`] that picks up renewed files (following the symlink swap
+//! Kubernetes uses for Secret mounts) for new handshakes while open connections stay undisturbed.
+//! A broken new certificate is refused and the one in force kept.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -95,4 +100,161 @@ pub fn upstream_client_config(
         .map_err(|_| "no usable TLS protocol version".to_owned())?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// The files a TLS configuration is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Reads the files and builds the server configuration.
+    pub fn load(&self) -> Result<(Arc<ServerConfig>, Option<SystemTime>), String> {
+        let certs = read_certs(&self.cert)?;
+        let not_after = certs.first().and_then(not_after);
+        let key = read_key(&self.key)?;
+        let client_roots = match &self.client_ca {
+            None => None,
+            Some(path) => Some(read_certs(path)?),
+        };
+        Ok((server_config(certs, key, client_roots)?, not_after))
+    }
+
+    fn leaf_not_after(&self) -> Option<SystemTime> {
+        read_certs(&self.cert)
+            .ok()
+            .and_then(|certs| certs.first().and_then(not_after))
+    }
+
+    /// What identifies the files' current content: device, inode, size and modification time of
+    /// each, read through symlinks, so a swapped `..data` link counts as a change.
+    fn stamp(&self) -> Option<Vec<FileStamp>> {
+        std::iter::once(&self.cert)
+            .chain(std::iter::once(&self.key))
+            .chain(self.client_ca.iter())
+            .map(|path| FileStamp::of(path))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+/// The expiry (`notAfter`) of a DER certificate.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let seconds = parsed.validity().not_after.timestamp();
+    let seconds = u64::try_from(seconds).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
+/// What a rotation check did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The files are as they were.
+    Unchanged,
+    /// New files were loaded and are in force for new handshakes.
+    Loaded,
+    /// The files changed but do not form a usable configuration; the old one stays.
+    Refused(String),
+}
+
+/// The server configuration in force, swappable while connections are being accepted.
+pub struct CertStore {
+    current: ArcSwap<ServerConfig>,
+    source: Mutex<Source>,
+}
+
+struct Source {
+    files: Option<TlsFiles>,
+    /// The stamp of the last content tried, loaded or refused, so a broken file is reported once.
+    seen: Option<Vec<FileStamp>>,
+    not_after: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore").finish_non_exhaustive()
+    }
+}
+
+impl CertStore {
+    /// A store holding `config`, built from `files` (`None`: made in memory, never rotated).
+    pub fn new(config: Arc<ServerConfig>, files: Option<TlsFiles>) -> CertStore {
+        CertStore {
+            current: ArcSwap::new(config),
+            source: Mutex::new(Source {
+                seen: files.as_ref().and_then(TlsFiles::stamp),
+                not_after: files.as_ref().and_then(TlsFiles::leaf_not_after),
+                files,
+            }),
+        }
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// The leaf certificate's expiry, when it could be read.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.source.lock().ok().and_then(|s| s.not_after)
+    }
+
+    /// Puts a configuration built by a config reload in force, with the files it came from.
+    pub fn replace(&self, config: Arc<ServerConfig>, files: Option<TlsFiles>) {
+        if let Ok(mut source) = self.source.lock() {
+            source.seen = files.as_ref().and_then(TlsFiles::stamp);
+            source.not_after = files.as_ref().and_then(TlsFiles::leaf_not_after);
+            source.files = files;
+        }
+        self.current.store(config);
+    }
+
+    /// Reloads the files if they changed since they were last read (`force`: even if not).
+    pub fn check(&self, force: bool) -> Rotation {
+        let Ok(mut source) = self.source.lock() else {
+            return Rotation::Unchanged;
+        };
+        let Some(files) = source.files.clone() else {
+            return Rotation::Unchanged;
+        };
+        let stamp = files.stamp();
+        if !force && stamp == source.seen {
+            return Rotation::Unchanged;
+        }
+        source.seen = stamp;
+        match files.load() {
+            Ok((config, not_after)) => {
+                source.not_after = not_after;
+                self.current.store(config);
+                Rotation::Loaded
+            }
+            Err(reason) => Rotation::Refused(reason),
+        }
+    }
 }

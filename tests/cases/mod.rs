@@ -5,5 +5,6 @@ mod config;
 mod errors;
 mod proxy;
 mod rate_limit;
+mod reload;
 mod server;
 mod validation;

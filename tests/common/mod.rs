@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis::config::Config;
-use portcullis::server::Gateway;
+use portcullis::server::{Gateway, Reloader};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -49,6 +49,11 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     pub audit_path: PathBuf,
     pub pki: Arc<TestPki>,
+    /// The config file the gateway was started from (and reloads from).
+    pub config_path: PathBuf,
+    /// Reloads the running gateway, as SIGHUP does.
+    pub reloader: Reloader,
+    upstream_url: String,
     /// Holds the config, certificates and audit log until the gateway is dropped.
     _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -74,6 +79,7 @@ impl TestGateway {
         let gateway = Gateway::bind(config).await.unwrap();
         let addr = gateway.local_addr();
         let admin = gateway.admin_addr().unwrap();
+        let reloader = gateway.reloader();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(async move {
             let _ = rx.await;
@@ -83,10 +89,21 @@ impl TestGateway {
             admin,
             audit_path,
             pki,
+            config_path,
+            reloader,
+            upstream_url: upstream_url.to_owned(),
             _dir: dir,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Rewrites the config file with `options` (same certificates, upstream and audit log) and
+    /// reloads it as SIGHUP does; true when the new configuration is in force.
+    pub async fn reload(&self, options: &Options) -> bool {
+        let text = config_text(&self.pki, &self.upstream_url, &self.audit_path, options);
+        std::fs::write(&self.config_path, text).unwrap();
+        self.reloader.reload_file(&self.config_path).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -280,6 +297,22 @@ impl TestClient {
             body,
             version: parts.version,
         }
+    }
+
+    /// The status of a GET, or why it failed (for load loops that count failures).
+    pub async fn try_get(&self, url: &str) -> Result<u16, String> {
+        let request = Request::get(url).body(Full::default()).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(15), self.client.request(request))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
     }
 
     pub async fn get(&self, url: &str) -> Reply {

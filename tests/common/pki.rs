@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SerialNumber,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A test CA and a `localhost`/`127.0.0.1` server certificate, written as PEM files.
@@ -42,6 +44,41 @@ impl TestPki {
             ca_der: ca.der().clone(),
             ca,
         }
+    }
+
+    /// Issues a new `localhost` certificate with `serial` from the same CA and writes the
+    /// certificate and its new key as PEM to `cert_file` and `key_file`.
+    pub fn reissue(&self, serial: u64, cert_file: &Path, key_file: &Path) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.serial_number = Some(SerialNumber::from(serial));
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        std::fs::write(cert_file, cert.pem()).unwrap();
+        std::fs::write(key_file, key.serialize_pem()).unwrap();
+    }
+
+    /// The serial number of the certificate a new TLS connection to `addr` is shown, as hex.
+    pub async fn served_serial(&self, addr: std::net::SocketAddr) -> String {
+        let connector = tokio_rustls::TlsConnector::from(self.client_config(&[b"http/1.1"]));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        parsed.raw_serial_as_string()
+    }
+
+    /// The serial number of the first certificate in a PEM file, as `served_serial` gives it.
+    pub fn file_serial(path: &Path) -> String {
+        use rustls_pki_types::pem::PemObject;
+        let leaf = CertificateDer::pem_file_iter(path)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        parsed.raw_serial_as_string()
     }
 
     /// A rustls server configuration presenting the test server certificate.

@@ -1,0 +1,180 @@
+//! The running policy: everything a configuration builds that requests use, as one value that a
+//! reload swaps whole.
+//!
+//! Guards against a reload that drops requests or forgets state: requests in flight keep the
+//! policy they started with (they hold its pipeline), new requests load the new one; the per-user
+//! limiter, the per-IP guard and the upstream connection pool are carried over when their
+//! settings did not change, and a fetched JWK set is carried over while the new store fetches.
+
+use std::sync::Arc;
+
+use crate::audit::{AuditSink, Auditor};
+use crate::auth::Authenticator;
+use crate::auth::jwks::KeyStore;
+use crate::config::{Config, RateLimitSettings};
+use crate::headers::SecurityHeaders;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Pipeline, Stages};
+use crate::proxy::Upstream;
+use crate::rate_limit::RateLimiter;
+use crate::rate_limit::per_ip::FloodGuard;
+use crate::request_id::ClientAddress;
+use crate::validate::Validator;
+
+use super::StartError;
+use super::conn::ConnSettings;
+use super::tls::CertStore;
+
+/// What every policy shares and no reload replaces.
+#[derive(Debug)]
+pub struct Shared {
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The audit writer.
+    pub audit: AuditSink,
+    /// The TLS configuration in force, when the listener speaks TLS.
+    pub certs: Option<Arc<CertStore>>,
+    /// Held by a reload from validation to swap, so two reloads never interleave.
+    pub reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// One configuration's runtime objects.
+pub struct Policy {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The request pipeline.
+    pub pipeline: Pipeline,
+    /// Protocol settings for new connections.
+    pub conn: Arc<ConnSettings>,
+    /// The upstream client.
+    pub upstream: Arc<Upstream>,
+    /// The authentication keys, when authentication is on.
+    pub keys: Option<Arc<KeyStore>>,
+    /// The per-user limiter.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// The per-IP flood guard.
+    pub flood_guard: Option<Arc<FloodGuard>>,
+    /// Background work owned by this policy (key refresh, upstream probe); stopped with it.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Policy {
+    /// Builds the runtime objects for `config`, reusing what `previous` holds where the settings
+    /// are unchanged. Must run inside the async runtime (it starts background tasks).
+    pub fn build(
+        config: Config,
+        shared: &Shared,
+        previous: Option<&Policy>,
+    ) -> Result<Policy, StartError> {
+        let metrics = &shared.metrics;
+        let upstream = match previous {
+            Some(p) if p.config.upstream == config.upstream => p.upstream.clone(),
+            _ => Arc::new(
+                Upstream::new(&config.upstream, metrics.clone()).map_err(StartError::Upstream)?,
+            ),
+        };
+        let authenticator = match &config.auth {
+            Some(settings) => Some(Arc::new(
+                Authenticator::new(settings, metrics.clone()).map_err(StartError::Auth)?,
+            )),
+            None => None,
+        };
+        let keys = authenticator.as_ref().map(|a| a.key_store());
+        if let (Some(keys), Some(old)) = (&keys, previous.and_then(|p| p.keys.as_ref())) {
+            keys.inherit(old);
+        }
+        let previous_limits = previous.and_then(|p| p.config.rate_limit.as_ref());
+        let (rate_limiter, flood_guard) = match &config.rate_limit {
+            None => (None, None),
+            Some(settings) => {
+                let rate_limiter = match previous {
+                    Some(p) if same_user_limits(previous_limits, settings) => {
+                        p.rate_limiter.clone()
+                    }
+                    _ => RateLimiter::new(settings, metrics.clone())
+                        .map_err(StartError::RateLimit)?
+                        .map(Arc::new),
+                };
+                let flood_guard = match previous {
+                    Some(p) if previous_limits.map(|l| l.per_ip) == Some(settings.per_ip) => {
+                        p.flood_guard.clone()
+                    }
+                    _ => settings
+                        .per_ip
+                        .map(|p| Arc::new(FloodGuard::new(p.requests_per_second, p.burst))),
+                };
+                (rate_limiter, flood_guard)
+            }
+        };
+        let pipeline = pipeline::build(Stages {
+            auditor: Arc::new(Auditor {
+                sink: shared.audit.clone(),
+                metrics: metrics.clone(),
+            }),
+            security_headers: SecurityHeaders::new(config.headers.clone()),
+            max_header_bytes: config.server.max_header_bytes,
+            client_address: Arc::new(ClientAddress::new(config.server.trusted_proxies.clone())),
+            flood_guard: flood_guard.clone(),
+            authenticator,
+            rate_limiter: rate_limiter.clone(),
+            validator: config
+                .validation
+                .clone()
+                .map(|settings| Arc::new(Validator::new(settings, metrics.clone()))),
+            upstream: upstream.clone(),
+        });
+        let conn = Arc::new(ConnSettings::new(
+            &config.server,
+            shared.certs.clone(),
+            metrics.clone(),
+        ));
+        let mut tasks = Vec::new();
+        if !upstream.has_answered() {
+            tasks.push(tokio::spawn(probe_upstream(upstream.clone())).abort_handle());
+        }
+        if let Some(keys) = &keys {
+            tasks.push(tokio::spawn(keys.clone().refresh_forever()).abort_handle());
+        }
+        Ok(Policy {
+            config: Arc::new(config),
+            pipeline,
+            conn,
+            upstream,
+            keys,
+            rate_limiter,
+            flood_guard,
+            tasks,
+        })
+    }
+}
+
+/// Whether the per-user limiter's state can carry over: the same limits in the same store.
+fn same_user_limits(previous: Option<&RateLimitSettings>, next: &RateLimitSettings) -> bool {
+    previous.is_some_and(|p| {
+        p.default == next.default
+            && p.overrides == next.overrides
+            && p.backend == next.backend
+            && p.max_tracked_users == next.max_tracked_users
+    })
+}
+
+/// Probes the upstream until it answers once, so that readiness does not wait for real traffic.
+async fn probe_upstream(upstream: Arc<Upstream>) {
+    while !upstream.has_answered() && !upstream.probe().await {
+        tokio::time::sleep(super::UPSTREAM_PROBE_INTERVAL).await;
+    }
+}
