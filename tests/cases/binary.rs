@@ -455,3 +455,29 @@ fn check_config_warns_about_public_paths() {
     let (_, out, _) = portcullis(&["check-config", "--config", &path]);
     assert!(out.contains("PASS authentication configured"), "{out}");
 }
+
+#[test]
+fn kubernetes_example_passes_check_config_strict() {
+    // The init container runs exactly this on the ConfigMap's config: it must pass as shipped,
+    // once the files its Secrets provide exist.
+    const SECRETS: &str = "/run/secrets/portcullis/";
+    let yaml = std::fs::read_to_string("config/kubernetes/sidecar.yaml").unwrap();
+    let toml = crate::common::examples::kubernetes_config_toml(&yaml);
+    assert!(toml.contains(SECRETS));
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let auth = dir.path().join("auth");
+    std::fs::create_dir_all(&tls).unwrap();
+    std::fs::create_dir_all(&auth).unwrap();
+    let pki = TestPki::create(&tls);
+    std::fs::rename(&pki.cert_file, tls.join("tls.crt")).unwrap();
+    std::fs::rename(&pki.key_file, tls.join("tls.key")).unwrap();
+    let key = crate::common::keys::TestKey::es256("idp-1");
+    std::fs::write(auth.join("jwks.json"), crate::common::keys::jwks(&[&key])).unwrap();
+    let text = toml.replace(SECRETS, &format!("{}/", dir.path().display()));
+    let path = write_config(dir.path(), &text);
+
+    let (code, out, err) = portcullis(&["check-config", "--strict", "--config", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("result: OK, 0 warnings"), "{out}");
+}

@@ -2,25 +2,46 @@
 
 use portcullis::config::{Config, ConfigError};
 
+use crate::common::examples;
+
 const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
 
 fn error_of(toml: &str) -> ConfigError {
     Config::from_toml(toml, "test.toml").expect_err("config must be refused")
 }
 
-#[test]
-fn every_file_in_config_parses() {
-    let mut checked = 0;
-    for entry in std::fs::read_dir("config").unwrap() {
+/// Every file under `config/`, depth first.
+fn config_files(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            portcullis::config::parse_raw(&text, &path.display().to_string())
-                .unwrap_or_else(|e| panic!("{e}"));
-            checked += 1;
+        if path.is_dir() {
+            config_files(&path, files);
+        } else {
+            files.push(path);
         }
     }
-    assert!(checked >= 1);
+}
+
+#[test]
+fn every_file_in_config_parses() {
+    let mut files = Vec::new();
+    config_files(std::path::Path::new("config"), &mut files);
+    assert!(files.len() >= 3, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => {
+                portcullis::config::parse_raw(&text, &name).unwrap_or_else(|e| panic!("{e}"));
+            }
+            Some("yaml") => {
+                let toml = examples::kubernetes_config_toml(&text);
+                portcullis::config::parse_raw(&toml, &name).unwrap_or_else(|e| panic!("{e}"));
+            }
+            Some("service") => assert!(!examples::systemd_directives(&text).is_empty()),
+            _ => panic!("{name}: no test reads this kind of file; add one"),
+        }
+    }
 }
 
 #[test]
@@ -156,15 +177,7 @@ fn invalid_values_are_refused() {
 #[test]
 fn kubernetes_example_embeds_a_valid_config() {
     let yaml = std::fs::read_to_string("config/kubernetes/sidecar.yaml").unwrap();
-    let start = yaml
-        .find("portcullis.toml: |\n")
-        .expect("ConfigMap holds portcullis.toml")
-        + 19;
-    let toml: String = yaml[start..]
-        .lines()
-        .take_while(|l| l.is_empty() || l.starts_with("    "))
-        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-        .collect();
+    let toml = examples::kubernetes_config_toml(&yaml);
     let raw =
         portcullis::config::parse_raw(&toml, "sidecar.yaml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(raw.upstream.url, "http://127.0.0.1:8080");
@@ -172,20 +185,115 @@ fn kubernetes_example_embeds_a_valid_config() {
         raw.admin.and_then(|a| a.listen).as_deref(),
         Some("127.0.0.1:9901")
     );
+    // Every file the config names lies under a Secret mounted read-only in both the init
+    // container and the gateway; `binary::kubernetes_example_passes_check_config_strict`
+    // validates it whole with those files made at test time.
     let tls = raw.server.tls.expect("TLS from the Secret");
-    assert_eq!(tls.cert_file, "/etc/portcullis/tls/tls.crt");
-    // The certificates come from a Secret at deploy time; everything else validates here.
-    let without_tls = toml.replace("[server.tls]", "[unused_tls]");
-    let without_tls: String = without_tls
-        .lines()
-        .filter(|l| {
-            !l.starts_with("[unused_tls]")
-                && !l.starts_with("cert_file")
-                && !l.starts_with("key_file")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    Config::from_toml(&without_tls, "sidecar.yaml").unwrap();
+    let auth = raw.auth.expect("[auth] configured");
+    let files = [
+        tls.cert_file,
+        tls.key_file,
+        auth.jwks_file.expect("jwks_file from the Secret"),
+    ];
+    for file in &files {
+        let dir = &file[..file.rfind('/').unwrap()];
+        let mount = format!("mountPath: {dir}, readOnly: true }}");
+        assert_eq!(yaml.matches(&mount).count(), 2, "{file}: {mount}");
+    }
+    assert!(
+        yaml.contains(
+            r#"args: ["check-config", "--strict", "--config", "/etc/portcullis/portcullis.toml"]"#
+        ),
+        "the init container checks the gateway's config strictly"
+    );
+    for setting in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "drop: [\"ALL\"]",
+        "type: RuntimeDefault",
+        "defaultMode: 0440",
+        "readinessProbe:",
+        "livenessProbe:",
+    ] {
+        assert!(yaml.contains(setting), "missing {setting}");
+    }
+}
+
+#[test]
+fn systemd_unit_runs_the_gateway_hardened() {
+    let unit = std::fs::read_to_string("config/systemd/portcullis.service").unwrap();
+    let directives = examples::systemd_directives(&unit);
+    let service = |key: &str| -> Vec<&str> {
+        directives
+            .iter()
+            .filter(|(s, k, _)| s == "Service" && k == key)
+            .map(|(_, _, v)| v.as_str())
+            .collect()
+    };
+    let one = |key: &str| -> &str {
+        match service(key).as_slice() {
+            [value] => value,
+            values => panic!("{key}: expected once, found {values:?}"),
+        }
+    };
+    const CONFIG: &str = "--config /etc/portcullis/portcullis.toml";
+    assert_eq!(
+        one("ExecStart"),
+        format!("/usr/local/bin/portcullis run {CONFIG}")
+    );
+    assert_eq!(
+        one("ExecStartPre"),
+        format!("/usr/local/bin/portcullis check-config --strict {CONFIG}")
+    );
+    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(one("KillSignal"), "SIGTERM");
+    assert_eq!(one("Type"), "exec", "the binary does not send sd_notify");
+    assert_eq!(one("RestartPreventExitStatus"), "64");
+    // systemd must wait out the drain before it sends SIGKILL.
+    let stop = humantime::parse_duration(one("TimeoutStopSec")).unwrap();
+    let default_grace = Config::from_toml(MINIMAL, "m.toml")
+        .unwrap()
+        .server
+        .shutdown_grace;
+    assert!(stop > default_grace, "{stop:?} <= {default_grace:?}");
+
+    for (key, value) in [
+        ("DynamicUser", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectKernelModules", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("ProtectControlGroups", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("RestrictNamespaces", "yes"),
+        ("LockPersonality", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("LogsDirectory", "portcullis"),
+    ] {
+        assert_eq!(one(key), value, "{key}");
+    }
+    assert_eq!(
+        service("SystemCallFilter"),
+        ["@system-service", "~@privileged @resources"]
+    );
+
+    // The config reaches each credential under the path systemd gives it.
+    let credentials = service("LoadCredential");
+    assert!(credentials.len() >= 2, "{credentials:?}");
+    for credential in credentials {
+        let (name, source) = credential.split_once(':').unwrap();
+        assert!(source.starts_with("/etc/portcullis/"), "{credential}");
+        let path = format!("/run/credentials/portcullis.service/{name}");
+        assert!(unit.contains(&format!("\"{path}\"")), "{path} not shown");
+    }
 }
 
 fn auth_error(auth: &str) -> ConfigError {
