@@ -52,6 +52,8 @@ pub enum Decision {
     AuthInvalid,
     /// An expired token: 401.
     AuthExpired,
+    /// A valid token whose id or subject is revoked: 401.
+    AuthRevoked,
     /// A valid token without the required scopes: 403.
     Forbidden,
     /// The user exceeded the per-user limit: 429.
@@ -86,6 +88,7 @@ impl Decision {
             Decision::AuthMissing => "auth_missing",
             Decision::AuthInvalid => "auth_invalid",
             Decision::AuthExpired => "auth_expired",
+            Decision::AuthRevoked => "auth_revoked",
             Decision::Forbidden => "forbidden",
             Decision::RateLimited => "rate_limited",
             Decision::IpRateLimited => "ip_rate_limited",

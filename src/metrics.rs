@@ -81,6 +81,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabel, Counter>,
     /// When the serving certificate expires, in seconds since the Unix epoch.
     pub tls_certificate_expiry: Gauge,
+    /// Revocation list reloads, by result.
+    pub revocation_reloads: Family<ResultLabel, Counter>,
 }
 
 /// Labels of the validation match counter.
@@ -257,8 +259,21 @@ impl Metrics {
                 "When the serving certificate expires (notAfter), in Unix seconds",
                 Gauge::default(),
             ),
+            revocation_reloads: register(
+                registry,
+                "revocation_list_reloads",
+                "Revocation list file reloads, by result",
+                Family::<ResultLabel, Counter>::default(),
+            ),
             registry: root,
         }
+    }
+
+    /// Counts a revocation list reload by result (`ok`, `failed`).
+    pub fn revocation_reload(&self, result: &'static str) {
+        self.revocation_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// Counts a configuration reload by result (`ok`, `failed`).

@@ -28,6 +28,8 @@ pub enum Refusal {
     Expired,
     /// Any other reason the token is not acceptable: `auth_invalid`, with the reason class.
     Invalid(&'static str),
+    /// A valid token whose id or subject is on the revocation list: `auth_revoked`.
+    Revoked,
 }
 
 /// The verification outcome before the cache: a refusal, or a key id the key set lacks.
@@ -209,11 +211,17 @@ fn principal_from(claims: &Map<String, Value>, policy: &Policy) -> Result<Princi
             Some((name.clone(), text))
         })
         .collect();
+    let text_claim = |name: &str| match claims.get(name) {
+        Some(Value::String(s)) => Some(s.as_str().into()),
+        _ => None,
+    };
     Ok(Principal {
         user,
         scopes,
         identity_headers,
         claims: retained,
+        subject: text_claim("sub"),
+        token_id: text_claim("jti"),
     })
 }
 

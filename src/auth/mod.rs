@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod keys;
 pub mod mint;
 pub mod principal;
+pub mod revocation;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use cache::TokenCache;
 use jwks::KeyStore;
 use jwt::{Failure, MAX_TOKEN_BYTES, Policy, Refusal};
 pub use principal::Principal;
+use revocation::Revocations;
 
 /// Everything the authentication stage needs, built once from `[auth]`.
 #[derive(Debug)]
@@ -39,6 +41,7 @@ pub struct Authenticator {
     location: TokenLocation,
     required_scopes: Vec<String>,
     public_paths: Vec<String>,
+    revocations: Option<Arc<Revocations>>,
     metrics: Arc<Metrics>,
 }
 
@@ -71,6 +74,10 @@ impl Authenticator {
             location: settings.token_location.clone(),
             required_scopes: settings.required_scopes.clone(),
             public_paths: settings.public_paths.clone(),
+            revocations: match &settings.revocation_file {
+                None => None,
+                Some(path) => Some(Arc::new(Revocations::load(path)?)),
+            },
             metrics,
         })
     }
@@ -80,8 +87,26 @@ impl Authenticator {
         self.keys.clone()
     }
 
-    /// Verifies a token, from the cache when it was verified before.
+    /// The revocation list, when one is configured (for the file watcher).
+    pub fn revocations(&self) -> Option<Arc<Revocations>> {
+        self.revocations.clone()
+    }
+
+    /// Verifies a token (from the cache when it was verified before) and refuses it when its id
+    /// or subject is revoked; the revocation check runs on every request, cached or not.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
+        let principal = self.verify_signed(token).await?;
+        if self
+            .revocations
+            .as_ref()
+            .is_some_and(|r| r.refuses(&principal))
+        {
+            return Err(Refusal::Revoked);
+        }
+        Ok(principal)
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::Invalid("token_too_large"));
         }

@@ -20,6 +20,10 @@ pub struct Principal {
     pub identity_headers: Vec<(HeaderName, HeaderValue)>,
     /// Claims later stages look at (rate-limit overrides), as text.
     pub claims: Vec<(String, String)>,
+    /// The `sub` claim, checked against the revocation list.
+    pub subject: Option<Box<str>>,
+    /// The `jti` claim, checked against the revocation list.
+    pub token_id: Option<Box<str>>,
 }
 
 impl Principal {

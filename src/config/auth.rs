@@ -1,6 +1,6 @@
 //! Validation of `[auth]` into [`AuthSettings`], with its keys loaded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use super::secret::Secret;
 use super::{ConfigError, Locator};
 use crate::auth::jwks::RemoteJwksSettings;
 use crate::auth::keys::{VerifyingKey, hmac_key, keys_from_jwks};
+use crate::auth::revocation::RevokedList;
 use crate::headers::GATEWAY_HEADER_PREFIX;
 use crate::server::tls;
 
@@ -57,6 +58,8 @@ pub struct AuthSettings {
     pub user_claim: String,
     /// Scopes every token must carry.
     pub required_scopes: Vec<String>,
+    /// The revocation list file, watched for changes.
+    pub revocation_file: Option<PathBuf>,
     /// Keys from `jwks_file` and `hmac_keys`.
     pub static_keys: Vec<Arc<VerifyingKey>>,
     /// The remote JWK set.
@@ -208,6 +211,14 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
             .unwrap_or(usize::MAX)
             .clamp(1, 10_000_000),
     };
+    let revocation_file = match &raw.revocation_file {
+        None => None,
+        Some(path) => {
+            let path = PathBuf::from(path);
+            RevokedList::read(&path).map_err(|m| at.error("auth.revocation_file", m))?;
+            Some(path)
+        }
+    };
     Ok(AuthSettings {
         algorithms,
         issuer: raw.issuer.clone(),
@@ -226,5 +237,6 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
         cache_capacity,
         cache_max_ttl: raw.cache_max_ttl.unwrap_or(DEFAULT_CACHE_MAX_TTL),
         retained_claims: Vec::new(),
+        revocation_file,
     })
 }

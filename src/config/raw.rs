@@ -125,6 +125,8 @@ pub struct RawAuth {
     pub jwks_url: Option<String>,
     /// Path of a JWK set file.
     pub jwks_file: Option<String>,
+    /// File listing revoked token ids and subjects (`jti <id>` / `sub <subject>` lines).
+    pub revocation_file: Option<String>,
     /// How often `jwks_url` is fetched again.
     #[serde(default, with = "humantime_serde")]
     pub jwks_refresh: Option<Duration>,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::audit::{AuditSink, Auditor};
 use crate::auth::Authenticator;
 use crate::auth::jwks::KeyStore;
+use crate::auth::revocation::Revocations;
 use crate::config::{Config, RateLimitSettings};
 use crate::headers::SecurityHeaders;
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct Policy {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// The per-IP flood guard.
     pub flood_guard: Option<Arc<FloodGuard>>,
+    /// The revocation list, when one is configured.
+    pub revocations: Option<Arc<Revocations>>,
     /// Background work owned by this policy (key refresh, upstream probe); stopped with it.
     tasks: Vec<tokio::task::AbortHandle>,
 }
@@ -94,6 +97,7 @@ impl Policy {
             None => None,
         };
         let keys = authenticator.as_ref().map(|a| a.key_store());
+        let revocations = authenticator.as_ref().and_then(|a| a.revocations());
         if let (Some(keys), Some(old)) = (&keys, previous.and_then(|p| p.keys.as_ref())) {
             keys.inherit(old);
         }
@@ -157,6 +161,7 @@ impl Policy {
             keys,
             rate_limiter,
             flood_guard,
+            revocations,
             tasks,
         })
     }

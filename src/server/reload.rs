@@ -8,16 +8,19 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::auth::revocation::ListUpdate;
 use crate::config::Config;
 
 use super::Policies;
 use super::policy::{Policy, Shared};
 use super::tls::Rotation;
 
-/// How often files are checked when TLS is off (nothing else is watched yet).
-const IDLE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often certificate files are checked when `[server.tls]` does not say.
+const DEFAULT_CERT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the revocation list file is checked: a revocation applies within about this time.
+pub const REVOCATION_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reloads a running gateway; cheap to clone.
 #[derive(Debug, Clone)]
@@ -115,19 +118,45 @@ impl Reloader {
         Some(rotation)
     }
 
-    /// Watches the certificate files for rotation, forever.
+    /// Re-reads the revocation list if its file changed.
+    pub fn check_revocations(&self) -> Option<ListUpdate> {
+        let revocations = self.policies.load().revocations.clone()?;
+        let update = revocations.check();
+        match &update {
+            ListUpdate::Unchanged => {}
+            ListUpdate::Loaded(entries) => {
+                self.shared.metrics.revocation_reload("ok");
+                tracing::info!(entries, "revocation list reloaded");
+            }
+            ListUpdate::Refused(reason) => {
+                self.shared.metrics.revocation_reload("failed");
+                tracing::error!(
+                    reason = %reason,
+                    "revocation list refused; the list in force stays"
+                );
+            }
+        }
+        Some(update)
+    }
+
+    /// Watches the certificate files and the revocation list for changes, forever.
     pub async fn watch_files(self) {
+        let mut certs_checked = Instant::now();
         loop {
-            let interval = self
+            let cert_interval = self
                 .policies
                 .load()
                 .config
                 .server
                 .tls
                 .as_ref()
-                .map_or(IDLE_WATCH_INTERVAL, |t| t.watch_interval);
-            tokio::time::sleep(interval).await;
-            self.check_certificates(false);
+                .map_or(DEFAULT_CERT_WATCH_INTERVAL, |t| t.watch_interval);
+            tokio::time::sleep(cert_interval.min(REVOCATION_WATCH_INTERVAL)).await;
+            if certs_checked.elapsed() >= cert_interval {
+                certs_checked = Instant::now();
+                self.check_certificates(false);
+            }
+            self.check_revocations();
         }
     }
 

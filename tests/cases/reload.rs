@@ -414,3 +414,85 @@ async fn certificate_files_are_watched_through_a_symlink_swap() {
     let reply = gateway.client().get(&gateway.url("/after")).await;
     assert_eq!(reply.status, 200);
 }
+
+async fn call_with(gateway: &TestGateway, token: &str) -> crate::common::Reply {
+    gateway
+        .client()
+        .send_whole(
+            Request::get(gateway.url("/revocable"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn revoked_tokens_and_subjects_are_refused_even_when_cached() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::hs256("hs-1");
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "# nothing revoked yet\n").unwrap();
+    let mut options = authenticated(dir.path(), &key, "requests = 1000\nwindow = \"60s\"");
+    options.extra = options.extra.replace(
+        "[[auth.hmac_keys]]",
+        &format!(
+            "revocation_file = \"{}\"\n\n[[auth.hmac_keys]]",
+            revoked.display()
+        ),
+    );
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
+    let token = |sub: &str, jti: &str| {
+        let mut c = claims(sub);
+        c["jti"] = jti.into();
+        key.sign(&c)
+    };
+    let (alice, bob, carol) = (
+        token("alice", "t-1"),
+        token("bob", "t-2"),
+        token("carol", "t-3"),
+    );
+    for t in [&alice, &bob, &carol] {
+        assert_eq!(call(&gateway, t).await, 200, "verified and now cached");
+    }
+
+    std::fs::write(&revoked, "jti t-1\nsub bob\n").unwrap();
+    crate::common::wait_until("the revocation applies", || async {
+        call(&gateway, &alice).await == 401
+    })
+    .await;
+    let seen = upstream.seen().len();
+    let reply = call_with(&gateway, &bob).await;
+    let problem = crate::common::assert_problem(&reply, 401);
+    assert_eq!(problem["type"], "urn:portcullis:problem:invalid-token");
+    let record = gateway.audit_record(&reply.request_id()).await;
+    assert_eq!(record["decision"], "auth_revoked");
+    assert_eq!(record["rule"], "token_revoked");
+    assert_eq!(call(&gateway, &carol).await, 200, "others unaffected");
+    assert_eq!(
+        upstream.seen().len(),
+        seen + 1,
+        "only carol's request was forwarded"
+    );
+
+    // A broken list is refused; the list in force stays.
+    std::fs::write(&revoked, "user carol\n").unwrap();
+    crate::common::wait_until("the broken list is refused", || async {
+        gateway
+            .metric("portcullis_revocation_list_reloads_total{result=\"failed\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert_eq!(call(&gateway, &alice).await, 401);
+    assert_eq!(call(&gateway, &carol).await, 200);
+
+    // Lifting the revocation readmits the token.
+    std::fs::write(&revoked, "sub bob\n").unwrap();
+    crate::common::wait_until("the revocation is lifted", || async {
+        call(&gateway, &alice).await == 200
+    })
+    .await;
+    assert_eq!(call(&gateway, &bob).await, 401);
+}
