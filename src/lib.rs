@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod file_stamp;
 pub mod head_limit;
 pub mod headers;
 pub mod metrics;

@@ -10,12 +10,12 @@
 //! starting with `#` are ignored.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+
+use crate::file_stamp::FileStamp;
 
 use super::Principal;
 
@@ -102,13 +102,13 @@ pub enum ListUpdate {
 pub struct Revocations {
     path: PathBuf,
     list: ArcSwap<RevokedList>,
-    seen: Mutex<Option<(u64, u64, u64, Option<SystemTime>)>>,
+    seen: Mutex<Option<FileStamp>>,
 }
 
 impl Revocations {
     /// Loads the list from `path`.
     pub fn load(path: &Path) -> Result<Revocations, String> {
-        let seen = stamp(path);
+        let seen = FileStamp::of(path);
         let list = RevokedList::read(path)?;
         Ok(Revocations {
             path: path.to_owned(),
@@ -128,7 +128,7 @@ impl Revocations {
         let Ok(mut seen) = self.seen.lock() else {
             return ListUpdate::Unchanged;
         };
-        let now = stamp(&self.path);
+        let now = FileStamp::of(&self.path);
         if now == *seen {
             return ListUpdate::Unchanged;
         }
@@ -142,12 +142,6 @@ impl Revocations {
             Err(reason) => ListUpdate::Refused(reason),
         }
     }
-}
-
-/// Device, inode, size and modification time, read through symlinks.
-fn stamp(path: &Path) -> Option<(u64, u64, u64, Option<SystemTime>)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.dev(), meta.ino(), meta.len(), meta.modified().ok()))
 }
 
 #[cfg(test)]
