@@ -173,6 +173,11 @@ impl Gateway {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The audit log's sender, for [`AuditSink::reopen`] after log rotation.
+    pub fn audit_sink(&self) -> AuditSink {
+        self.audit.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains connections and flushes the audit log.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let Gateway {
