@@ -1,4 +1,5 @@
-//! The command line: `run` (the default), `check-config` and `dev`.
+//! The command line: `run` (the default), `check-config`, `dev`, `token`, `healthcheck` and
+//! `audit-verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +76,13 @@ pub enum Command {
         /// Ask /healthz (the process is up) instead of /readyz (ready for traffic).
         #[arg(long)]
         live: bool,
+    },
+    /// Check the hash chain of audit log files (oldest first): exit 0 when intact, 1 at the first
+    /// broken line (named by number, never by content), 2 when a file cannot be read.
+    AuditVerify {
+        /// Audit log files in rotation order, oldest first.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -161,6 +169,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             let config_path = cli.config_path().to_owned();
             with_runtime(|| healthcheck(config_path, path))
         }
+        Some(Command::AuditVerify { files }) => audit_verify(files),
         Some(Command::Run) | None => {
             let config = match Config::load(cli.config_path()) {
                 Ok(config) => config,
@@ -242,6 +251,39 @@ fn check_config(path: &Path, strict: bool) -> ExitCode {
     } else {
         println!("result: OK, {warns} warnings");
         ExitCode::SUCCESS
+    }
+}
+
+fn audit_verify(files: &[PathBuf]) -> ExitCode {
+    match crate::audit::chain::verify(files) {
+        Ok(summary) => {
+            let seqs = match (summary.first_seq, summary.last_seq) {
+                (Some(first), Some(last)) => format!(", seq {first} to {last}"),
+                _ => String::new(),
+            };
+            println!(
+                "intact: {} records{seqs} in {} file(s)",
+                summary.records,
+                files.len()
+            );
+            if let Some(first) = summary.first_seq.filter(|&s| s > 1) {
+                println!(
+                    "note: the chain starts at seq {first}; earlier records are in files not given"
+                );
+            }
+            if let Some(hash) = summary.last_hash {
+                println!("last line sha256: {hash}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ crate::audit::chain::VerifyError::Broken { .. }) => {
+            println!("broken: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

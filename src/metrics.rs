@@ -51,6 +51,10 @@ pub struct Metrics {
     pub audit_queue_full: Counter<u64, AtomicU64>,
     /// Audit records that could not be written.
     pub audit_write_errors: Counter<u64, AtomicU64>,
+    /// Audit records dropped because the queue was full (`on_overflow = "drop"`).
+    pub audit_dropped: Counter<u64, AtomicU64>,
+    /// Audit records waiting for the writer, as the writer last found them.
+    pub audit_queue_depth: Gauge,
     /// Token verifications (signature and claims), by result.
     pub verifications: Family<ResultLabel, Counter>,
     /// Requests whose token was served from the verified-token cache.
@@ -168,6 +172,18 @@ impl Metrics {
                 "audit_write_errors",
                 "Audit records that could not be written",
                 Counter::default(),
+            ),
+            audit_dropped: register(
+                registry,
+                "audit_dropped",
+                "Audit records dropped because the audit queue was full",
+                Counter::default(),
+            ),
+            audit_queue_depth: register(
+                registry,
+                "audit_queue_depth",
+                "Audit records waiting for the writer",
+                Gauge::default(),
             ),
             verifications: register(
                 registry,

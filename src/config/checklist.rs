@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{AuditSettings, Config, RateLimitBackend};
+use super::{AuditOutput, Config, RateLimitBackend};
 
 /// The verdict of one checklist item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +115,13 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             ),
         },
     });
-    items.push(match &config.audit {
-        AuditSettings::Stdout => item(
+    items.push(match &config.audit.output {
+        AuditOutput::Stdout => item(
             Status::Pass,
             "audit log enabled",
             "one JSON record per request on stdout",
         ),
-        AuditSettings::File(path) => Item {
+        AuditOutput::File(path) => Item {
             status: Status::Pass,
             name: "audit log enabled",
             why: format!("one JSON record per request appended to {}", path.display()),

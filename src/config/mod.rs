@@ -57,6 +57,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_HSTS: &str = "max-age=63072000; includeSubDomains";
 /// Default `Content-Security-Policy`: an agent API serves no active content.
 pub const DEFAULT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+/// Default number of audit records that may wait for the writer.
+pub const DEFAULT_AUDIT_QUEUE_CAPACITY: usize = 64 * 1024;
+/// Largest accepted `audit.queue_capacity` (the queue's slots are allocated up front).
+pub const MAX_AUDIT_QUEUE_CAPACITY: usize = 4 * 1024 * 1024;
 
 /// A configuration that failed to load: where, which key, and what is wrong.
 ///
@@ -189,11 +193,45 @@ pub struct HeaderSettings {
 
 /// Validated `[audit]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditSettings {
+pub struct AuditSettings {
+    /// Where records go.
+    pub output: AuditOutput,
+    /// What a request does when the queue is full.
+    pub on_overflow: OnOverflow,
+    /// Most records waiting for the writer.
+    pub queue_capacity: usize,
+    /// Whether every record carries `seq` and the SHA-256 of the line before it (`prev_hash`).
+    pub hash_chain: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            output: AuditOutput::Stdout,
+            on_overflow: OnOverflow::Block,
+            queue_capacity: DEFAULT_AUDIT_QUEUE_CAPACITY,
+            hash_chain: false,
+        }
+    }
+}
+
+/// `audit.output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
     /// JSON lines on standard output.
     Stdout,
     /// JSON lines appended to a file.
     File(PathBuf),
+}
+
+/// `audit.on_overflow`: what happens to a record when the audit queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOverflow {
+    /// The request waits for room (back-pressure); no record is lost.
+    Block,
+    /// The record is dropped, counted in `portcullis_audit_dropped_total` and reported in the
+    /// next written record's `dropped_before`; the request does not wait.
+    Drop,
 }
 
 impl Config {
@@ -243,11 +281,7 @@ impl Config {
                 at,
             )?,
         };
-        let audit = match raw.audit.output.as_deref() {
-            None | Some("stdout") => AuditSettings::Stdout,
-            Some("") => return Err(at.error("audit.output", "must be \"stdout\" or a file path")),
-            Some(path) => AuditSettings::File(PathBuf::from(path)),
-        };
+        let audit = validate_audit(&raw, at)?;
         let rate_limit = match &raw.rate_limit {
             None => None,
             Some(raw_limit) => Some(rate_limit::validate(raw_limit, at)?),
@@ -282,6 +316,38 @@ impl Config {
             audit,
         })
     }
+}
+
+fn validate_audit(raw: &RawConfig, at: &Locator<'_>) -> Result<AuditSettings, ConfigError> {
+    let a = &raw.audit;
+    let output = match a.output.as_deref() {
+        None | Some("stdout") => AuditOutput::Stdout,
+        Some("") => return Err(at.error("audit.output", "must be \"stdout\" or a file path")),
+        Some(path) => AuditOutput::File(PathBuf::from(path)),
+    };
+    let on_overflow = match a.on_overflow.as_deref() {
+        None | Some("block") => OnOverflow::Block,
+        Some("drop") => OnOverflow::Drop,
+        Some(_) => return Err(at.error("audit.on_overflow", "must be \"block\" or \"drop\"")),
+    };
+    let queue_capacity = match a.queue_capacity {
+        None => DEFAULT_AUDIT_QUEUE_CAPACITY,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if (1..=MAX_AUDIT_QUEUE_CAPACITY).contains(&n) => n,
+            _ => {
+                return Err(at.error(
+                    "audit.queue_capacity",
+                    format!("must be between 1 and {MAX_AUDIT_QUEUE_CAPACITY}"),
+                ));
+            }
+        },
+    };
+    Ok(AuditSettings {
+        output,
+        on_overflow,
+        queue_capacity,
+        hash_chain: a.hash_chain.unwrap_or(false),
+    })
 }
 
 fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, ConfigError> {

@@ -286,4 +286,10 @@ pub struct RawHeaders {
 pub struct RawAudit {
     /// `stdout` or a file path (JSON lines, appended).
     pub output: Option<String>,
+    /// `block` or `drop`: what a request does when the audit queue is full.
+    pub on_overflow: Option<String>,
+    /// Most records waiting for the writer.
+    pub queue_capacity: Option<u64>,
+    /// Chain every record to the one before it by SHA-256 (`seq`, `prev_hash`).
+    pub hash_chain: Option<bool>,
 }

@@ -139,6 +139,11 @@ impl Gateway {
         Reloader::new(self.policies.clone(), self.shared.clone())
     }
 
+    /// The audit log's sender, for [`AuditSink::reopen`] after log rotation.
+    pub fn audit_sink(&self) -> AuditSink {
+        self.shared.audit.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains connections and flushes the audit log.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let Gateway {

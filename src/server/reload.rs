@@ -88,6 +88,11 @@ impl Reloader {
         Ok(Applied { needs_restart })
     }
 
+    /// Makes the audit writer reopen its file (after logrotate moved it away).
+    pub fn reopen_audit(&self) {
+        self.shared.audit.reopen();
+    }
+
     fn refused(&self, reason: &str) {
         self.shared.metrics.config_reload("failed");
         tracing::error!(
@@ -196,21 +201,36 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
 }
 
 /// Acts on the operator's signals until aborted: SIGHUP reloads the config file at `path` (and
-/// with it keys, limits, rules, headers, upstream settings and certificates).
+/// with it keys, limits, rules, headers, upstream settings, certificates and the revocation list)
+/// and reopens the audit file; SIGUSR1 only reopens the audit file (after logrotate moved it).
 pub async fn on_signals(reloader: Reloader, path: std::path::PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reload needs a restart");
+    let (mut hangup, mut user1) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) {
+        (Ok(hangup), Ok(user1)) => (hangup, user1),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP and SIGUSR1; reload needs a restart");
             return;
         }
     };
-    while hangup.recv().await.is_some() {
-        tracing::info!(config = %path.display(), "SIGHUP received: reloading");
-        if !reloader.reload_file(&path).await {
-            // The certificate files may have been renewed even if the config is broken.
-            reloader.check_certificates(false);
+    loop {
+        tokio::select! {
+            Some(()) = hangup.recv() => {
+                tracing::info!(config = %path.display(), "SIGHUP received: reloading");
+                if !reloader.reload_file(&path).await {
+                    // The certificate files may have been renewed even if the config is broken.
+                    reloader.check_certificates(false);
+                }
+                reloader.check_revocations();
+                reloader.reopen_audit();
+            }
+            Some(()) = user1.recv() => {
+                tracing::info!("SIGUSR1 received: reopening the audit log");
+                reloader.reopen_audit();
+            }
+            else => return,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{MockUpstream, Options, TestPki, config_text};
 
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn portcullis(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -20,7 +20,7 @@ fn portcullis(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn write_config(dir: &std::path::Path, text: &str) -> String {
+pub(crate) fn write_config(dir: &std::path::Path, text: &str) -> String {
     let path = dir.join("portcullis.toml");
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
@@ -28,7 +28,7 @@ fn write_config(dir: &std::path::Path, text: &str) -> String {
 
 /// A config like the harness's, but listening on a fixed free port (a spawned binary cannot
 /// report the port it got).
-fn config_on_free_port(
+pub(crate) fn config_on_free_port(
     pki: &TestPki,
     upstream: &str,
     audit: &std::path::Path,
@@ -46,7 +46,11 @@ fn config_on_free_port(
 }
 
 /// Runs the binary with `path` and `envs`, stdout and stderr piped, and waits until it listens.
-async fn run_listening(path: &str, port: u16, envs: &[(&str, &str)]) -> std::process::Child {
+pub(crate) async fn run_listening(
+    path: &str,
+    port: u16,
+    envs: &[(&str, &str)],
+) -> std::process::Child {
     let child = Command::new(BIN)
         .args(["run", "--config", path])
         .envs(envs.iter().copied())

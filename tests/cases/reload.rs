@@ -73,7 +73,7 @@ fn steady_load(
                     if task == tasks {
                         client = TestClient::new(&pki, false);
                     }
-                    let ok = client.try_get(&url).await == Ok(200);
+                    let ok = client.try_get(&url).await.is_ok_and(|r| r.status == 200);
                     sent.fetch_add(1, Ordering::Relaxed);
                     failed.fetch_add(u64::from(!ok), Ordering::Relaxed);
                 }
@@ -168,6 +168,30 @@ async fn sighup_reloads_ten_times_under_load_without_a_failed_request() {
     );
     assert!(sent > 100, "the load kept running ({sent} requests)");
     assert_eq!(failed, 0, "no request failed during the reloads");
+
+    // logrotate's move-then-signal: SIGUSR1 reopens the audit file at its configured path.
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    let sent = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let reply = probe
+            .get(&format!("https://localhost:{port}/after-rotation"))
+            .await;
+        let id = reply.request_id();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if std::fs::read_to_string(&audit).is_ok_and(|log| log.contains(&id)) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no new audit file after SIGUSR1");
+    };
+    let old_log = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old_log.lines().count() > 100);
+    assert!(!old_log.contains(&id));
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -21,6 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use portcullis::audit::AuditSink;
 use portcullis::config::Config;
 use portcullis::server::{Gateway, Reloader};
 use serde_json::Value;
@@ -42,6 +43,10 @@ pub struct Options {
     pub extra: String,
     /// Serve plain HTTP instead of TLS.
     pub plain: bool,
+    /// Lines added to `[audit]`.
+    pub audit: String,
+    /// The audit log to write instead of a fresh one in the gateway's temp dir.
+    pub audit_file: Option<PathBuf>,
 }
 
 /// A running gateway with its temp dir (config, certificates, audit log).
@@ -55,6 +60,8 @@ pub struct TestGateway {
     /// Reloads the running gateway, as SIGHUP does.
     pub reloader: Reloader,
     upstream_url: String,
+    /// The gateway's audit sink (to reopen or flush the log).
+    pub audit_sink: AuditSink,
     /// Holds the config, certificates and audit log until the gateway is dropped.
     _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -69,7 +76,10 @@ impl TestGateway {
     pub async fn start_with(upstream_url: &str, options: Options) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let pki = Arc::new(TestPki::create(dir.path()));
-        let audit_path = dir.path().join("audit.log");
+        let audit_path = options
+            .audit_file
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit.log"));
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(
             &config_path,
@@ -81,6 +91,7 @@ impl TestGateway {
         let addr = gateway.local_addr();
         let admin = gateway.admin_addr().unwrap();
         let reloader = gateway.reloader();
+        let audit_sink = gateway.audit_sink();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(async move {
             let _ = rx.await;
@@ -93,6 +104,7 @@ impl TestGateway {
             config_path,
             reloader,
             upstream_url: upstream_url.to_owned(),
+            audit_sink,
             _dir: dir,
             shutdown: Some(tx),
             task: Some(task),
@@ -204,10 +216,11 @@ pub fn config_text(pki: &TestPki, upstream_url: &str, audit: &Path, options: &Op
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{server}\n{tls}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [upstream]\nurl = \"{upstream_url}\"\n{upstream}\n\n\
-         [audit]\noutput = \"{audit}\"\n\n{extra}\n",
+         [audit]\noutput = \"{audit}\"\n{audit_lines}\n\n{extra}\n",
         server = options.server,
         upstream = options.upstream,
         audit = audit.display(),
+        audit_lines = options.audit,
         extra = options.extra,
     )
 }
@@ -254,7 +267,8 @@ impl Reply {
     }
 }
 
-/// A real HTTPS client trusting the test CA.
+/// A real HTTPS client trusting the test CA; clones share one connection pool.
+#[derive(Clone)]
 pub struct TestClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
@@ -300,20 +314,21 @@ impl TestClient {
         }
     }
 
-    /// The status of a GET, or why it failed (for load loops that count failures).
-    pub async fn try_get(&self, url: &str) -> Result<u16, String> {
+    /// A GET whose failure (connection refused or closed, timeout) is an answer, not a panic.
+    pub async fn try_get(&self, url: &str) -> Result<Reply, String> {
         let request = Request::get(url).body(Full::default()).unwrap();
         let response = tokio::time::timeout(Duration::from_secs(15), self.client.request(request))
             .await
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(status)
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        })
     }
 
     pub async fn get(&self, url: &str) -> Reply {

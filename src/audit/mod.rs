@@ -3,19 +3,20 @@
 //! Guards against requests that leave no trace and against logs that leak: the record is
 //! completed when the response stream ends (or is cut), carries the gateway's decision and the
 //! upstream's real status, and never holds a token, an `Authorization` header, a query string or a
-//! body. Records are written off the request path by a writer thread behind a bounded queue.
+//! body. Records are written off the request path by a writer thread behind a bounded queue
+//! ([`AuditSink`]); with `hash_chain` each line also carries the SHA-256 of the line before it, so
+//! an edited, deleted or reordered line is found by `portcullis audit-verify` ([`chain`]).
+
+pub mod chain;
+mod writer;
 
 use std::borrow::Cow;
-use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::stage::Next;
 use axum::body::Body;
@@ -26,15 +27,10 @@ use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
 use serde::{Serialize, Serializer};
 
-use crate::config::AuditSettings;
 use crate::metrics::Metrics;
 use crate::proxy::UpstreamIdleTimeout;
 use crate::request_id::RequestContext;
-
-/// How many records may wait for the writer before requests wait for it (back-pressure).
-pub const QUEUE_CAPACITY: usize = 64 * 1024;
-/// How often the writer drains the queue: records reach the output within about this time.
-pub const WRITER_POLL_INTERVAL: Duration = Duration::from_millis(5);
+pub use writer::{AuditSink, WRITER_POLL_INTERVAL};
 
 /// What the gateway decided about a request: the audit record's `decision`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -193,122 +189,6 @@ fn decision_text<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
 }
 fn end_text<S: Serializer>(e: &StreamEnd, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(e.as_str())
-}
-
-enum Message {
-    Record(Box<AuditRecord>),
-    Flush(mpsc::Sender<()>),
-}
-
-/// The sending side of the audit log; cheap to clone.
-#[derive(Clone)]
-pub struct AuditSink {
-    tx: SyncSender<Message>,
-    metrics: Arc<Metrics>,
-}
-
-impl std::fmt::Debug for AuditSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditSink").finish_non_exhaustive()
-    }
-}
-
-impl AuditSink {
-    /// Opens the output (a file is created with mode 0640 and appended to) and starts the writer.
-    pub fn start(settings: &AuditSettings, metrics: Arc<Metrics>) -> io::Result<AuditSink> {
-        let out: Box<dyn Write + Send> = match settings {
-            AuditSettings::Stdout => Box::new(io::stdout()),
-            AuditSettings::File(path) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o640)
-                    .open(path)?,
-            ),
-        };
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let writer_metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name("portcullis-audit".into())
-            .spawn(move || write_loop(rx, out, &writer_metrics))?;
-        Ok(AuditSink { tx, metrics })
-    }
-
-    /// Queues a record; when the queue is full, waits for room rather than lose it.
-    pub fn record(&self, record: AuditRecord) {
-        match self.tx.try_send(Message::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(message)) => {
-                self.metrics.audit_queue_full.inc();
-                if self.tx.send(message).is_err() {
-                    self.metrics.audit_write_errors.inc();
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.audit_write_errors.inc();
-                tracing::error!("audit writer has stopped; record lost");
-            }
-        }
-    }
-
-    /// Waits until every record queued before this call is written, up to `timeout`.
-    pub fn flush(&self, timeout: Duration) -> bool {
-        let (ack_tx, ack_rx) = mpsc::channel();
-        if self.tx.send(Message::Flush(ack_tx)).is_err() {
-            return false;
-        }
-        ack_rx.recv_timeout(timeout).is_ok()
-    }
-}
-
-fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, metrics: &Metrics) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
-    let mut acks = Vec::new();
-    let mut failing = false;
-    loop {
-        // Drain without parking: a writer parked in `recv` must be woken by every record, a
-        // context switch per request on the request path. Polling batches many records a wake.
-        let mut wrote = false;
-        let disconnected = loop {
-            match rx.try_recv() {
-                Ok(Message::Record(record)) => {
-                    wrote = true;
-                    let written = serde_json::to_writer(&mut out, &record)
-                        .map_err(io::Error::from)
-                        .and_then(|()| out.write_all(b"\n"));
-                    if let Err(e) = written {
-                        metrics.audit_write_errors.inc();
-                        if !failing {
-                            tracing::error!(error = %e, "cannot write audit record");
-                        }
-                        failing = true;
-                    }
-                }
-                Ok(Message::Flush(ack)) => acks.push(ack),
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
-            }
-        };
-        if wrote || !acks.is_empty() {
-            match out.flush() {
-                Ok(()) => failing = false,
-                Err(e) => {
-                    metrics.audit_write_errors.inc();
-                    if !failing {
-                        tracing::error!(error = %e, "cannot flush audit log");
-                    }
-                    failing = true;
-                }
-            }
-        }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
-        }
-        if disconnected {
-            return;
-        }
-        std::thread::sleep(WRITER_POLL_INTERVAL);
-    }
 }
 
 /// What the audit layer needs: the sink and the metrics fed from the same finished record.
