@@ -191,8 +191,21 @@ impl Upstream {
             upstream_status: Some(status.as_u16()),
             ..Outcome::default()
         });
-        response.map(|body| Body::new(IdleTimeoutBody::new(body, self.settings.idle_timeout)))
+        let keepalive = self
+            .settings
+            .sse_keepalive
+            .filter(|_| is_event_stream(response.headers()));
+        let idle_timeout = self.settings.idle_timeout;
+        response.map(|body| Body::new(UpstreamBody::new(body, idle_timeout, keepalive)))
     }
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// The innermost handler: forwards to the upstream.
@@ -206,24 +219,85 @@ impl Handler for Forward {
     }
 }
 
-/// Relays the upstream body frame by frame, ending it with an error if the upstream falls silent.
-struct IdleTimeoutBody {
+/// Relays the upstream body frame by frame, ending it with an error if the upstream falls silent
+/// past `idle_timeout`; on an event stream, fills idle gaps with SSE comments.
+struct UpstreamBody {
     inner: Incoming,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    keepalive: Option<KeepAlive>,
 }
 
-impl IdleTimeoutBody {
-    fn new(inner: Incoming, timeout: Duration) -> IdleTimeoutBody {
-        IdleTimeoutBody {
+/// SSE keep-alive state: a `: keep-alive` comment is sent after `interval` of silence, and only
+/// between events, so it never lands inside one.
+struct KeepAlive {
+    interval: Duration,
+    timer: Pin<Box<Sleep>>,
+    boundary: EventBoundary,
+}
+
+/// The SSE comment sent on an idle stream (a line starting with `:` is ignored by clients).
+pub const SSE_KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// Tracks whether the bytes relayed so far end between two SSE events (after a blank line).
+#[derive(Debug, Clone, Copy)]
+struct EventBoundary {
+    /// Bytes on the current line so far.
+    line_len: usize,
+    /// Whether the last complete line was empty (true at the start of the stream).
+    last_line_empty: bool,
+    /// Whether the previous byte was a CR (so a following LF ends no new line).
+    after_cr: bool,
+}
+
+impl EventBoundary {
+    fn new() -> EventBoundary {
+        EventBoundary {
+            line_len: 0,
+            last_line_empty: true,
+            after_cr: false,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    self.last_line_empty = self.line_len == 0;
+                    self.line_len = 0;
+                    self.after_cr = b == b'\r';
+                }
+                _ => {
+                    self.line_len += 1;
+                    self.after_cr = false;
+                }
+            }
+        }
+    }
+
+    /// True when the stream sits at the start of a line that follows a blank line.
+    fn between_events(&self) -> bool {
+        self.line_len == 0 && self.last_line_empty
+    }
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, timeout: Duration, keepalive: Option<Duration>) -> UpstreamBody {
+        UpstreamBody {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            keepalive: keepalive.map(|interval| KeepAlive {
+                interval,
+                timer: Box::pin(tokio::time::sleep(interval)),
+                boundary: EventBoundary::new(),
+            }),
         }
     }
 }
 
-impl http_body::Body for IdleTimeoutBody {
+impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -234,14 +308,41 @@ impl http_body::Body for IdleTimeoutBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + this.timeout;
-                this.deadline.as_mut().reset(next);
+                let now = tokio::time::Instant::now();
+                this.deadline.as_mut().reset(now + this.timeout);
+                if let Some(keepalive) = &mut this.keepalive {
+                    keepalive.timer.as_mut().reset(now + keepalive.interval);
+                    if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
+                        && let Some(data) = data
+                    {
+                        keepalive.boundary.feed(data);
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdleTimeout)))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(UpstreamIdleTimeout))));
+                }
+                let Some(keepalive) = &mut this.keepalive else {
+                    return Poll::Pending;
+                };
+                if keepalive.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let next = tokio::time::Instant::now() + keepalive.interval;
+                keepalive.timer.as_mut().reset(next);
+                // Arm the new deadline with this task's waker.
+                let _ = keepalive.timer.as_mut().poll(cx);
+                if keepalive.boundary.between_events() {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                        SSE_KEEPALIVE_COMMENT,
+                    )))))
+                } else {
+                    // Mid-event: a comment here would corrupt the event; wait for its end.
+                    Poll::Pending
+                }
+            }
         }
     }
 
@@ -250,6 +351,40 @@ impl http_body::Body for IdleTimeoutBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.keepalive.is_some() {
+            // Keep-alive comments add bytes the upstream did not announce.
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventBoundary;
+
+    fn boundary_after(chunks: &[&str]) -> bool {
+        let mut b = EventBoundary::new();
+        for c in chunks {
+            b.feed(c.as_bytes());
+        }
+        b.between_events()
+    }
+
+    #[test]
+    fn event_boundaries() {
+        assert!(boundary_after(&[]));
+        assert!(boundary_after(&["data: a\n\n"]));
+        assert!(boundary_after(&["data: a\r\n\r\n"]));
+        assert!(boundary_after(&["data: a\r\n", "\r\n"]));
+        assert!(boundary_after(&["data: a\r", "\n\r", "\n"]));
+        assert!(boundary_after(&["data: a\r\r"]));
+        assert!(boundary_after(&["data: a\ndata: b\n\n"]));
+        assert!(!boundary_after(&["data: a\n"]));
+        assert!(!boundary_after(&["data: a\r\n"]));
+        assert!(!boundary_after(&["data: a\n\ndata: b"]));
+        assert!(!boundary_after(&["data: a\r"]));
+        assert!(!boundary_after(&["data: tw"]));
     }
 }

@@ -53,6 +53,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default longest gap between two chunks of a streamed response.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default interval of SSE keep-alive comments: below the 60 s idle cut of common load balancers.
+pub const DEFAULT_SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Default `Strict-Transport-Security`.
 pub const DEFAULT_HSTS: &str = "max-age=63072000; includeSubDomains";
 /// Default `Content-Security-Policy`: an agent API serves no active content.
@@ -176,6 +178,8 @@ pub struct UpstreamSettings {
     pub response_header_timeout: Duration,
     /// Longest silence between two body chunks.
     pub idle_timeout: Duration,
+    /// Interval of SSE keep-alive comments on an idle event stream; `None` when off.
+    pub sse_keepalive: Option<Duration>,
     /// Extra trusted CAs for an `https` upstream.
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// `Authorization` value the gateway sends upstream (its own credential); marked sensitive.
@@ -499,6 +503,11 @@ fn validate_upstream(raw: &RawConfig, at: &Locator<'_>) -> Result<UpstreamSettin
             "upstream.response_header_timeout",
             at,
         )?,
+        sse_keepalive: match u.sse_keepalive {
+            None => Some(DEFAULT_SSE_KEEPALIVE),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        },
         idle_timeout: positive(
             u.idle_timeout,
             DEFAULT_IDLE_TIMEOUT,

@@ -93,6 +93,9 @@ pub struct RawUpstream {
     /// Longest silence allowed between two body chunks of a streamed response.
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    /// Interval of `: keep-alive` comments on an idle SSE response; `0s` turns them off.
+    #[serde(default, with = "humantime_serde")]
+    pub sse_keepalive: Option<Duration>,
     /// Extra PEM CA bundle trusted for an `https` upstream, besides the system roots.
     pub ca_file: Option<String>,
     /// Environment variable holding the gateway's own credential for the upstream.

@@ -164,3 +164,48 @@ async fn silent_stream_is_cut_after_idle_timeout_and_audited() {
     assert_eq!(record["end"], "upstream_idle_timeout");
     assert_eq!(record["bytes_out"], 12);
 }
+
+#[tokio::test]
+async fn keep_alive_comments_do_not_hold_a_silent_stream_open() {
+    let upstream = MockUpstream::start().await;
+    let options = Options {
+        upstream: "idle_timeout = \"500ms\"\nsse_keepalive = \"100ms\"".into(),
+        ..Options::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
+    let response = gateway
+        .client()
+        .send(
+            Request::get(gateway.url("/stall"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => received.extend_from_slice(frame.data_ref().unwrap()),
+                Some(Err(_)) => return "cut",
+                None => return "clean end",
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended, "cut", "idle_timeout still ends a silent stream");
+    let text = String::from_utf8(received).unwrap();
+    let keepalives = text.matches(": keep-alive\n\n").count();
+    assert!(
+        (3..=5).contains(&keepalives),
+        "{keepalives} keep-alives in 500 ms: {text:?}"
+    );
+    let record = gateway.audit_record(&request_id).await;
+    assert_eq!(record["end"], "upstream_idle_timeout");
+    assert_eq!(record["bytes_out"], text.len());
+}

@@ -280,3 +280,48 @@ async fn client_leaving_early_is_audited() {
     assert_eq!(record["status"], 499);
     assert_eq!(record["end"], "client_closed");
 }
+
+#[tokio::test]
+async fn idle_event_streams_get_keep_alives_between_events_only() {
+    let upstream = MockUpstream::start().await;
+    let options = crate::common::Options {
+        upstream: "sse_keepalive = \"200ms\"".into(),
+        ..crate::common::Options::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
+    // Pauses of 4x the interval: after events (three of them, the last before the end) and once
+    // in the middle of an event.
+    let reply = gateway.client().get(&gateway.url("/sse-paused/800")).await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert_eq!(
+        text.replace(": keep-alive\n\n", ""),
+        "data: one\n\ndata: two\n\ndata: three\n\n",
+        "the stream arrives whole"
+    );
+    assert!(
+        text.contains("data: two\n\n"),
+        "no keep-alive inside an event: {text:?}"
+    );
+    let keepalives = text.matches(": keep-alive\n\n").count();
+    assert!(
+        (6..=10).contains(&keepalives),
+        "keep-alives fill the pauses after events ({keepalives}): {text:?}"
+    );
+    for (at, _) in text.match_indices(": keep-alive") {
+        assert!(
+            text[..at].ends_with("\n\n"),
+            "keep-alive only between events: {text:?}"
+        );
+    }
+    // The pause after the event's first half produced none: they all sit after "one" and "two".
+    let after_one = text.find("data: tw").unwrap();
+    let after_two = text.find("data: three").unwrap();
+    let first_pause = text[..after_one].matches(": keep-alive").count();
+    let last_pause = text[after_one..after_two].matches(": keep-alive").count();
+    assert!(first_pause >= 2 && last_pause >= 2, "{text:?}");
+
+    // A JSON answer never gets them.
+    let plain = gateway.client().get(&gateway.url("/json")).await;
+    assert!(!plain.text().contains("keep-alive"));
+}

@@ -50,6 +50,7 @@ struct Shared {
 /// - `/status/N`: answers status N with a body full of internals;
 /// - `/slow/MS`: answers 200 after MS milliseconds;
 /// - `/sse`: one event, then waits for [`MockUpstream::release_sse`], then two more;
+/// - `/sse-paused/MS`: three events sent in four parts (one mid-event) MS milliseconds apart;
 /// - `/stall`: a response head and one chunk, then silence;
 /// - anything else: 200 JSON naming the path, with fingerprinting and hop-by-hop headers.
 pub struct MockUpstream {
@@ -208,6 +209,23 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Re
                     _ => None,
                 }
             }
+        });
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(events))
+            .unwrap();
+    }
+    if let Some(ms) = path.strip_prefix("/sse-paused/") {
+        // Three events with pauses of MS between sends, one pause inside the second event.
+        let pause = Duration::from_millis(ms.parse().unwrap());
+        let parts = ["data: one\n\n", "data: tw", "o\n\n", "data: three\n\n"];
+        let events = futures_util::stream::unfold(0usize, move |i| async move {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            parts
+                .get(i)
+                .map(|p| (Ok::<_, Infallible>(Bytes::from_static(p.as_bytes())), i + 1))
         });
         return Response::builder()
             .header("content-type", "text/event-stream")
