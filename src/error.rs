@@ -273,16 +273,16 @@ impl GatewayError {
         }
     }
 
-    /// Logs the cause once and builds the sanitised problem+json response.
+    /// Builds the sanitised problem+json response.
     ///
-    /// The response carries an [`Outcome`] extension so the audit record gets the decision.
+    /// The response carries an [`Outcome`] extension so the audit record gets the decision, and
+    /// the operational log the cause (once, with the request and trace ids).
     pub fn into_response(self, request_id: &str) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(request_id, error = %ErrorChain(&self), "request failed");
-        } else {
-            tracing::debug!(request_id, error = %ErrorChain(&self), "request rejected");
-        }
+        // The cause is logged by the audit layer, which knows the request's trace id; it is only
+        // formatted when it will be logged.
+        let cause = (status.is_server_error() || tracing::enabled!(tracing::Level::DEBUG))
+            .then(|| ErrorChain(&self).to_string().into_boxed_str());
         let (kind, title, detail) = self.texts();
         let problem = Problem {
             kind,
@@ -319,6 +319,7 @@ impl GatewayError {
             decision: self.decision(),
             rule: self.rule(),
             upstream_status,
+            cause,
             ..Outcome::default()
         });
         response

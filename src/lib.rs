@@ -36,4 +36,5 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod server;
 pub mod stage;
+pub mod trace;
 pub mod validate;

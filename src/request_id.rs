@@ -17,6 +17,8 @@ use http::HeaderValue;
 use http::header::HeaderName;
 use ipnet::IpNet;
 
+use crate::trace::TraceContext;
+
 /// Header carrying the request id, both upstream and back to the client.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -42,6 +44,8 @@ pub struct RequestContext {
     pub started: Instant,
     /// Wall-clock time of `started`, for the audit record.
     pub received_at: SystemTime,
+    /// The request's place in a distributed trace.
+    pub trace: TraceContext,
 }
 
 impl RequestContext {
@@ -119,7 +123,8 @@ impl ClientAddress {
     }
 }
 
-/// Layer: gives the request its context and id, and echoes the id on the response.
+/// Layer: gives the request its context, id and trace context (the `traceparent` the upstream
+/// will see), and echoes the id on the response.
 pub async fn assign(
     client_address: Arc<ClientAddress>,
     mut request: Request,
@@ -134,7 +139,9 @@ pub async fn assign(
         tls: conn.is_some_and(|c| c.tls),
         started: Instant::now(),
         received_at: SystemTime::now(),
+        trace: TraceContext::from_headers(request.headers()),
     };
+    context.trace.propagate(request.headers_mut());
     let id = context.id.clone();
     request.extensions_mut().insert(context);
     let mut response = next.run(request).await;

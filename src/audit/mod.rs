@@ -30,6 +30,7 @@ use serde::{Serialize, Serializer};
 use crate::metrics::Metrics;
 use crate::proxy::UpstreamIdleTimeout;
 use crate::request_id::RequestContext;
+use crate::trace::TraceId;
 pub use writer::{AuditSink, WRITER_POLL_INTERVAL};
 
 /// What the gateway decided about a request: the audit record's `decision`.
@@ -111,6 +112,8 @@ pub struct Outcome {
     pub upstream_status: Option<u16>,
     /// The authenticated user.
     pub user: Option<Arc<str>>,
+    /// The internal cause of a gateway error, for the operational log only (never sent).
+    pub cause: Option<Box<str>>,
 }
 
 /// How the response stream ended: the audit record's `end`.
@@ -146,6 +149,8 @@ pub struct AuditRecord {
     /// The gateway-generated request id.
     #[serde(serialize_with = "header_text")]
     pub request_id: HeaderValue,
+    /// The W3C trace id (the caller's, or a new one).
+    pub trace_id: TraceId,
     /// The client's address.
     pub client_ip: IpAddr,
     /// The authenticated user, once authentication is configured.
@@ -253,17 +258,35 @@ impl Drop for PendingRecord {
     }
 }
 
+/// The operational log line of a gateway error, with the ids that find it in the audit log.
+fn log_cause(status: http::StatusCode, record: &AuditRecord, cause: &str) {
+    let request_id = record.request_id.to_str().unwrap_or("invalid");
+    let decision = record.decision.as_str();
+    if status.is_server_error() {
+        tracing::warn!(request_id, trace_id = %record.trace_id, decision, error = cause, "request failed");
+    } else {
+        tracing::debug!(request_id, trace_id = %record.trace_id, decision, error = cause, "request rejected");
+    }
+}
+
 /// Layer: wraps everything below so that every request, rejected or forwarded, streamed or cut,
 /// leaves exactly one record.
 pub async fn observe(auditor: Arc<Auditor>, request: Request, next: Next) -> Response {
-    let (context_started, received_at, request_id, client_ip) =
+    let (context_started, received_at, request_id, client_ip, trace_id) =
         match request.extensions().get::<RequestContext>() {
-            Some(c) => (c.started, c.received_at, c.id.clone(), c.client_ip),
+            Some(c) => (
+                c.started,
+                c.received_at,
+                c.id.clone(),
+                c.client_ip,
+                c.trace.trace_id,
+            ),
             None => (
                 Instant::now(),
                 SystemTime::now(),
                 HeaderValue::from_static("unknown"),
                 IpAddr::from([0, 0, 0, 0]),
+                TraceId([0; 16]),
             ),
         };
     let tally = Arc::new(Tally::default());
@@ -274,6 +297,7 @@ pub async fn observe(auditor: Arc<Auditor>, request: Request, next: Next) -> Res
         record: Some(AuditRecord {
             ts: received_at,
             request_id,
+            trace_id,
             client_ip,
             user: None,
             method: request.method().clone(),
@@ -296,14 +320,18 @@ pub async fn observe(auditor: Arc<Auditor>, request: Request, next: Next) -> Res
         })
     });
     request.extensions_mut().insert(tally);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    let status = response.status();
     if let Some(record) = pending.record.as_mut() {
-        record.status = response.status().as_u16();
-        if let Some(outcome) = response.extensions().get::<Outcome>() {
+        record.status = status.as_u16();
+        if let Some(outcome) = response.extensions_mut().get_mut::<Outcome>() {
             record.decision = outcome.decision;
             record.rule = outcome.rule.clone();
             record.upstream_status = outcome.upstream_status;
             record.user = outcome.user.clone();
+            if let Some(cause) = outcome.cause.take() {
+                log_cause(status, record, &cause);
+            }
         }
     }
     response.map(|body| {

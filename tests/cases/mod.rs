@@ -8,4 +8,5 @@ mod proxy;
 mod rate_limit;
 mod reload;
 mod server;
+mod trace;
 mod validation;

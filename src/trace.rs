@@ -1,0 +1,222 @@
+//! W3C trace context (`traceparent`): joining the caller's distributed trace, or starting one.
+//!
+//! Guards against requests that cannot be followed across services and against forged or
+//! malformed trace headers: a valid incoming `traceparent` is kept (its trace id and flags) and
+//! passed to the upstream with the gateway's own span id as the parent; an absent or malformed
+//! one is replaced by a new trace (and a `tracestate` that belonged to it is dropped). The trace id
+//! is written to the audit record and to the operational log lines of the request.
+
+use std::fmt;
+
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
+
+/// The W3C `traceparent` header.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The W3C `tracestate` header.
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Length of a version-00 `traceparent`: `00-` + 32 hex + `-` + 16 hex + `-` + 2 hex.
+const TRACEPARENT_LEN: usize = 55;
+/// Flags of a trace the gateway starts: sampled, so tracers downstream record it.
+const NEW_TRACE_FLAGS: u8 = 0x01;
+
+/// A 16-byte trace id, printed as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl serde::Serialize for TraceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The request's place in a distributed trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace this request belongs to.
+    pub trace_id: TraceId,
+    /// The gateway's span: the parent the upstream sees.
+    pub span_id: [u8; 8],
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+    /// Whether the trace came from the caller (false: the gateway started it).
+    pub joined: bool,
+}
+
+impl TraceContext {
+    /// Joins the trace of a valid incoming `traceparent`, or starts a new one.
+    pub fn from_headers(headers: &HeaderMap) -> TraceContext {
+        let span_id = random_span_id();
+        let mut values = headers.get_all(&TRACEPARENT).iter();
+        if let (Some(value), None) = (values.next(), values.next())
+            && let Some((trace_id, flags)) = parse_traceparent(value.as_bytes())
+        {
+            return TraceContext {
+                trace_id,
+                span_id,
+                flags,
+                joined: true,
+            };
+        }
+        TraceContext {
+            trace_id: random_trace_id(),
+            span_id,
+            flags: NEW_TRACE_FLAGS,
+            joined: false,
+        }
+    }
+
+    /// The `traceparent` sent upstream: this trace, with the gateway's span as the parent.
+    pub fn traceparent(&self) -> HeaderValue {
+        let mut text = String::with_capacity(TRACEPARENT_LEN);
+        use fmt::Write as _;
+        let _ = write!(text, "00-{}-", self.trace_id);
+        for b in self.span_id {
+            let _ = write!(text, "{b:02x}");
+        }
+        let _ = write!(text, "-{:02x}", self.flags);
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Sets the upstream-bound trace headers on `headers`.
+    pub fn propagate(&self, headers: &mut HeaderMap) {
+        if !self.joined {
+            // A tracestate belongs to the trace whose traceparent was missing or malformed.
+            headers.remove(&TRACESTATE);
+        }
+        headers.insert(TRACEPARENT.clone(), self.traceparent());
+    }
+}
+
+/// Parses `traceparent` per W3C Trace Context level 1: version `00` exactly 55 characters; a
+/// later version at least that long, with a `-` after the flags if longer; version `ff`, all-zero
+/// ids and upper-case hex are invalid.
+fn parse_traceparent(value: &[u8]) -> Option<(TraceId, u8)> {
+    if value.len() < TRACEPARENT_LEN {
+        return None;
+    }
+    let version = hex_byte(&value[0..2])?;
+    if version == 0xff
+        || (version == 0 && value.len() != TRACEPARENT_LEN)
+        || (value.len() > TRACEPARENT_LEN && value[TRACEPARENT_LEN] != b'-')
+        || value[2] != b'-'
+        || value[35] != b'-'
+        || value[52] != b'-'
+    {
+        return None;
+    }
+    let mut trace_id = [0u8; 16];
+    for (i, byte) in trace_id.iter_mut().enumerate() {
+        *byte = hex_byte(&value[3 + 2 * i..5 + 2 * i])?;
+    }
+    let mut parent_id = [0u8; 8];
+    for (i, byte) in parent_id.iter_mut().enumerate() {
+        *byte = hex_byte(&value[36 + 2 * i..38 + 2 * i])?;
+    }
+    let flags = hex_byte(&value[53..55])?;
+    if trace_id == [0; 16] || parent_id == [0; 8] {
+        return None;
+    }
+    Some((TraceId(trace_id), flags))
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    Some(digit(pair[0])? << 4 | digit(pair[1])?)
+}
+
+fn random_trace_id() -> TraceId {
+    let mut id = *uuid::Uuid::new_v4().as_bytes();
+    // A v4 UUID fixes a few bits; mixing in a second one makes every bit random.
+    for (a, b) in id.iter_mut().zip(uuid::Uuid::new_v4().as_bytes()) {
+        *a ^= b.rotate_left(3);
+    }
+    TraceId(id)
+}
+
+fn random_span_id() -> [u8; 8] {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut id = [0u8; 8];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = bytes[i] ^ bytes[i + 8];
+    }
+    if id == [0; 8] {
+        id[7] = 1;
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn context(values: &[&str]) -> TraceContext {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(&TRACEPARENT, HeaderValue::from_str(v).unwrap());
+        }
+        TraceContext::from_headers(&headers)
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_joined_with_a_new_span() {
+        let ctx = context(&[VALID]);
+        assert!(ctx.joined);
+        assert_eq!(ctx.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.flags, 1);
+        let sent = ctx.traceparent();
+        let sent = sent.to_str().unwrap();
+        assert_eq!(sent.len(), 55);
+        assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(!sent.contains("00f067aa0ba902b7"), "a new span id: {sent}");
+        assert!(sent.ends_with("-01"));
+        assert!(parse_traceparent(sent.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn malformed_traceparents_start_a_new_trace() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            let ctx = context(&[bad]);
+            assert!(!ctx.joined, "{bad:?} refused");
+            assert_eq!(ctx.flags, NEW_TRACE_FLAGS);
+        }
+        assert!(
+            !context(&[VALID, VALID]).joined,
+            "two headers are ambiguous"
+        );
+        assert!(!context(&[]).joined);
+        // A later version may append fields.
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abc";
+        assert!(context(&[future]).joined);
+    }
+
+    #[test]
+    fn new_traces_differ() {
+        let (a, b) = (context(&[]), context(&[]));
+        assert_ne!(a.trace_id, b.trace_id);
+        assert_ne!(a.span_id, b.span_id);
+    }
+}
