@@ -127,6 +127,25 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             why: format!("one JSON record per request appended to {}", path.display()),
         },
     });
+    items.push(if config.audit.hash_chain {
+        item(
+            Status::Pass,
+            "audit log tamper-evident",
+            "hash chain on: every record carries seq and prev_hash; check with audit-verify",
+        )
+    } else {
+        item(
+            Status::Warn,
+            "audit log tamper-evident",
+            "[audit] hash_chain is off: an edited or deleted record would go unnoticed",
+        )
+    });
+    items.push(item(
+        Status::Pass,
+        "errors sanitised",
+        "gateway errors are problem+json with fixed texts and a request id; upstream 5xx bodies \
+         are replaced by a 502 and never reach clients or logs",
+    ));
     items.push(match &config.admin {
         None => item(
             Status::Pass,

@@ -90,6 +90,8 @@ fn check_config_prints_the_checklist_and_exit_codes() {
         "WARN rate limiting configured",
         "WARN input validation limits set",
         "PASS audit log enabled",
+        "WARN audit log tamper-evident",
+        "PASS errors sanitised",
         "PASS admin listener only on loopback",
         "PASS no secret written inline in the file",
         "PASS security headers on",
@@ -127,6 +129,10 @@ fn check_config_prints_the_checklist_and_exit_codes() {
         out.contains(
             "PASS input validation limits set: JSON bodies up to 1048576 bytes, 10000 characters, depth 64"
         ),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS audit log tamper-evident: hash chain on"),
         "{out}"
     );
 
