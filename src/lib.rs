@@ -30,6 +30,7 @@ pub mod file_stamp;
 pub mod head_limit;
 pub mod headers;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod proxy;
 pub mod rate_limit;

@@ -48,6 +48,8 @@ pub struct TraceContext {
     pub flags: u8,
     /// Whether the trace came from the caller (false: the gateway started it).
     pub joined: bool,
+    /// The caller's span, the parent of the gateway's (when the trace was joined).
+    pub parent_id: Option<[u8; 8]>,
 }
 
 impl TraceContext {
@@ -56,13 +58,14 @@ impl TraceContext {
         let span_id = random_span_id();
         let mut values = headers.get_all(&TRACEPARENT).iter();
         if let (Some(value), None) = (values.next(), values.next())
-            && let Some((trace_id, flags)) = parse_traceparent(value.as_bytes())
+            && let Some((trace_id, parent_id, flags)) = parse_traceparent(value.as_bytes())
         {
             return TraceContext {
                 trace_id,
                 span_id,
                 flags,
                 joined: true,
+                parent_id: Some(parent_id),
             };
         }
         TraceContext {
@@ -70,6 +73,7 @@ impl TraceContext {
             span_id,
             flags: NEW_TRACE_FLAGS,
             joined: false,
+            parent_id: None,
         }
     }
 
@@ -98,7 +102,7 @@ impl TraceContext {
 /// Parses `traceparent` per W3C Trace Context level 1: version `00` exactly 55 characters; a
 /// later version at least that long, with a `-` after the flags if longer; version `ff`, all-zero
 /// ids and upper-case hex are invalid.
-fn parse_traceparent(value: &[u8]) -> Option<(TraceId, u8)> {
+fn parse_traceparent(value: &[u8]) -> Option<(TraceId, [u8; 8], u8)> {
     if value.len() < TRACEPARENT_LEN {
         return None;
     }
@@ -124,7 +128,7 @@ fn parse_traceparent(value: &[u8]) -> Option<(TraceId, u8)> {
     if trace_id == [0; 16] || parent_id == [0; 8] {
         return None;
     }
-    Some((TraceId(trace_id), flags))
+    Some((TraceId(trace_id), parent_id, flags))
 }
 
 fn hex_byte(pair: &[u8]) -> Option<u8> {

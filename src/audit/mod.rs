@@ -28,9 +28,10 @@ use http_body::{Body as _, Frame, SizeHint};
 use serde::{Serialize, Serializer};
 
 use crate::metrics::Metrics;
+use crate::otlp::SpanExport;
 use crate::proxy::UpstreamIdleTimeout;
 use crate::request_id::RequestContext;
-use crate::trace::TraceId;
+use crate::trace::{TraceContext, TraceId};
 pub use writer::{AuditSink, WRITER_POLL_INTERVAL};
 
 /// What the gateway decided about a request: the audit record's `decision`.
@@ -203,6 +204,8 @@ pub struct Auditor {
     pub sink: AuditSink,
     /// Request metrics, observed at the same moment as the record.
     pub metrics: Arc<Metrics>,
+    /// OTLP span export, fed from the same finished record.
+    pub spans: Option<Arc<SpanExport>>,
 }
 
 /// What later stages tell the audit record while the request is still on its way, so that even
@@ -227,6 +230,7 @@ struct PendingRecord {
     started: Instant,
     record: Option<AuditRecord>,
     tally: Arc<Tally>,
+    trace: Option<TraceContext>,
 }
 
 impl PendingRecord {
@@ -248,6 +252,9 @@ impl PendingRecord {
             record.bytes_in,
             record.bytes_out,
         );
+        if let (Some(spans), Some(trace)) = (&self.auditor.spans, &self.trace) {
+            spans.export(&record, trace, SystemTime::now());
+        }
         self.auditor.sink.record(record);
     }
 }
@@ -290,10 +297,15 @@ pub async fn observe(auditor: Arc<Auditor>, request: Request, next: Next) -> Res
             ),
         };
     let tally = Arc::new(Tally::default());
+    let trace = request
+        .extensions()
+        .get::<RequestContext>()
+        .map(|c| c.trace);
     let mut pending = PendingRecord {
         auditor,
         started: context_started,
         tally: tally.clone(),
+        trace,
         record: Some(AuditRecord {
             ts: received_at,
             request_id,

@@ -55,6 +55,10 @@ pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default interval of SSE keep-alive comments: below the 60 s idle cut of common load balancers.
 pub const DEFAULT_SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Default `service.name` of exported spans.
+pub const DEFAULT_SERVICE_NAME: &str = "portcullis";
+/// Default interval of OTLP span exports.
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default `Strict-Transport-Security`.
 pub const DEFAULT_HSTS: &str = "max-age=63072000; includeSubDomains";
 /// Default `Content-Security-Policy`: an agent API serves no active content.
@@ -113,6 +117,19 @@ pub struct Config {
     pub headers: HeaderSettings,
     /// Where audit records go.
     pub audit: AuditSettings,
+    /// OTLP span export, when configured.
+    pub tracing: Option<TracingSettings>,
+}
+
+/// Validated `[tracing]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingSettings {
+    /// The OTLP/HTTP traces endpoint (`http`).
+    pub otlp_endpoint: Uri,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How often queued spans are exported.
+    pub export_interval: Duration,
 }
 
 /// Validated `[server]`.
@@ -318,6 +335,7 @@ impl Config {
             validation,
             headers,
             audit,
+            tracing: validate_tracing(&raw, at)?,
         })
     }
 }
@@ -352,6 +370,45 @@ fn validate_audit(raw: &RawConfig, at: &Locator<'_>) -> Result<AuditSettings, Co
         queue_capacity,
         hash_chain: a.hash_chain.unwrap_or(false),
     })
+}
+
+fn validate_tracing(
+    raw: &RawConfig,
+    at: &Locator<'_>,
+) -> Result<Option<TracingSettings>, ConfigError> {
+    let Some(t) = &raw.tracing else {
+        return Ok(None);
+    };
+    if !crate::otlp::AVAILABLE {
+        return Err(at.error(
+            "tracing.otlp_endpoint",
+            "this build has no OTLP export; build with `cargo build --release --features otlp`",
+        ));
+    }
+    let otlp_endpoint: Uri = t
+        .otlp_endpoint
+        .parse()
+        .ok()
+        .filter(|u: &Uri| u.scheme() == Some(&Scheme::HTTP) && u.authority().is_some())
+        .ok_or_else(|| {
+            at.error(
+                "tracing.otlp_endpoint",
+                "must be an http:// URL, e.g. \"http://127.0.0.1:4318/v1/traces\" (a local collector)",
+            )
+        })?;
+    Ok(Some(TracingSettings {
+        otlp_endpoint,
+        service_name: t
+            .service_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned()),
+        export_interval: positive(
+            t.export_interval,
+            DEFAULT_EXPORT_INTERVAL,
+            "tracing.export_interval",
+            at,
+        )?,
+    }))
 }
 
 fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, ConfigError> {

@@ -30,6 +30,21 @@ pub struct RawConfig {
     /// `[audit]`: the per-request audit log.
     #[serde(default)]
     pub audit: RawAudit,
+    /// `[tracing]`: OTLP span export (builds with the `otlp` feature).
+    pub tracing: Option<RawTracing>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: Option<String>,
+    /// How often queued spans are exported.
+    #[serde(default, with = "humantime_serde")]
+    pub export_interval: Option<Duration>,
 }
 
 /// `[server]`.

@@ -24,6 +24,7 @@ use crate::admin;
 use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::otlp::SpanExport;
 use policy::{Policy, Shared};
 pub use reload::Reloader;
 use tls::CertStore;
@@ -63,6 +64,9 @@ pub enum StartError {
     /// The rate limiter could not be set up.
     #[error("{0}")]
     RateLimit(String),
+    /// The span exporter could not be set up.
+    #[error("{0}")]
+    Tracing(String),
 }
 
 /// A gateway with its listeners bound, ready to serve.
@@ -109,6 +113,7 @@ impl Gateway {
             metrics,
             audit,
             certs,
+            spans: start_span_export(&config)?,
             reload_lock: tokio::sync::Mutex::new(()),
         });
         let policy = Policy::build(config, &shared, None)?;
@@ -216,8 +221,28 @@ impl Gateway {
         if !matches!(flushed, Ok(true)) {
             tracing::error!("audit log could not be flushed before exit");
         }
+        if let Some(spans) = shared.spans.clone() {
+            let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+        }
         let _ = stop_admin.send(true);
     }
+}
+
+/// Starts the OTLP exporter when `[tracing]` asks for one (and the build has it).
+#[cfg(feature = "otlp")]
+fn start_span_export(config: &Config) -> Result<Option<Arc<SpanExport>>, StartError> {
+    match &config.tracing {
+        None => Ok(None),
+        Some(settings) => SpanExport::new(settings)
+            .map(|export| Some(Arc::new(export)))
+            .map_err(StartError::Tracing),
+    }
+}
+
+/// Without the `otlp` feature, config validation has refused `[tracing]`.
+#[cfg(not(feature = "otlp"))]
+fn start_span_export(_: &Config) -> Result<Option<Arc<SpanExport>>, StartError> {
+    Ok(None)
 }
 
 /// Forgets idle users and addresses, so limiter memory follows the active population.

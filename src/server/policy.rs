@@ -15,6 +15,7 @@ use crate::auth::revocation::Revocations;
 use crate::config::{Config, RateLimitSettings};
 use crate::headers::SecurityHeaders;
 use crate::metrics::Metrics;
+use crate::otlp::SpanExport;
 use crate::pipeline::{self, Pipeline, Stages};
 use crate::proxy::Upstream;
 use crate::rate_limit::RateLimiter;
@@ -35,6 +36,8 @@ pub struct Shared {
     pub audit: AuditSink,
     /// The TLS configuration in force, when the listener speaks TLS.
     pub certs: Option<Arc<CertStore>>,
+    /// OTLP span export, when configured (a restart applies `[tracing]` changes).
+    pub spans: Option<Arc<SpanExport>>,
     /// Held by a reload from validation to swap, so two reloads never interleave.
     pub reload_lock: tokio::sync::Mutex<()>,
 }
@@ -128,6 +131,7 @@ impl Policy {
             auditor: Arc::new(Auditor {
                 sink: shared.audit.clone(),
                 metrics: metrics.clone(),
+                spans: shared.spans.clone(),
             }),
             security_headers: SecurityHeaders::new(config.headers.clone()),
             max_header_bytes: config.server.max_header_bytes,

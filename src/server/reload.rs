@@ -197,6 +197,9 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
     if running.audit != next.audit {
         keys.push("audit");
     }
+    if running.tracing != next.tracing {
+        keys.push("tracing");
+    }
     keys
 }
 

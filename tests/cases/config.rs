@@ -364,3 +364,13 @@ fn auth_section_errors_are_clear_and_never_echo_secrets() {
     assert_eq!(err.key.as_deref(), Some("auth.jwks_file"));
     assert!(err.message.contains("no signing key usable"), "{err}");
 }
+
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn tracing_export_needs_the_otlp_build() {
+    let toml = "[upstream]\nurl = \"http://127.0.0.1:1\"\n\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n";
+    let error = portcullis::config::Config::from_toml(toml, "t.toml").unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("tracing.otlp_endpoint"));
+    assert_eq!(error.line, Some(5));
+    assert!(error.message.contains("--features otlp"), "{error}");
+}

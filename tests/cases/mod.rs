@@ -4,6 +4,8 @@ mod auth;
 mod binary;
 mod config;
 mod errors;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod proxy;
 mod rate_limit;
 mod reload;
