@@ -7,7 +7,7 @@
 //! A broken new certificate is refused and the one in force kept.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -44,6 +44,31 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {} ({})", path.display(), e.kind()))
 }
 
+/// Sessions a TLS 1.2 client can resume from the server-side cache (TLS 1.3 uses tickets).
+pub const SESSION_CACHE_SIZE: usize = 4096;
+
+/// TLS session resumption state, shared by every server configuration of the process so that a
+/// certificate rotation or a reload does not force every client through a full handshake.
+struct Resumption {
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+/// Stateless session tickets (ChaCha20-Poly1305, keys made in memory at start, rotated every
+/// 6 hours, the previous key still accepted) and a bounded session-id cache.
+fn resumption() -> Result<&'static Resumption, String> {
+    static RESUMPTION: OnceLock<Resumption> = OnceLock::new();
+    if let Some(r) = RESUMPTION.get() {
+        return Ok(r);
+    }
+    let ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|_| "cannot make TLS session ticket keys".to_owned())?;
+    Ok(RESUMPTION.get_or_init(|| Resumption {
+        ticketer,
+        cache: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+    }))
+}
+
 /// The crypto provider used for every TLS context of the gateway.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -77,6 +102,9 @@ pub fn server_config(
         .with_single_cert(certs, key)
         .map_err(|_| "the certificate and private key do not form a usable pair".to_owned())?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    let resumption = resumption()?;
+    config.ticketer = resumption.ticketer.clone();
+    config.session_storage = resumption.cache.clone();
     Ok(Arc::new(config))
 }
 

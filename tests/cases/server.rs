@@ -263,3 +263,55 @@ async fn client_certificates_are_required_when_a_client_ca_is_set() {
     assert!(upstream.seen_on("/anonymous").is_empty());
     assert_eq!(upstream.seen_on("/identified").len(), 1);
 }
+
+#[tokio::test]
+async fn tls_sessions_resume_across_connections_and_a_certificate_rotation() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(gateway.pki.ca_der.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        // One client configuration: its session store holds what the server handed out.
+        let connector = TlsConnector::from(std::sync::Arc::new(config));
+        let mut kinds = Vec::new();
+        for round in 0..3 {
+            if round == 2 {
+                // A reload with a renewed certificate keeps the ticket keys and session cache.
+                let pki = &gateway.pki;
+                pki.reissue(
+                    0x7007 + u64::from(version.version.to_array()[1]),
+                    &pki.cert_file,
+                    &pki.key_file,
+                );
+                assert!(gateway.reload(&Options::default()).await);
+            }
+            let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            // TLS 1.3 tickets arrive after the handshake: a request round trip collects them.
+            tls.write_all(b"GET /resume HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = tls.read_to_end(&mut answer).await;
+            assert!(answer.starts_with(b"HTTP/1.1 200"));
+            kinds.push(tls.get_ref().1.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{version:?}"
+        );
+    }
+}
