@@ -55,6 +55,13 @@ pub enum GatewayError {
     /// The body is larger than `validation.max_body_bytes`: 413.
     #[error("body too large")]
     BodyTooLarge,
+    /// The body did not arrive within `server.body_timeout`: 408.
+    #[error("request body timed out")]
+    BodyTimeout,
+    /// Too many request bodies are being buffered at once (`validation.max_buffered_bytes`):
+    /// 503 with `Retry-After`.
+    #[error("request buffer budget exhausted")]
+    Overloaded,
     /// The body is not JSON (nor an allowed media type): 415.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -110,6 +117,8 @@ impl GatewayError {
             }
             GatewayError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::InvalidJson(_)
             | GatewayError::InputTooLong
@@ -135,6 +144,8 @@ impl GatewayError {
             GatewayError::IpRateLimited { .. } => Decision::IpRateLimited,
             GatewayError::LimiterUnavailable => Decision::LimiterUnavailable,
             GatewayError::BodyTooLarge => Decision::BodyTooLarge,
+            GatewayError::BodyTimeout => Decision::BodyTimeout,
+            GatewayError::Overloaded => Decision::Overloaded,
             GatewayError::UnsupportedMediaType => Decision::UnsupportedMediaType,
             GatewayError::InvalidJson(_) => Decision::InvalidJson,
             GatewayError::InputTooLong => Decision::InputTooLong,
@@ -210,6 +221,16 @@ impl GatewayError {
                 "urn:portcullis:problem:limiter-unavailable",
                 "Service Unavailable",
                 "The rate limiter is unavailable; retry later.",
+            ),
+            GatewayError::BodyTimeout => (
+                "urn:portcullis:problem:body-timeout",
+                "Request Timeout",
+                "The request body did not arrive in time.",
+            ),
+            GatewayError::Overloaded => (
+                "urn:portcullis:problem:overloaded",
+                "Service Unavailable",
+                "The gateway is busy; retry after the time in Retry-After.",
             ),
             GatewayError::BodyTooLarge => (
                 "urn:portcullis:problem:body-too-large",
@@ -305,6 +326,17 @@ impl GatewayError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        if let GatewayError::Overloaded = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let GatewayError::BodyTimeout = &self {
+            // The rest of the body may still be on its way: this connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(challenge) = self.challenge() {
             response

@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod body_deadline;
 pub mod cli;
 pub mod config;
 pub mod dev;

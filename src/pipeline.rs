@@ -15,7 +15,7 @@ use crate::rate_limit::{self, RateLimiter};
 use crate::request_id::ClientAddress;
 use crate::stage::{Layer, Next, chain, stage};
 use crate::validate::{self, Validator};
-use crate::{error, head_limit, request_id};
+use crate::{body_deadline, error, head_limit, request_id};
 
 /// The finished request pipeline: cheap to clone, one per connection.
 pub type Pipeline = Next;
@@ -29,6 +29,8 @@ pub struct Stages {
     pub security_headers: Arc<SecurityHeaders>,
     /// `server.max_header_bytes`.
     pub max_header_bytes: usize,
+    /// `server.body_timeout`.
+    pub body_timeout: std::time::Duration,
     /// How the client address is found (trusted proxies).
     pub client_address: Arc<ClientAddress>,
     /// The per-IP flood guard, when configured.
@@ -57,6 +59,8 @@ pub fn build(stages: Stages) -> Pipeline {
         Some(stage((), error::catch_panic)),
         // Cheapest rejection first: an oversized head costs nothing further.
         Some(stage(stages.max_header_bytes, head_limit::enforce)),
+        // A body must arrive by its deadline, whether validation buffers it or it streams on.
+        Some(stage(stages.body_timeout, body_deadline::enforce)),
         // The per-IP flood guard: cheap, and before any signature check, so a flood of bad
         // tokens costs no verification.
         stages.flood_guard.map(|guard| stage(guard, per_ip::guard)),

@@ -170,6 +170,10 @@ impl Upstream {
         .await;
         let mut response = match answer {
             Err(_) => return GatewayError::UpstreamTimeout.into_response(context.id_str()),
+            Ok(Err(e)) if crate::body_deadline::is_body_timeout(&e) => {
+                // The client, not the upstream, failed: its body stopped arriving.
+                return GatewayError::BodyTimeout.into_response(context.id_str());
+            }
             Ok(Err(e)) => {
                 return GatewayError::UpstreamUnavailable(Box::new(e))
                     .into_response(context.id_str());

@@ -62,6 +62,10 @@ pub enum Decision {
     LimiterUnavailable,
     /// The body exceeded `max_body_bytes`: 413.
     BodyTooLarge,
+    /// The body did not arrive within `server.body_timeout`: 408.
+    BodyTimeout,
+    /// The request-buffer budget (`max_buffered_bytes`) was exhausted: 503.
+    Overloaded,
     /// The body is not JSON: 415.
     UnsupportedMediaType,
     /// The body is not well-formed JSON (or too deep, or empty): 400.
@@ -92,6 +96,8 @@ impl Decision {
             Decision::IpRateLimited => "ip_rate_limited",
             Decision::LimiterUnavailable => "limiter_unavailable",
             Decision::BodyTooLarge => "body_too_large",
+            Decision::BodyTimeout => "body_timeout",
+            Decision::Overloaded => "overloaded",
             Decision::UnsupportedMediaType => "unsupported_media_type",
             Decision::InvalidJson => "invalid_json",
             Decision::InputTooLong => "input_too_long",

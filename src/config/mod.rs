@@ -43,6 +43,10 @@ pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default interval between checks of the certificate and key files for a rotation.
 pub const DEFAULT_TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default time for a whole request body to arrive.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest wait of a response write on a client that does not read.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on concurrent client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default drain time on shutdown.
@@ -143,6 +147,10 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// Concurrent connections; further ones wait in the accept backlog.
     pub max_connections: usize,
+    /// Time allowed for a whole request body, from the request head.
+    pub body_timeout: Duration,
+    /// Longest a response write may wait for a client that does not read.
+    pub write_timeout: Duration,
     /// Drain time after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// Proxies whose `X-Forwarded-For` names the client.
@@ -443,6 +451,18 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(1 << 24),
     };
     let shutdown_grace = s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let body_timeout = positive(
+        s.body_timeout,
+        DEFAULT_BODY_TIMEOUT,
+        "server.body_timeout",
+        at,
+    )?;
+    let write_timeout = positive(
+        s.write_timeout,
+        DEFAULT_WRITE_TIMEOUT,
+        "server.write_timeout",
+        at,
+    )?;
     let trusted_proxies = rate_limit::trusted_proxies(s, at)?;
     let tls = match &s.tls {
         None => None,
@@ -484,6 +504,8 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
         max_header_bytes,
         header_timeout,
         max_connections,
+        body_timeout,
+        write_timeout,
         shutdown_grace,
         trusted_proxies,
         tls,

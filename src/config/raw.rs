@@ -60,6 +60,12 @@ pub struct RawServer {
     pub header_timeout: Option<Duration>,
     /// Most client connections served at once.
     pub max_connections: Option<u64>,
+    /// Time allowed for a whole request body to arrive, counted from the request head.
+    #[serde(default, with = "humantime_serde")]
+    pub body_timeout: Option<Duration>,
+    /// Longest a response write may wait for a client that does not read.
+    #[serde(default, with = "humantime_serde")]
+    pub write_timeout: Option<Duration>,
     /// How long in-flight requests may run after a shutdown signal.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
@@ -244,6 +250,8 @@ pub struct RawPerIp {
 pub struct RawValidation {
     /// Largest accepted request body.
     pub max_body_bytes: Option<u64>,
+    /// Most request-body bytes buffered for validation at once, across all requests.
+    pub max_buffered_bytes: Option<u64>,
     /// Most characters of text in a JSON body.
     pub max_input_chars: Option<u64>,
     /// `block` or `log`.

@@ -10,6 +10,10 @@ use crate::validate::rules::{Action, ExtraRule, Pattern, RuleOptions, RuleSet};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest accepted `max_body_bytes`.
 pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default budget of request-body bytes buffered at once: 64 bodies of the default size.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * DEFAULT_MAX_BODY_BYTES;
+/// Largest accepted `max_buffered_bytes` (the budget is counted in 32-bit units per request).
+pub const MAX_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024 * 1024;
 /// Default most characters of text in a JSON body.
 pub const DEFAULT_MAX_INPUT_CHARS: usize = 100_000;
 /// Default deepest JSON nesting.
@@ -22,6 +26,9 @@ pub const MAX_JSON_DEPTH: usize = 128;
 pub struct ValidationSettings {
     /// Largest body accepted; larger is 413.
     pub max_body_bytes: usize,
+    /// Most body bytes buffered at once across requests; a request that finds no room waits
+    /// briefly, then gets 503.
+    pub max_buffered_bytes: usize,
     /// Most characters (string values and keys) in a JSON body; more is 400.
     pub max_input_chars: usize,
     /// Deepest JSON nesting; deeper is 400.
@@ -53,6 +60,18 @@ pub(super) fn validate(
                 at.error(
                     "validation.max_body_bytes",
                     "must be between 1 and 67108864",
+                )
+            })?,
+    };
+    let max_buffered_bytes = match raw.max_buffered_bytes {
+        None => DEFAULT_MAX_BUFFERED_BYTES.max(max_body_bytes),
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (max_body_bytes..=MAX_MAX_BUFFERED_BYTES).contains(n))
+            .ok_or_else(|| {
+                at.error(
+                    "validation.max_buffered_bytes",
+                    "must be at least max_body_bytes and at most 68719476736",
                 )
             })?,
     };
@@ -124,6 +143,7 @@ pub(super) fn validate(
         .collect();
     Ok(ValidationSettings {
         max_body_bytes,
+        max_buffered_bytes,
         max_input_chars,
         max_json_depth,
         rules: Arc::new(rules),

@@ -25,6 +25,7 @@ use crate::request_id::ConnInfo;
 use crate::stage::Served;
 
 use super::Policies;
+use super::io::WriteDeadline;
 use super::tls::CertStore;
 
 /// HTTP/2 streams a client may have open on one connection.
@@ -40,6 +41,7 @@ pub struct ConnSettings {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     handshake_timeout: Duration,
+    write_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -72,6 +74,7 @@ impl ConnSettings {
             http1,
             http2,
             handshake_timeout: server.header_timeout,
+            write_timeout: server.write_timeout,
             metrics,
         }
     }
@@ -118,9 +121,8 @@ pub async fn serve(
                 policies,
                 info: ConnInfo { peer, tls: false },
             };
-            let conn = settings
-                .http1
-                .serve_connection(TokioIo::new(stream), service);
+            let io = WriteDeadline::new(stream, settings.write_timeout);
+            let conn = settings.http1.serve_connection(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -147,7 +149,7 @@ pub async fn serve(
                 policies,
                 info: ConnInfo { peer, tls: true },
             };
-            let io = TokioIo::new(tls);
+            let io = TokioIo::new(WriteDeadline::new(tls, settings.write_timeout));
             let result = if h2 {
                 watcher
                     .watch(settings.http2.serve_connection(io, service))

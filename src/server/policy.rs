@@ -135,6 +135,7 @@ impl Policy {
             }),
             security_headers: SecurityHeaders::new(config.headers.clone()),
             max_header_bytes: config.server.max_header_bytes,
+            body_timeout: config.server.body_timeout,
             client_address: Arc::new(ClientAddress::new(config.server.trusted_proxies.clone())),
             flood_guard: flood_guard.clone(),
             authenticator,

@@ -12,6 +12,10 @@ pub mod rules;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::stage::Next;
 use axum::body::Body;
@@ -22,6 +26,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::audit::Outcome;
+use crate::body_deadline;
 use crate::config::ValidationSettings;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -34,6 +39,8 @@ use rules::{Action, Rule};
 pub struct Validator {
     settings: ValidationSettings,
     metrics: Arc<Metrics>,
+    /// Body bytes that may be buffered at once, in bytes.
+    buffer_budget: Arc<Semaphore>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +53,12 @@ enum MediaKind {
 impl Validator {
     /// The stage for validated `[validation]` settings.
     pub fn new(settings: ValidationSettings, metrics: Arc<Metrics>) -> Validator {
-        Validator { settings, metrics }
+        let buffer_budget = Arc::new(Semaphore::new(settings.max_buffered_bytes));
+        Validator {
+            settings,
+            metrics,
+            buffer_budget,
+        }
     }
 
     fn media_kind(&self, request: &Request) -> MediaKind {
@@ -136,11 +148,20 @@ pub async fn validate(validator: Arc<Validator>, request: Request, next: Next) -
     if kind == MediaKind::Unsupported {
         return GatewayError::UnsupportedMediaType.into_response(id.text());
     }
+    // Room in the buffer budget for the whole body (the declared length, or the most allowed),
+    // held until the body is forwarded; no room within BUFFER_WAIT is a 503, never an OOM.
+    let reserve = declared.map_or(max, |n| n as usize).max(1);
+    let Some(reserved) = reserve_buffer(&validator.buffer_budget, reserve).await else {
+        return GatewayError::Overloaded.into_response(id.text());
+    };
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return GatewayError::BodyTooLarge.into_response(id.text());
+        }
+        Err(e) if body_deadline::is_body_timeout(&*e) => {
+            return GatewayError::BodyTimeout.into_response(id.text());
         }
         Err(_) => return GatewayError::InvalidJson("body_unreadable").into_response(id.text()),
     };
@@ -170,8 +191,57 @@ pub async fn validate(validator: Arc<Validator>, request: Request, next: Next) -
             }
         }
     }
-    let request = Request::from_parts(parts, Body::from(bytes));
+    let request = Request::from_parts(
+        parts,
+        Body::new(BudgetedBody {
+            data: Some(bytes),
+            reserved: Some(reserved),
+        }),
+    );
     forward(request, next, logged).await
+}
+
+/// A buffered body that gives its room in the buffer budget back once it has been sent on.
+struct BudgetedBody {
+    data: Option<Bytes>,
+    reserved: Option<OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for BudgetedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let data = self.data.take();
+        self.reserved = None;
+        std::task::Poll::Ready(data.map(|d| Ok(http_body::Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+/// How long a request waits for room in the buffer budget before it is refused with 503.
+pub const BUFFER_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes `bytes` of the buffer budget, waiting up to [`BUFFER_WAIT`].
+async fn reserve_buffer(budget: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let units = u32::try_from(bytes).unwrap_or(u32::MAX);
+    if let Ok(permit) = budget.clone().try_acquire_many_owned(units) {
+        return Some(permit);
+    }
+    tokio::time::timeout(BUFFER_WAIT, budget.clone().acquire_many_owned(units))
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 /// The request id, as text only when an error needs it.

@@ -10,5 +10,6 @@ mod proxy;
 mod rate_limit;
 mod reload;
 mod server;
+mod slow_clients;
 mod trace;
 mod validation;

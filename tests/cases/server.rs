@@ -25,7 +25,7 @@ pub async fn raw_tls(gateway: &TestGateway) -> TlsStream<TcpStream> {
 }
 
 /// Reads until the peer closes (or errors); returns how long that took and what was read.
-async fn wait_closed<S: AsyncReadExt + Unpin>(
+pub async fn wait_closed<S: AsyncReadExt + Unpin>(
     stream: &mut S,
     limit: Duration,
 ) -> (Duration, Vec<u8>) {

@@ -52,6 +52,7 @@ struct Shared {
 /// - `/sse`: one event, then waits for [`MockUpstream::release_sse`], then two more;
 /// - `/sse-paused/MS`: three events sent in four parts (one mid-event) MS milliseconds apart;
 /// - `/stall`: a response head and one chunk, then silence;
+/// - `/endless`: a body of 64 KiB chunks that never ends;
 /// - anything else: 200 JSON naming the path, with fingerprinting and hop-by-hop headers.
 pub struct MockUpstream {
     pub addr: SocketAddr,
@@ -231,6 +232,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Re
             .header("content-type", "text/event-stream")
             .body(Body::from_stream(events))
             .unwrap();
+    }
+    if path == "/endless" {
+        // 64 KiB chunks for as long as someone reads them.
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let chunks = futures_util::stream::repeat_with(move || Ok::<_, Infallible>(chunk.clone()));
+        return Response::new(Body::from_stream(chunks));
     }
     if path == "/stall" {
         let events = futures_util::stream::unfold(0u8, |i| async move {
