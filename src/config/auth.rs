@@ -130,7 +130,14 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
         }
         let secret =
             Secret::from_env_or_file(key.secret_env.as_deref(), key.secret_file.as_deref())
-                .map_err(|m| at.error(&at_key("secret_env"), m))?;
+                .map_err(|m| {
+                    let written = if key.secret_env.is_some() {
+                        "secret_env"
+                    } else {
+                        "secret_file"
+                    };
+                    at.error(&at_key(written), m)
+                })?;
         let built =
             hmac_key(&key.kid, &secret, &algorithms).map_err(|m| at.error(&at_key("kid"), m))?;
         static_keys.push(Arc::new(built));

@@ -551,15 +551,18 @@ fn validate_upstream(raw: &RawConfig, at: &Locator<'_>) -> Result<UpstreamSettin
     let credential = match (&u.auth_header_env, &u.auth_header_file) {
         (None, None) => None,
         (env, file) => {
+            // Errors name the key the operator actually wrote.
+            let key = if env.is_some() {
+                "upstream.auth_header_env"
+            } else {
+                "upstream.auth_header_file"
+            };
             let secret = Secret::from_env_or_file(env.as_deref(), file.as_deref())
-                .map_err(|m| at.error("upstream.auth_header_env", m))?;
+                .map_err(|m| at.error(key, m))?;
             let mut value = b"Bearer ".to_vec();
             value.extend_from_slice(secret.expose());
             let mut value = HeaderValue::from_bytes(&value).map_err(|_| {
-                at.error(
-                    "upstream.auth_header_env",
-                    "the credential has characters a header cannot carry",
-                )
+                at.error(key, "the credential has characters a header cannot carry")
             })?;
             value.set_sensitive(true);
             Some(value)

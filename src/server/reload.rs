@@ -11,14 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::revocation::ListUpdate;
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_TLS_WATCH_INTERVAL};
 
 use super::Policies;
 use super::policy::{Policy, Shared};
 use super::tls::Rotation;
 
-/// How often certificate files are checked when `[server.tls]` does not say.
-const DEFAULT_CERT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the revocation list file is checked: a revocation applies within about this time.
 pub const REVOCATION_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -155,7 +153,7 @@ impl Reloader {
                 .server
                 .tls
                 .as_ref()
-                .map_or(DEFAULT_CERT_WATCH_INTERVAL, |t| t.watch_interval);
+                .map_or(DEFAULT_TLS_WATCH_INTERVAL, |t| t.watch_interval);
             tokio::time::sleep(cert_interval.min(REVOCATION_WATCH_INTERVAL)).await;
             if certs_checked.elapsed() >= cert_interval {
                 certs_checked = Instant::now();
