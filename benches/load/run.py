@@ -75,9 +75,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GATEWAY = os.path.join(ROOT, "target/release/portcullis")
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
          "portcullis": 19004, "portcullis-nolimit": 19005, "portcullis-noauth": 19006,
-         "portcullis-noval": 19007, "haproxy-jwt": 19008, "haproxy-jwt-rs256": 19009}
+         "portcullis-noval": 19007, "haproxy-jwt": 19008, "haproxy-jwt-rs256": 19009,
+         "portcullis-b": 19010}
 ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903,
-               "portcullis-noval": 19904}
+               "portcullis-noval": 19904, "portcullis-b": 19905}
+# For A/B work on the gateway itself: `--only portcullis,portcullis-b` with PORTCULLIS_BIN_B naming
+# another build runs both with the full pipeline, interleaved.
+GATEWAY_B = os.environ.get("PORTCULLIS_BIN_B", GATEWAY)
 ALL_TARGETS = ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "haproxy-jwt-rs256",
                "portcullis", "portcullis-noval", "portcullis-nolimit", "portcullis-noauth"]
 DEFAULT_TARGETS = {
@@ -87,7 +91,8 @@ DEFAULT_TARGETS = {
     "sse": ["direct", "nginx-proxy", "haproxy-jwt", "portcullis"],
     "tokens": ["nginx-proxy", "haproxy-jwt", "portcullis"],
 }
-CHECKS_TOKENS = {"haproxy-jwt", "haproxy-jwt-rs256", "portcullis", "portcullis-noval", "portcullis-nolimit"}
+CHECKS_TOKENS = {"haproxy-jwt", "haproxy-jwt-rs256", "portcullis", "portcullis-noval", "portcullis-nolimit",
+                 "portcullis-b"}
 PACED_TARGETS = ["nginx-proxy", "haproxy-jwt", "portcullis"]
 NGINX_PLAIN, HAPROXY_JWT = "nginx-proxy", "haproxy-jwt"
 ISSUER = "https://issuer.bench/"
@@ -314,7 +319,8 @@ output = "{tmp}/{name}-audit.log"
 {auth}
 """)
     env = dict(os.environ, TOKIO_WORKER_THREADS="1", PORTCULLIS_LOG="warn")
-    return start([GATEWAY, "run", "--config", cfg], env=env, log=os.path.join(tmp, f"{name}.err"))
+    binary = GATEWAY_B if name == "portcullis-b" else GATEWAY
+    return start([binary, "run", "--config", cfg], env=env, log=os.path.join(tmp, f"{name}.err"))
 
 
 def start_servers(procs, tmp, cert, key, signers, targets, mode, cache_capacity):
@@ -366,7 +372,8 @@ burst = 10000000
 max_body_bytes = 1048576
 max_input_chars = 10000
 """
-    stages = {"portcullis": auth + limits + validation, "portcullis-noval": auth + limits,
+    stages = {"portcullis": auth + limits + validation, "portcullis-b": auth + limits + validation,
+              "portcullis-noval": auth + limits,
               "portcullis-nolimit": auth, "portcullis-noauth": ""}
     for name, config in stages.items():
         if name in targets:
