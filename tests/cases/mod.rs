@@ -4,6 +4,7 @@ mod auth;
 mod binary;
 mod config;
 mod errors;
+mod fuzz_regressions;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod proxy;
