@@ -1015,11 +1015,18 @@ async fn h2_continuation_flood_is_cut_off() {
 
 /// More streams than `MAX_CONCURRENT_STREAMS` (256) at once, each a slow request: the excess is
 /// refused with REFUSED_STREAM, the first 256 are served, the connection survives.
+///
+/// The gateway forwards each admitted stream on its own upstream connection (the pool has no cap
+/// on connections per host), so one client makes it open about 256 upstream connections at once.
+/// With the mock upstream's default backlog of 128 the kernel drops some of those SYNs, and a
+/// request that needs a new upstream connection then, the honest one included, waits for the 1 s
+/// SYN retransmit. The upstream here gets a backlog of 1024 so that the honest latency measures
+/// the gateway; the line printed counts the upstream connections opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_streams_past_the_cap_are_refused() {
     const STREAMS: u32 = 300;
     const CAP: u32 = portcullis::server::conn::MAX_CONCURRENT_STREAMS;
-    let upstream = Arc::new(MockUpstream::start().await);
+    let upstream = Arc::new(MockUpstream::start_with_backlog(1024).await);
     let gateway = Arc::new(TestGateway::start(&upstream.url()).await);
     let attack = {
         let (gateway, upstream) = (gateway.clone(), upstream.clone());
@@ -1050,10 +1057,17 @@ async fn h2_streams_past_the_cap_are_refused() {
         }
     };
     let ((refused, in_flight, answered), latencies) = under_attack(&gateway, attack).await;
+    let upstream_connections = upstream
+        .seen_on("/slow/1500")
+        .iter()
+        .map(|r| r.peer)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     report(
         &format!("h2 {STREAMS} concurrent slow streams (cap {CAP})"),
         &format!(
-            "{} refused at once; {in_flight} in flight at the upstream; finally {}",
+            "{} refused at once; {in_flight} in flight at the upstream after 700 ms, over \
+             {upstream_connections} upstream connections; finally {}",
             refused.resets_of(REFUSED_STREAM),
             answered.describe()
         ),
