@@ -1,7 +1,7 @@
 //! What an attacker sends, over real TLS against the real gateway: HTTP/1.1 request smuggling and
-//! malformed framing, HTTP/2 floods (rapid reset, CONTINUATION, streams past the cap, huge header
-//! lists, WINDOW_UPDATE) and connection floods (past `max_connections`, and past the process's
-//! file-descriptor limit).
+//! malformed framing, HTTP/2-to-HTTP/1.1 downgrade smuggling, HTTP/2 floods (rapid reset,
+//! CONTINUATION, streams past the cap, huge header lists, WINDOW_UPDATE) and connection floods
+//! (past `max_connections`, and past the process's file-descriptor limit).
 //!
 //! Each flood runs while an honest client keeps sending requests, and prints one line
 //! (`ABUSE | attack | what the gateway did | honest p50/max | RSS`; run with `--nocapture`). The RSS
@@ -591,6 +591,7 @@ async fn connect_authority_form_is_refused() {
 // ---------------------------------------------------------------------------------------------
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
@@ -600,6 +601,7 @@ const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const ACK: u8 = 0x1;
+const PROTOCOL_ERROR: u32 = 0x1;
 const FLOW_CONTROL_ERROR: u32 = 0x3;
 const REFUSED_STREAM: u32 = 0x7;
 const CANCEL: u32 = 0x8;
@@ -1211,6 +1213,160 @@ async fn h2_window_update_flood_and_overflow() {
         after_overflow.describe()
     );
     assert_eq!(upstream.seen_on("/after-window").len(), 1);
+}
+
+/// One HTTP/2 request that would smuggle a second request past a gateway that downgrades to
+/// HTTP/1.1 upstream without checking it.
+struct Downgrade {
+    name: &'static str,
+    method_post: bool,
+    path: &'static str,
+    extra: &'static [(&'static str, &'static str)],
+    data: Option<&'static str>,
+    /// Send DATA 200 ms after HEADERS, so the gateway may act on the head alone first.
+    data_later: bool,
+}
+
+/// RFC 9113 §8.1.1, §8.2.1 and §8.2.2: HTTP/2 requests with connection-specific fields, CR/LF
+/// in a field value or the path, uppercase field names, or DATA that disagrees with
+/// content-length are malformed; hyper's h2 resets the stream (PROTOCOL_ERROR) or the connection
+/// before the gateway sees the request, so nothing of it, and no `/smuggled`, reaches the
+/// HTTP/1.1 upstream. When the DATA comes after the head, the head alone is forwarded as the
+/// complete request it claims to be and the DATA is discarded.
+#[tokio::test]
+async fn h2_downgrade_smuggling_is_refused() {
+    let upstream = MockUpstream::start().await;
+    let gateway = start_settled(&upstream).await;
+    let cases = [
+        Downgrade {
+            name: "transfer-encoding: chunked with a smuggled request in DATA",
+            method_post: true,
+            path: "/h2-te",
+            extra: &[("transfer-encoding", "chunked")],
+            data: Some("0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: localhost\r\n\r\n"),
+            data_later: false,
+        },
+        Downgrade {
+            name: "connection: keep-alive",
+            method_post: false,
+            path: "/h2-connection",
+            extra: &[("connection", "keep-alive")],
+            data: None,
+            data_later: false,
+        },
+        Downgrade {
+            name: "CRLF and a request line in a header value",
+            method_post: false,
+            path: "/h2-crlf",
+            extra: &[(
+                "x-inject",
+                "a\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: localhost",
+            )],
+            data: None,
+            data_later: false,
+        },
+        Downgrade {
+            name: "CRLF and a request line in :path",
+            method_post: false,
+            path: "/h2-path HTTP/1.1\r\nhost: localhost\r\n\r\nGET /smuggled",
+            extra: &[],
+            data: None,
+            data_later: false,
+        },
+        Downgrade {
+            name: "uppercase header name",
+            method_post: false,
+            path: "/h2-upper",
+            extra: &[("X-Upper", "a")],
+            data: None,
+            data_later: false,
+        },
+        Downgrade {
+            name: "content-length: 0 with a smuggled request in DATA",
+            method_post: true,
+            path: "/h2-cl",
+            extra: &[("content-length", "0")],
+            data: Some("GET /smuggled HTTP/1.1\r\nhost: localhost\r\n\r\n"),
+            data_later: false,
+        },
+        Downgrade {
+            name: "content-length: 0, the smuggled request in DATA 200 ms later",
+            method_post: true,
+            path: "/h2-cl-later",
+            extra: &[("content-length", "0")],
+            data: Some("GET /smuggled HTTP/1.1\r\nhost: localhost\r\n\r\n"),
+            data_later: true,
+        },
+    ];
+    for case in &cases {
+        let name = case.name;
+        let mut attacker = RawH2::connect(&gateway).await;
+        let mut block = request_block(case.path);
+        if case.method_post {
+            // :method POST is static index 3.
+            block[0] = 0x83;
+        }
+        for (field, value) in case.extra {
+            block.push(0x00);
+            hpack_str(&mut block, field);
+            hpack_str(&mut block, value);
+        }
+        let mut bytes = match case.data {
+            None => frame(HEADERS, END_HEADERS | END_STREAM, 1, &block),
+            Some(_) => frame(HEADERS, END_HEADERS, 1, &block),
+        };
+        if let Some(data) = case.data {
+            if case.data_later {
+                assert!(attacker.send(&bytes).await, "{name}: could not send");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bytes.clear();
+            }
+            bytes.extend(frame(DATA, END_STREAM, 1, data.as_bytes()));
+        }
+        assert!(attacker.send(&bytes).await, "{name}: could not send");
+        let seen = attacker
+            .wait_for(Duration::from_secs(3), |s| {
+                s.responses > 0 || !s.resets.is_empty() || s.ended()
+            })
+            .await;
+        // Let anything forwarded land before looking.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let forwarded: Vec<_> = upstream
+            .seen()
+            .iter()
+            .filter(|r| r.uri != "/")
+            .map(|r| format!("{} {}", r.method, r.uri))
+            .collect();
+        println!(
+            "HTTP/2 | {name} | {} | forwarded: {forwarded:?}",
+            seen.describe()
+        );
+        assert!(
+            upstream.seen_on("/smuggled").is_empty(),
+            "{name}: the smuggled request reached the upstream"
+        );
+        if case.data_later {
+            // The head alone is a complete request (content-length 0): it is forwarded with an
+            // empty body and answered, and the late DATA is discarded (RST_STREAM NO_ERROR),
+            // never read as anything. The upstream connection carries one framed request.
+            let seen_there = upstream.seen_on(case.path);
+            assert_eq!(forwarded, [format!("POST {}", case.path)], "{name}");
+            assert!(seen_there[0].body.is_empty(), "{name}: {seen_there:?}");
+            assert_eq!(seen.responses, 1, "{name}: {}", seen.describe());
+            continue;
+        }
+        assert_eq!(seen.responses, 0, "{name}: answered: {}", seen.describe());
+        assert!(
+            seen.resets_of(PROTOCOL_ERROR) == 1 || seen.goaway == Some(PROTOCOL_ERROR),
+            "{name}: {}",
+            seen.describe()
+        );
+        assert!(forwarded.is_empty(), "{name}: forwarded {forwarded:?}");
+    }
+    assert_eq!(
+        gateway.client().get(&gateway.url("/after")).await.status,
+        200
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
