@@ -1,3 +1,4 @@
+mod abuse;
 mod admin;
 mod audit;
 mod auth;

@@ -66,6 +66,15 @@ impl MockUpstream {
         Self::serve(listener, None)
     }
 
+    /// Starts with a listen backlog of `backlog` instead of the default 128 (std's and mio's),
+    /// for tests in which the gateway opens hundreds of upstream connections at once: past the
+    /// backlog the kernel drops SYNs and the connect waits for the 1 s retransmit.
+    pub async fn start_with_backlog(backlog: u32) -> MockUpstream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        Self::serve(socket.listen(backlog).unwrap(), None)
+    }
+
     /// Starts on a given address (to bring an upstream up where the gateway already points).
     pub async fn start_on(addr: SocketAddr) -> MockUpstream {
         let listener = TcpListener::bind(addr).await.unwrap();
