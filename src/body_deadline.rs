@@ -7,6 +7,10 @@
 //! upstream, the upstream request is abandoned), and the audit record says `body_timeout`. A
 //! timer is only armed when the body is actually waited for, so a body that arrives with its
 //! head costs nothing.
+//!
+//! It also marks every other failure of the request body (a malformed chunk, a client that
+//! hung up mid-body) as the client's, so the answer is a 400, never a 502 that would blame the
+//! upstream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,11 +31,25 @@ use crate::stage::Next;
 #[error("the request body did not arrive within server.body_timeout")]
 pub struct BodyTimeout;
 
+/// The error that ends a request body the client sent malformed or did not finish.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read")]
+pub struct MalformedBody(#[source] axum::Error);
+
 /// Whether `error` (or one of its sources) is a [`BodyTimeout`].
 pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<BodyTimeout>(error)
+}
+
+/// Whether `error` (or one of its sources) is a [`MalformedBody`].
+pub fn is_malformed_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<MalformedBody>(error)
+}
+
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(e) = source {
-        if e.is::<BodyTimeout>() {
+        if e.is::<E>() {
             return true;
         }
         source = e.source();
@@ -75,6 +93,7 @@ impl http_body::Body for DeadlineBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(axum::Error::new(MalformedBody(e))))),
             Poll::Ready(frame) => Poll::Ready(frame),
             Poll::Pending => {
                 let deadline = this.deadline;

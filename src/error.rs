@@ -55,6 +55,10 @@ pub enum GatewayError {
     /// The body is larger than `validation.max_body_bytes`: 413.
     #[error("body too large")]
     BodyTooLarge,
+    /// The request's framing is ambiguous or unsupported, or its body is malformed: 400, and the
+    /// connection is closed.
+    #[error("bad request ({0})")]
+    BadRequest(&'static str),
     /// The body did not arrive within `server.body_timeout`: 408.
     #[error("request body timed out")]
     BodyTimeout,
@@ -118,6 +122,7 @@ impl GatewayError {
             GatewayError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::InvalidJson(_)
@@ -145,6 +150,7 @@ impl GatewayError {
             GatewayError::LimiterUnavailable => Decision::LimiterUnavailable,
             GatewayError::BodyTooLarge => Decision::BodyTooLarge,
             GatewayError::BodyTimeout => Decision::BodyTimeout,
+            GatewayError::BadRequest(_) => Decision::BadRequest,
             GatewayError::Overloaded => Decision::Overloaded,
             GatewayError::UnsupportedMediaType => Decision::UnsupportedMediaType,
             GatewayError::InvalidJson(_) => Decision::InvalidJson,
@@ -170,6 +176,7 @@ impl GatewayError {
     fn static_rule(&self) -> Option<&'static str> {
         match self {
             GatewayError::InvalidJson(reason) => Some(reason),
+            GatewayError::BadRequest(reason) => Some(reason),
             GatewayError::Unauthenticated(Refusal::Missing) => Some("token_missing"),
             GatewayError::Unauthenticated(Refusal::Expired) => Some("token_expired"),
             GatewayError::Unauthenticated(Refusal::Invalid(reason)) => Some(reason),
@@ -221,6 +228,11 @@ impl GatewayError {
                 "urn:portcullis:problem:limiter-unavailable",
                 "Service Unavailable",
                 "The rate limiter is unavailable; retry later.",
+            ),
+            GatewayError::BadRequest(_) => (
+                "urn:portcullis:problem:bad-request",
+                "Bad Request",
+                "The request's framing or body is malformed or ambiguous.",
             ),
             GatewayError::BodyTimeout => (
                 "urn:portcullis:problem:body-timeout",
@@ -332,8 +344,9 @@ impl GatewayError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let GatewayError::BodyTimeout = &self {
-            // The rest of the body may still be on its way: this connection cannot be reused.
+        if let GatewayError::BodyTimeout | GatewayError::BadRequest(_) = &self {
+            // The rest of the body may still be on its way, or its end is unknowable: this
+            // connection cannot be reused.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -174,6 +174,9 @@ impl Upstream {
                 // The client, not the upstream, failed: its body stopped arriving.
                 return GatewayError::BodyTimeout.into_response(context.id_str());
             }
+            Ok(Err(e)) if crate::body_deadline::is_malformed_body(&e) => {
+                return GatewayError::BadRequest("malformed_body").into_response(context.id_str());
+            }
             Ok(Err(e)) => {
                 return GatewayError::UpstreamUnavailable(Box::new(e))
                     .into_response(context.id_str());

@@ -64,6 +64,8 @@ pub enum Decision {
     BodyTooLarge,
     /// The body did not arrive within `server.body_timeout`: 408.
     BodyTimeout,
+    /// An unsupported transfer coding, a malformed body, or `CONNECT`: 400.
+    BadRequest,
     /// The request-buffer budget (`max_buffered_bytes`) was exhausted: 503.
     Overloaded,
     /// The body is not JSON: 415.
@@ -97,6 +99,7 @@ impl Decision {
             Decision::LimiterUnavailable => "limiter_unavailable",
             Decision::BodyTooLarge => "body_too_large",
             Decision::BodyTimeout => "body_timeout",
+            Decision::BadRequest => "bad_request",
             Decision::Overloaded => "overloaded",
             Decision::UnsupportedMediaType => "unsupported_media_type",
             Decision::InvalidJson => "invalid_json",

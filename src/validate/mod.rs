@@ -163,6 +163,9 @@ pub async fn validate(validator: Arc<Validator>, request: Request, next: Next) -
         Err(e) if body_deadline::is_body_timeout(&*e) => {
             return GatewayError::BodyTimeout.into_response(id.text());
         }
+        Err(e) if body_deadline::is_malformed_body(&*e) => {
+            return GatewayError::BadRequest("malformed_body").into_response(id.text());
+        }
         Err(_) => return GatewayError::InvalidJson("body_unreadable").into_response(id.text()),
     };
     if kind == MediaKind::Json {
