@@ -4,9 +4,12 @@
 //! limit (the 61-slot window: 252 bytes; about 320 bytes per user with the map, measured at
 //! 1,000,000 users, plus the user id), idle users are pruned, and the number of tracked users is
 //! capped; past the cap, new users are refused rather than letting an active user's count be
-//! dropped (which would let that user over-spend).
+//! dropped (which would let that user over-spend). At the cap, a new user triggers a scan for
+//! idle users at most once per window slot (nobody can become idle faster), so a stream of new
+//! identities cannot make every request scan the whole map.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -47,6 +50,11 @@ pub struct MemoryStore {
     classes: Vec<(Limit, UserWindows)>,
     max_tracked: usize,
     epoch: Instant,
+    /// When a new user at the cap last triggered a scan for idle users (store milliseconds + 1;
+    /// 0: never).
+    last_cap_scan: AtomicU64,
+    /// Scans made at the cap (for tests).
+    cap_scans: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -65,6 +73,8 @@ impl MemoryStore {
             classes: limits.iter().map(|l| (*l, DashMap::new())).collect(),
             max_tracked: max_tracked.max(1),
             epoch: Instant::now(),
+            last_cap_scan: AtomicU64::new(0),
+            cap_scans: AtomicU64::new(0),
         }
     }
 
@@ -103,7 +113,9 @@ impl MemoryStore {
             return Ok(window.decide(now_ms, limit.requests, slot_ms));
         }
         if self.tracked() >= self.max_tracked {
-            self.prune_at(now_ms);
+            if self.claim_cap_scan(now_ms, slot_ms) {
+                self.prune_at(now_ms);
+            }
             if self.tracked() >= self.max_tracked {
                 return Err(Overflow::TrackedUsersCap);
             }
@@ -112,6 +124,28 @@ impl MemoryStore {
             .entry(user.clone())
             .or_insert_with(|| Box::new(Window::new(now_ms / slot_ms)));
         Ok(window.decide(now_ms, limit.requests, slot_ms))
+    }
+
+    /// Whether this caller may scan for idle users now: at most once per `slot_ms`, and by one
+    /// caller at a time.
+    fn claim_cap_scan(&self, now_ms: u64, slot_ms: u64) -> bool {
+        let last = self.last_cap_scan.load(Ordering::Relaxed);
+        if last != 0 && now_ms.saturating_add(1).saturating_sub(last) < slot_ms {
+            return false;
+        }
+        let claimed = self
+            .last_cap_scan
+            .compare_exchange(
+                last,
+                now_ms.saturating_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if claimed {
+            self.cap_scans.fetch_add(1, Ordering::Relaxed);
+        }
+        claimed
     }
 
     /// Seconds a user refused at the cap should wait: until idle users can be pruned.
@@ -156,5 +190,28 @@ mod tests {
         // Once a and b are idle they are pruned and c gets in.
         assert!(store.decide_at(0, &c, 62_000).unwrap().admitted);
         assert_eq!(store.tracked(), 1);
+    }
+
+    #[test]
+    fn new_users_at_the_cap_scan_at_most_once_per_slot() {
+        let store = MemoryStore::new(&[LIMIT], 1_000);
+        for i in 0..1_000 {
+            let user: Arc<str> = format!("user-{i}").into();
+            assert!(store.decide_at(0, &user, 0).unwrap().admitted);
+        }
+        // 10,000 new identities within one slot (1 s of a 60 s window): one scan, not 10,000.
+        for i in 0..10_000u64 {
+            let user: Arc<str> = format!("new-{i}").into();
+            let at = 10 + i / 20;
+            assert_eq!(
+                store.decide_at(0, &user, at),
+                Err(Overflow::TrackedUsersCap)
+            );
+        }
+        assert_eq!(store.cap_scans.load(Ordering::Relaxed), 1);
+        // The next slot may scan again.
+        let late: Arc<str> = "late".into();
+        assert!(store.decide_at(0, &late, 2_000).is_err());
+        assert_eq!(store.cap_scans.load(Ordering::Relaxed), 2);
     }
 }
