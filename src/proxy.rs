@@ -25,6 +25,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 use crate::audit::{Decision, Outcome};
@@ -55,6 +56,8 @@ pub struct Upstream {
     host: HeaderValue,
     metrics: Arc<Metrics>,
     answered: Arc<AtomicBool>,
+    /// One permit per request in flight upstream, held until its response body ends.
+    slots: Arc<Semaphore>,
 }
 
 impl Upstream {
@@ -83,6 +86,7 @@ impl Upstream {
             host,
             metrics,
             answered: Arc::new(AtomicBool::new(false)),
+            slots: Arc::new(Semaphore::new(settings.max_connections)),
         })
     }
 
@@ -161,6 +165,20 @@ impl Upstream {
         );
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
+        // A slot for this exchange, or a bounded wait for one: an upstream that stops answering
+        // pins at most `max_connections` requests, never an unbounded number.
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => match tokio::time::timeout(
+                self.settings.connect_timeout,
+                self.slots.clone().acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(slot)) => slot,
+                _ => return GatewayError::Overloaded.into_response(context.id_str()),
+            },
+        };
 
         let sent = Instant::now();
         let answer = tokio::time::timeout(
@@ -203,7 +221,7 @@ impl Upstream {
             .sse_keepalive
             .filter(|_| is_event_stream(response.headers()));
         let idle_timeout = self.settings.idle_timeout;
-        response.map(|body| Body::new(UpstreamBody::new(body, idle_timeout, keepalive)))
+        response.map(|body| Body::new(UpstreamBody::new(body, idle_timeout, keepalive, slot)))
     }
 }
 
@@ -233,6 +251,8 @@ struct UpstreamBody {
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
     keepalive: Option<KeepAlive>,
+    /// The upstream slot, given back when the body ends or is dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// SSE keep-alive state: a `: keep-alive` comment is sent after `interval` of silence, and only
@@ -290,8 +310,14 @@ impl EventBoundary {
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, timeout: Duration, keepalive: Option<Duration>) -> UpstreamBody {
+    fn new(
+        inner: Incoming,
+        timeout: Duration,
+        keepalive: Option<Duration>,
+        slot: OwnedSemaphorePermit,
+    ) -> UpstreamBody {
         UpstreamBody {
+            _slot: slot,
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),

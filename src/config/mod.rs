@@ -43,6 +43,10 @@ pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default interval between checks of the certificate and key files for a rotation.
 pub const DEFAULT_TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default length of the kernel's accept queue (the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+/// Default most requests in flight to the upstream at once.
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 4096;
 /// Default time for a whole request body to arrive.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest wait of a response write on a client that does not read.
@@ -147,6 +151,8 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// Concurrent connections; further ones wait in the accept backlog.
     pub max_connections: usize,
+    /// Length of the kernel's accept queue.
+    pub listen_backlog: u32,
     /// Time allowed for a whole request body, from the request head.
     pub body_timeout: Duration,
     /// Longest a response write may wait for a client that does not read.
@@ -199,6 +205,8 @@ pub struct UpstreamSettings {
     pub base_path: String,
     /// Time allowed to connect.
     pub connect_timeout: Duration,
+    /// Most requests in flight to the upstream at once (each holds one connection).
+    pub max_connections: usize,
     /// Time allowed until the response head.
     pub response_header_timeout: Duration,
     /// Longest silence between two body chunks.
@@ -504,6 +512,11 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
         max_header_bytes,
         header_timeout,
         max_connections,
+        listen_backlog: match s.listen_backlog {
+            None => DEFAULT_LISTEN_BACKLOG,
+            Some(0) => return Err(at.error("server.listen_backlog", "must be at least 1")),
+            Some(n) => n,
+        },
         body_timeout,
         write_timeout,
         shutdown_grace,
@@ -573,6 +586,11 @@ fn validate_upstream(raw: &RawConfig, at: &Locator<'_>) -> Result<UpstreamSettin
         scheme,
         authority,
         base_path,
+        max_connections: match u.max_connections {
+            None => DEFAULT_UPSTREAM_MAX_CONNECTIONS,
+            Some(0) => return Err(at.error("upstream.max_connections", "must be at least 1")),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(1 << 24),
+        },
         connect_timeout: positive(
             u.connect_timeout,
             DEFAULT_CONNECT_TIMEOUT,

@@ -60,6 +60,8 @@ pub struct RawServer {
     pub header_timeout: Option<Duration>,
     /// Most client connections served at once.
     pub max_connections: Option<u64>,
+    /// Length of the kernel's queue of connections not yet accepted.
+    pub listen_backlog: Option<u32>,
     /// Time allowed for a whole request body to arrive, counted from the request head.
     #[serde(default, with = "humantime_serde")]
     pub body_timeout: Option<Duration>,
@@ -108,6 +110,8 @@ pub struct RawUpstream {
     /// Time allowed to open a connection to the upstream.
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// Most requests (and so connections) in flight to the upstream at once.
+    pub max_connections: Option<u64>,
     /// Time allowed until the upstream's response head arrives.
     #[serde(default, with = "humantime_serde")]
     pub response_header_timeout: Option<Duration>,

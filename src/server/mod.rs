@@ -86,11 +86,23 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
+async fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(backlog)
+        })
         .map_err(|source| StartError::Bind { addr, source })
 }
+
+/// Accept queue of the admin listener: a handful of probes and scrapes.
+const ADMIN_BACKLOG: u32 = 128;
 
 impl Gateway {
     /// Builds the runtime state and binds the client and admin listeners.
@@ -105,9 +117,9 @@ impl Gateway {
             .tls
             .as_ref()
             .map(|t| Arc::new(CertStore::new(t.server_config.clone(), t.files.clone())));
-        let listener = bind(config.server.listen).await?;
+        let listener = bind(config.server.listen, config.server.listen_backlog).await?;
         let admin_listener = match &config.admin {
-            Some(admin) => Some(bind(admin.listen).await?),
+            Some(admin) => Some(bind(admin.listen, ADMIN_BACKLOG).await?),
             None => None,
         };
         let shared = Arc::new(Shared {

@@ -183,6 +183,9 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
     if running.server.max_connections != next.server.max_connections {
         keys.push("server.max_connections");
     }
+    if running.server.listen_backlog != next.server.listen_backlog {
+        keys.push("server.listen_backlog");
+    }
     if running.server.shutdown_grace != next.server.shutdown_grace {
         keys.push("server.shutdown_grace");
     }

@@ -325,3 +325,34 @@ async fn idle_event_streams_get_keep_alives_between_events_only() {
     let plain = gateway.client().get(&gateway.url("/json")).await;
     assert!(!plain.text().contains("keep-alive"));
 }
+
+#[tokio::test]
+async fn requests_in_flight_upstream_are_bounded_by_max_connections() {
+    let upstream = MockUpstream::start().await;
+    let options = crate::common::Options {
+        upstream: "max_connections = 2\nconnect_timeout = \"300ms\"".into(),
+        ..crate::common::Options::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
+    let slow: Vec<_> = (0..2)
+        .map(|i| {
+            let client = gateway.client();
+            let url = gateway.url(&format!("/slow/1500?n={i}"));
+            tokio::spawn(async move { client.get(&url).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let refused = gateway.client().get(&gateway.url("/third")).await;
+    crate::common::assert_problem(&refused, 503);
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited for a slot first");
+    assert!(upstream.seen_on("/third").is_empty());
+    let record = gateway.audit_record(&refused.request_id()).await;
+    assert_eq!(record["decision"], "overloaded");
+    for task in slow {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    // The slots come back when the responses end.
+    let after = gateway.client().get(&gateway.url("/after")).await;
+    assert_eq!(after.status, 200);
+}
