@@ -25,9 +25,30 @@ const NEW_TRACE_FLAGS: u8 = 0x01;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceId(pub [u8; 16]);
 
+impl TraceId {
+    /// The 32 lowercase hex digits.
+    pub fn hex(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex_into(&self.0, &mut out);
+        out
+    }
+}
+
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let hex = self.hex();
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long); the per-request path formats
+/// ids this way rather than through `fmt`, which costs a call per digit.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
 }
 
@@ -79,14 +100,12 @@ impl TraceContext {
 
     /// The `traceparent` sent upstream: this trace, with the gateway's span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
-        let mut text = String::with_capacity(TRACEPARENT_LEN);
-        use fmt::Write as _;
-        let _ = write!(text, "00-{}-", self.trace_id);
-        for b in self.span_id {
-            let _ = write!(text, "{b:02x}");
-        }
-        let _ = write!(text, "-{:02x}", self.flags);
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        let mut text = [b'-'; TRACEPARENT_LEN];
+        text[..2].copy_from_slice(b"00");
+        hex_into(&self.trace_id.0, &mut text[3..35]);
+        hex_into(&self.span_id, &mut text[36..52]);
+        hex_into(&[self.flags], &mut text[53..55]);
+        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// Sets the upstream-bound trace headers on `headers`.
