@@ -23,6 +23,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The policy in force: its upstream, keys and limiter decide readiness.
     pub policies: Policies,
+    /// The audit log, which must be writable under `on_failure = "fail_closed"`.
+    pub audit: crate::audit::AuditSink,
 }
 
 /// The admin routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
@@ -55,6 +57,12 @@ async fn healthz() -> &'static str {
 /// 200 once config and certificates are loaded (true once serving), a key set has loaded (when
 /// authentication uses a JWKS URL) and the upstream has answered at least once; 503 before.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.audit.refuses_requests() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot be written (on_failure = fail_closed)\n",
+        );
+    }
     let state = state.policies.load();
     if state.keys.as_ref().is_some_and(|k| !k.is_ready()) {
         (

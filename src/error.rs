@@ -59,6 +59,9 @@ pub enum GatewayError {
     /// connection is closed.
     #[error("bad request ({0})")]
     BadRequest(&'static str),
+    /// The audit log cannot be written and `audit.on_failure = "fail_closed"`: 503.
+    #[error("audit log unavailable")]
+    AuditUnavailable,
     /// The body did not arrive within `server.body_timeout`: 408.
     #[error("request body timed out")]
     BodyTimeout,
@@ -122,6 +125,7 @@ impl GatewayError {
             GatewayError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -150,6 +154,7 @@ impl GatewayError {
             GatewayError::LimiterUnavailable => Decision::LimiterUnavailable,
             GatewayError::BodyTooLarge => Decision::BodyTooLarge,
             GatewayError::BodyTimeout => Decision::BodyTimeout,
+            GatewayError::AuditUnavailable => Decision::AuditUnavailable,
             GatewayError::BadRequest(_) => Decision::BadRequest,
             GatewayError::Overloaded => Decision::Overloaded,
             GatewayError::UnsupportedMediaType => Decision::UnsupportedMediaType,
@@ -228,6 +233,11 @@ impl GatewayError {
                 "urn:portcullis:problem:limiter-unavailable",
                 "Service Unavailable",
                 "The rate limiter is unavailable; retry later.",
+            ),
+            GatewayError::AuditUnavailable => (
+                "urn:portcullis:problem:audit-unavailable",
+                "Service Unavailable",
+                "The gateway cannot record requests right now; retry later.",
             ),
             GatewayError::BadRequest(_) => (
                 "urn:portcullis:problem:bad-request",
@@ -339,7 +349,7 @@ impl GatewayError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
-        if let GatewayError::Overloaded = &self {
+        if let GatewayError::Overloaded | GatewayError::AuditUnavailable = &self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -17,6 +17,22 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
+    /// The stamp of an open file.
+    pub fn of_file(file: &std::fs::File) -> Option<FileStamp> {
+        let meta = file.metadata().ok()?;
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    /// Whether both stamps name the same file (whatever its content now).
+    pub fn same_file(&self, other: &FileStamp) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+
     /// The stamp of the file `path` leads to, or `None` when it cannot be read.
     pub fn of(path: &Path) -> Option<FileStamp> {
         let meta = std::fs::metadata(path).ok()?;

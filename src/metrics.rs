@@ -55,6 +55,8 @@ pub struct Metrics {
     pub audit_dropped: Counter<u64, AtomicU64>,
     /// Audit records waiting for the writer, as the writer last found them.
     pub audit_queue_depth: Gauge,
+    /// 1 while the audit output can be written, 0 while it fails.
+    pub audit_writable: Gauge,
     /// Token verifications (signature and claims), by result.
     pub verifications: Family<ResultLabel, Counter>,
     /// Requests whose token was served from the verified-token cache.
@@ -179,6 +181,16 @@ impl Metrics {
                 "Audit records dropped because the audit queue was full",
                 Counter::default(),
             ),
+            audit_writable: {
+                let writable = Gauge::default();
+                writable.set(1);
+                register(
+                    registry,
+                    "audit_writable",
+                    "1 while the audit output can be written, 0 while writes fail",
+                    writable,
+                )
+            },
             audit_queue_depth: register(
                 registry,
                 "audit_queue_depth",

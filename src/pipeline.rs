@@ -52,11 +52,13 @@ pub fn build(stages: Stages) -> Pipeline {
         // follows names it by that id.
         Some(stage(stages.client_address, request_id::assign)),
         // Audit wraps everything below, so rejections, streams and cut streams each leave a record.
-        Some(stage(stages.auditor, audit::observe)),
+        Some(stage(stages.auditor.clone(), audit::observe)),
         // Security headers on every response, the gateway's own errors included.
         Some(stage(stages.security_headers, headers::secure_response)),
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
         Some(stage((), error::catch_panic)),
+        // A request that cannot be recorded is not served (audit.on_failure = "fail_closed").
+        Some(stage(stages.auditor, audit::require_writable)),
         // Cheapest rejection first: an oversized head costs nothing further.
         Some(stage(stages.max_header_bytes, head_limit::enforce)),
         // A body must arrive by its deadline, whether validation buffers it or it streams on.

@@ -64,6 +64,8 @@ pub enum Decision {
     BodyTooLarge,
     /// The body did not arrive within `server.body_timeout`: 408.
     BodyTimeout,
+    /// The audit log could not be written and `on_failure = "fail_closed"`: 503.
+    AuditUnavailable,
     /// An unsupported transfer coding, a malformed body, or `CONNECT`: 400.
     BadRequest,
     /// The request-buffer budget (`max_buffered_bytes`) was exhausted: 503.
@@ -99,6 +101,7 @@ impl Decision {
             Decision::LimiterUnavailable => "limiter_unavailable",
             Decision::BodyTooLarge => "body_too_large",
             Decision::BodyTimeout => "body_timeout",
+            Decision::AuditUnavailable => "audit_unavailable",
             Decision::BadRequest => "bad_request",
             Decision::Overloaded => "overloaded",
             Decision::UnsupportedMediaType => "unsupported_media_type",
@@ -264,7 +267,12 @@ impl PendingRecord {
         if let (Some(spans), Some(trace)) = (&self.auditor.spans, &self.trace) {
             spans.export(&record, trace, SystemTime::now());
         }
-        self.auditor.sink.record(record);
+        if record.decision == Decision::AuditUnavailable {
+            // The log is failing: this record must not make the request wait on it.
+            self.auditor.sink.record_or_drop(record);
+        } else {
+            self.auditor.sink.record(record);
+        }
     }
 }
 
@@ -272,6 +280,16 @@ impl Drop for PendingRecord {
     fn drop(&mut self) {
         self.write();
     }
+}
+
+/// Layer: with `audit.on_failure = "fail_closed"`, refuses requests (503) while the audit log
+/// cannot be written: a request that cannot be recorded is not served.
+pub async fn require_writable(auditor: Arc<Auditor>, request: Request, next: Next) -> Response {
+    if auditor.sink.refuses_requests() {
+        let id = RequestContext::id_of(&request);
+        return crate::error::GatewayError::AuditUnavailable.into_response(&id);
+    }
+    next.run(request).await
 }
 
 /// The operational log line of a gateway error, with the ids that find it in the audit log.

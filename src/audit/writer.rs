@@ -5,6 +5,13 @@
 //! (`on_overflow = "block"`) or drops the record, counting it in a metric and in the next written
 //! record's `dropped_before` (`"drop"`). The file can be reopened at the same path for log
 //! rotation, and with `hash_chain` every line is chained to the one before it ([`super::chain`]).
+//!
+//! Guards against a full disk or a deleted file losing records: a line that cannot be written
+//! is kept and written first once the output works again (`on_failure = "fail_closed"`, while
+//! new requests are refused), or counted as lost in the next written record's `dropped_before`
+//! without breaking the hash chain (`"fail_open"`). A file deleted or replaced at its path is
+//! noticed within [`PATH_CHECK_INTERVAL`] and reopened, carrying over whatever was still
+//! buffered for it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Stdout, Write};
@@ -19,7 +26,8 @@ use serde::{Serialize, Serializer};
 
 use super::AuditRecord;
 use super::chain::{self, ChainState, Recovered};
-use crate::config::{AuditOutput, AuditSettings, OnOverflow};
+use crate::config::{AuditOutput, AuditSettings, OnFailure, OnOverflow};
+use crate::file_stamp::FileStamp;
 use crate::metrics::Metrics;
 
 /// How often the writer drains the queue: records reach the output within about this time.
@@ -28,6 +36,8 @@ pub const WRITER_POLL_INTERVAL: Duration = Duration::from_millis(5);
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Size of the writer's output buffer.
 const OUTPUT_BUFFER: usize = 64 * 1024;
+/// How often the writer checks that its file is still the one at the configured path.
+pub const PATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 enum Message {
     Record(Box<AuditRecord>),
@@ -43,6 +53,8 @@ struct Shared {
     unreported_drops: AtomicU64,
     /// Set by [`AuditSink::reopen`]; the writer reopens its file before the next record.
     reopen: AtomicBool,
+    /// Set while the output cannot be written.
+    failing: AtomicBool,
 }
 
 /// The sending side of the audit log; cheap to clone.
@@ -52,6 +64,7 @@ pub struct AuditSink {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     on_overflow: OnOverflow,
+    on_failure: OnFailure,
 }
 
 impl std::fmt::Debug for AuditSink {
@@ -89,6 +102,7 @@ impl AuditSink {
             shared: Arc::new(Shared::default()),
             metrics,
             on_overflow: settings.on_overflow,
+            on_failure: settings.on_failure,
         };
         let writer = Writer::new(out, hash_chain.then_some(chain), &sink);
         std::thread::Builder::new()
@@ -121,6 +135,28 @@ impl AuditSink {
                 tracing::error!("audit writer has stopped; record lost");
             }
         }
+    }
+
+    /// Queues a record without ever waiting: a full queue drops and counts it. For the records
+    /// of requests refused because the log cannot be written, which must not wait on it.
+    pub fn record_or_drop(&self, record: AuditRecord) {
+        self.shared.enqueued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(Message::Record(Box::new(record))).is_err() {
+            self.shared.enqueued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.unreported_drops.fetch_add(1, Ordering::Relaxed);
+            self.metrics.audit_dropped.inc();
+        }
+    }
+
+    /// Whether the output cannot be written now.
+    pub fn is_failing(&self) -> bool {
+        self.shared.failing.load(Ordering::Relaxed)
+    }
+
+    /// Whether requests must be refused now: the output is failing and `on_failure` is
+    /// `fail_closed`.
+    pub fn refuses_requests(&self) -> bool {
+        self.on_failure == OnFailure::FailClosed && self.is_failing()
     }
 
     fn lost(&self) {
@@ -221,6 +257,12 @@ struct Writer {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     failing: bool,
+    on_failure: OnFailure,
+    /// A chained line that could not be written (fail_closed): written first on recovery.
+    stuck: Option<Vec<u8>>,
+    /// The file open now, to notice it being deleted or replaced at its path.
+    open_stamp: Option<FileStamp>,
+    last_path_check: Instant,
     /// Records taken from the queue.
     taken: u64,
     drops_since_warning: u64,
@@ -236,6 +278,10 @@ impl Writer {
             shared: sink.shared.clone(),
             metrics: sink.metrics.clone(),
             failing: false,
+            on_failure: sink.on_failure,
+            stuck: None,
+            open_stamp: None,
+            last_path_check: Instant::now(),
             taken: 0,
             drops_since_warning: 0,
             last_drop_warning: None,
@@ -243,8 +289,10 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Message>) {
+        self.open_stamp = self.current_file_stamp();
         let mut acks = Vec::new();
         loop {
+            self.check_path();
             self.reopen_if_asked();
             let depth = self
                 .shared
@@ -254,6 +302,18 @@ impl Writer {
             self.metrics
                 .audit_queue_depth
                 .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            // fail_closed: while the output fails, records stay queued (new requests are refused)
+            // and the stuck output is retried every poll.
+            let holding = self.failing && self.on_failure == OnFailure::FailClosed;
+            if holding && !self.recover() {
+                if let Ok(Message::Flush(ack)) = rx.try_recv() {
+                    // A flush cannot complete while records cannot be written; say so by not
+                    // acknowledging (the caller times out) rather than blocking shutdown forever.
+                    drop(ack);
+                }
+                std::thread::sleep(WRITER_POLL_INTERVAL);
+                continue;
+            }
             // Drain without parking: a writer parked in `recv` must be woken by every record, a
             // context switch per request on the request path. Polling batches many records a wake.
             let mut wrote = false;
@@ -267,6 +327,9 @@ impl Writer {
                         self.reopen_if_asked();
                         if let Err(e) = self.write_record(&record) {
                             self.failed(&e, "cannot write audit record");
+                            if self.on_failure == OnFailure::FailClosed {
+                                break false;
+                            }
                         }
                     }
                     Ok(Message::Flush(ack)) => acks.push(ack),
@@ -274,9 +337,9 @@ impl Writer {
                     Err(TryRecvError::Disconnected) => break true,
                 }
             };
-            if wrote || !acks.is_empty() {
+            if (wrote || !acks.is_empty()) && !self.failing {
                 match self.out.writer().flush() {
-                    Ok(()) => self.failing = false,
+                    Ok(()) => {}
                     Err(e) => self.failed(&e, "cannot flush audit log"),
                 }
             }
@@ -289,8 +352,10 @@ impl Writer {
                     );
                 }
             }
-            for ack in acks.drain(..) {
-                let _ = ack.send(());
+            if !self.failing {
+                for ack in acks.drain(..) {
+                    let _ = ack.send(());
+                }
             }
             self.warn_of_drops();
             if disconnected {
@@ -300,46 +365,105 @@ impl Writer {
         }
     }
 
-    /// Serializes `record` into the reused line buffer, chains it, and writes it.
+    /// Serializes `record` into the reused line buffer, chains it, and writes it. A line that
+    /// cannot be written is kept to be written first (fail_closed), or counted as lost without
+    /// advancing the chain (fail_open).
     fn write_record(&mut self, record: &AuditRecord) -> io::Result<()> {
+        if self.failing && self.on_failure == OnFailure::FailOpen && !self.recover() {
+            self.shared.unreported_drops.fetch_add(1, Ordering::Relaxed);
+            self.metrics.audit_write_errors.inc();
+            return Ok(());
+        }
         let dropped = self.shared.unreported_drops.swap(0, Ordering::Relaxed);
         self.drops_since_warning += dropped;
         let dropped_before = (dropped > 0).then_some(dropped);
         self.line.clear();
-        match &mut self.chain {
-            Some(chain) => {
-                let seq = chain.seq + 1;
-                serde_json::to_writer(
-                    &mut self.line,
-                    &Line {
-                        seq: Some(seq),
-                        prev_hash: Some(Hex(&chain.last_hash)),
-                        record,
-                        dropped_before,
-                    },
-                )?;
-                chain.advance(seq, &self.line);
-            }
-            None => serde_json::to_writer(
-                &mut self.line,
-                &Line {
-                    seq: None,
-                    prev_hash: None,
-                    record,
-                    dropped_before,
-                },
-            )?,
-        }
+        let seq = self.chain.as_ref().map(|chain| chain.seq + 1);
+        serde_json::to_writer(
+            &mut self.line,
+            &Line {
+                seq,
+                prev_hash: self.chain.as_ref().map(|chain| Hex(&chain.last_hash)),
+                record,
+                dropped_before,
+            },
+        )?;
         self.line.push(b'\n');
-        self.out.writer().write_all(&self.line)
+        let written = self.out.writer().write_all(&self.line);
+        let keep = written.is_ok() || self.on_failure == OnFailure::FailClosed;
+        if keep {
+            if let (Some(chain), Some(seq)) = (&mut self.chain, seq) {
+                chain.advance(seq, &self.line[..self.line.len() - 1]);
+            }
+            if written.is_err() {
+                self.stuck = Some(self.line.clone());
+            }
+        } else {
+            // Lost: the next written record says so, and the chain skips nothing.
+            self.shared
+                .unreported_drops
+                .fetch_add(dropped + 1, Ordering::Relaxed);
+        }
+        written
+    }
+
+    /// Tries the stuck output again: buffered bytes, then a kept line. True once it works.
+    fn recover(&mut self) -> bool {
+        let result = self.out.writer().flush().and_then(|()| {
+            if let Some(line) = &self.stuck {
+                self.out.writer().write_all(line)?;
+                self.out.writer().flush()?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                self.stuck = None;
+                self.failing = false;
+                self.shared.failing.store(false, Ordering::Relaxed);
+                self.metrics.audit_writable.set(1);
+                tracing::info!("the audit log can be written again");
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn failed(&mut self, error: &io::Error, what: &'static str) {
         self.metrics.audit_write_errors.inc();
         if !self.failing {
-            tracing::error!(error = %error, "{what}");
+            tracing::error!(error = %error, on_failure = ?self.on_failure, "{what}");
         }
         self.failing = true;
+        self.shared.failing.store(true, Ordering::Relaxed);
+        self.metrics.audit_writable.set(0);
+    }
+
+    fn current_file_stamp(&self) -> Option<FileStamp> {
+        match &self.out {
+            Output::File { out, .. } => FileStamp::of_file(out.get_ref()),
+            Output::Stdout(_) => None,
+        }
+    }
+
+    /// Asks for a reopen when the file at the path is gone or is another file.
+    fn check_path(&mut self) {
+        let Output::File { path, .. } = &self.out else {
+            return;
+        };
+        if self.last_path_check.elapsed() < PATH_CHECK_INTERVAL {
+            return;
+        }
+        self.last_path_check = Instant::now();
+        let at_path = FileStamp::of(path);
+        let same = match (&self.open_stamp, &at_path) {
+            (Some(open), Some(now)) => open.same_file(now),
+            _ => false,
+        };
+        if !same {
+            tracing::warn!(path = %path.display(), "the audit file was deleted or replaced; reopening it");
+            self.shared.reopen.store(true, Ordering::Release);
+        }
     }
 
     fn reopen_if_asked(&mut self) {
@@ -350,19 +474,34 @@ impl Writer {
         let Output::File { path, out } = &mut self.out else {
             return;
         };
-        if let Err(e) = out.flush() {
-            tracing::error!(error = %e, "cannot flush the audit log before reopening it");
+        let flushed = out.flush();
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, "cannot flush the audit log before reopening it; carrying its buffer over");
         }
         let reopened = open_file(path, self.chain.is_some()).and_then(|mut file| {
-            if let Some(chain) = &mut self.chain {
+            if let Some(chain) = &mut self.chain
+                && self.stuck.is_none()
+                && flushed.is_ok()
+            {
                 continue_chain(&mut file, path, chain)?;
             }
             Ok(file)
         });
         match reopened {
             Ok(file) => {
-                *out = BufWriter::with_capacity(OUTPUT_BUFFER, file);
+                let stamp = FileStamp::of_file(&file);
+                let old = std::mem::replace(out, BufWriter::with_capacity(OUTPUT_BUFFER, file));
+                // What the old file could not take goes to the new one, in order.
+                if let (_, Ok(unwritten)) = old.into_parts()
+                    && !unwritten.is_empty()
+                {
+                    let _ = out.write_all(&unwritten);
+                }
+                self.open_stamp = stamp;
                 tracing::info!(path = %path.display(), "audit log reopened");
+                if self.failing {
+                    self.recover();
+                }
             }
             Err(e) => {
                 self.metrics.audit_write_errors.inc();

@@ -239,6 +239,8 @@ pub struct AuditSettings {
     pub queue_capacity: usize,
     /// Whether every record carries `seq` and the SHA-256 of the line before it (`prev_hash`).
     pub hash_chain: bool,
+    /// What requests get while records cannot be written.
+    pub on_failure: OnFailure,
 }
 
 impl Default for AuditSettings {
@@ -248,8 +250,22 @@ impl Default for AuditSettings {
             on_overflow: OnOverflow::Block,
             queue_capacity: DEFAULT_AUDIT_QUEUE_CAPACITY,
             hash_chain: false,
+            on_failure: OnFailure::FailClosed,
         }
     }
+}
+
+/// `audit.on_failure`: what happens while the audit output cannot be written (disk full, an
+/// I/O error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// New requests get 503 (`audit_unavailable`) until records can be written again; records
+    /// already queued wait and are written then. For deployments where an unaudited request must
+    /// not happen.
+    FailClosed,
+    /// Requests are served; records that cannot be written are counted (metric and the next
+    /// written record's `dropped_before`).
+    FailOpen,
 }
 
 /// `audit.output`.
@@ -380,11 +396,22 @@ fn validate_audit(raw: &RawConfig, at: &Locator<'_>) -> Result<AuditSettings, Co
             }
         },
     };
+    let on_failure = match a.on_failure.as_deref() {
+        None | Some("fail_closed") => OnFailure::FailClosed,
+        Some("fail_open") => OnFailure::FailOpen,
+        Some(_) => {
+            return Err(at.error(
+                "audit.on_failure",
+                "must be \"fail_closed\" or \"fail_open\"",
+            ));
+        }
+    };
     Ok(AuditSettings {
         output,
         on_overflow,
         queue_capacity,
         hash_chain: a.hash_chain.unwrap_or(false),
+        on_failure,
     })
 }
 

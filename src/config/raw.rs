@@ -322,4 +322,6 @@ pub struct RawAudit {
     pub queue_capacity: Option<u64>,
     /// Chain every record to the one before it by SHA-256 (`seq`, `prev_hash`).
     pub hash_chain: Option<bool>,
+    /// `fail_closed` or `fail_open`: what requests get while records cannot be written.
+    pub on_failure: Option<String>,
 }

@@ -175,6 +175,7 @@ impl Gateway {
             let state = admin::AdminState {
                 metrics: shared.metrics.clone(),
                 policies: policies.clone(),
+                audit: shared.audit.clone(),
             };
             tokio::spawn(admin::serve(admin_listener, state, admin_stopped));
         }

@@ -125,6 +125,9 @@ pub fn server_config(
         .map_err(|_| "the certificate and private key do not form a usable pair".to_owned())?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     config.ignore_client_order = true;
+    // One ticket per handshake is enough for the client's next connection (the default two
+    // cost a second ticket encryption and record on every connection).
+    config.send_tls13_tickets = 1;
     let resumption = resumption()?;
     config.ticketer = resumption.ticketer.clone();
     config.session_storage = resumption.cache.clone();

@@ -487,3 +487,140 @@ fn reference_config_documents_the_audit_keys() {
         );
     }
 }
+
+/// Points `link` at `target` atomically (a full disk is `/dev/full`: every write fails ENOSPC).
+fn point(link: &Path, target: &Path) {
+    let staged = link.with_extension("staged");
+    let _ = std::fs::remove_file(&staged);
+    std::os::unix::fs::symlink(target, &staged).unwrap();
+    std::fs::rename(&staged, link).unwrap();
+}
+
+#[tokio::test]
+async fn audit_fail_closed_refuses_requests_while_the_disk_is_full_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("audit.log");
+    let real = dir.path().join("audit-real.log");
+    point(&link, Path::new("/dev/full"));
+    let upstream = MockUpstream::start().await;
+    let mut gateway = TestGateway::start_with(
+        &upstream.url(),
+        Options {
+            audit: format!("{CHAINED}\non_failure = \"fail_closed\""),
+            audit_file: Some(link.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = gateway.client();
+    // Served before the writer finds out; its record waits for a writable disk.
+    let first = client.get(&gateway.url("/before-full")).await;
+    assert_eq!(first.status, 200);
+    crate::common::wait_until("the writer reports the failure", || async {
+        gateway.metric("portcullis_audit_writable").await == 0.0
+    })
+    .await;
+    let refused = client.get(&gateway.url("/while-full")).await;
+    let problem = crate::common::assert_problem(&refused, 503);
+    assert_eq!(problem["type"], "urn:portcullis:problem:audit-unavailable");
+    assert!(
+        upstream.seen_on("/while-full").is_empty(),
+        "never served unaudited"
+    );
+    let (ready, _) = gateway.admin_get("/readyz").await;
+    assert_eq!(ready, 503, "not ready while records cannot be written");
+
+    // Space again (the path now leads to a real file): the held records are written, in order.
+    point(&link, &real);
+    crate::common::wait_until("the writer recovers", || async {
+        gateway.metric("portcullis_audit_writable").await == 1.0
+    })
+    .await;
+    let after = client.get(&gateway.url("/after-full")).await;
+    assert_eq!(after.status, 200);
+    stop(&mut gateway).await;
+    let records = records_of(&real);
+    let paths: Vec<&str> = records
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/before-full"), "{paths:?}");
+    assert!(paths.contains(&"/after-full"), "{paths:?}");
+    let (code, out) = audit_verify(&[&real]);
+    assert_eq!(code, 0, "the chain is whole: {out}");
+}
+
+#[tokio::test]
+async fn audit_fail_open_keeps_serving_and_counts_what_it_could_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("audit.log");
+    let real = dir.path().join("audit-real.log");
+    point(&link, Path::new("/dev/full"));
+    let upstream = MockUpstream::start().await;
+    let mut gateway = TestGateway::start_with(
+        &upstream.url(),
+        Options {
+            audit: format!("{CHAINED}\non_failure = \"fail_open\""),
+            audit_file: Some(link.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = gateway.client();
+    for i in 0..20 {
+        let reply = client.get(&gateway.url(&format!("/open-{i}"))).await;
+        assert_eq!(reply.status, 200, "served while the log fails");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    crate::common::wait_until("the failure is seen", || async {
+        gateway.metric("portcullis_audit_writable").await == 0.0
+    })
+    .await;
+    point(&link, &real);
+    crate::common::wait_until("the writer recovers", || async {
+        gateway.metric("portcullis_audit_writable").await == 1.0
+    })
+    .await;
+    let after = client.get(&gateway.url("/after")).await;
+    assert_eq!(after.status, 200);
+    stop(&mut gateway).await;
+    let records = records_of(&real);
+    let written = records
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/open-"))
+        .count() as u64;
+    let reported: u64 = records
+        .iter()
+        .filter_map(|r| r["dropped_before"].as_u64())
+        .sum();
+    assert!(reported > 0, "the loss is reported in the log itself");
+    assert_eq!(written + reported, 20, "every record is written or counted");
+    let (code, out) = audit_verify(&[&real]);
+    assert_eq!(code, 0, "nothing lost breaks the chain: {out}");
+}
+
+#[tokio::test]
+async fn a_deleted_audit_file_is_reopened_and_the_chain_continues() {
+    let upstream = MockUpstream::start().await;
+    let mut gateway = TestGateway::start_with(&upstream.url(), chained("")).await;
+    let client = gateway.client();
+    load(&client, &gateway.url("/before"), 20, 2).await;
+    gateway.audit_sink.flush(Duration::from_secs(5));
+    let before = lines_of(&gateway.audit_path);
+    std::fs::remove_file(&gateway.audit_path).unwrap();
+    crate::common::wait_until("a new file appears at the path", || async {
+        gateway.audit_path.exists()
+    })
+    .await;
+    let ids = load(&client, &gateway.url("/after"), 20, 2).await;
+    stop(&mut gateway).await;
+    let records = records_of(&gateway.audit_path);
+    for id in &ids {
+        assert!(records.iter().any(|r| r["request_id"] == id.as_str()));
+    }
+    // The deleted file's lines, then the new file: one unbroken chain.
+    let saved = gateway.audit_path.with_extension("deleted");
+    std::fs::write(&saved, before.join("\n") + "\n").unwrap();
+    let (code, out) = audit_verify(&[&saved, &gateway.audit_path]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -345,7 +345,10 @@ async fn requests_in_flight_upstream_are_bounded_by_max_connections() {
     let started = Instant::now();
     let refused = gateway.client().get(&gateway.url("/third")).await;
     crate::common::assert_problem(&refused, 503);
-    assert!(started.elapsed() >= Duration::from_millis(250), "it waited for a slot first");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it waited for a slot first"
+    );
     assert!(upstream.seen_on("/third").is_empty());
     let record = gateway.audit_record(&refused.request_id()).await;
     assert_eq!(record["decision"], "overloaded");
