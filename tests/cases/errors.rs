@@ -1,6 +1,8 @@
 //! Gateway-made errors: sanitised problem+json, the right status, the right audit decision.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
@@ -208,4 +210,85 @@ async fn keep_alive_comments_do_not_hold_a_silent_stream_open() {
     let record = gateway.audit_record(&request_id).await;
     assert_eq!(record["end"], "upstream_idle_timeout");
     assert_eq!(record["bytes_out"], text.len());
+}
+
+#[tokio::test]
+async fn an_upstream_killed_under_load_gives_502s_cut_streams_and_then_recovers() {
+    let upstream = MockUpstream::start().await;
+    let addr = upstream.addr;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (client, stop, counts) = (gateway.client(), stop.clone(), counts.clone());
+            let url = gateway.url(&format!("/slow/20?task={i}"));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome = match client.try_get(&url).await {
+                        Ok(reply) => reply.status.as_u16().to_string(),
+                        Err(e) => format!("client error: {e}"),
+                    };
+                    *counts.lock().unwrap().entry(outcome).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    // A stream that will be cut mid-way.
+    let stream = gateway
+        .client()
+        .send(
+            Request::get(gateway.url("/sse-paused/400"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    let stream_id = stream.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = stream.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, Bytes::from_static(b"data: one\n\n"));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    upstream.kill();
+    let ended = tokio::time::timeout(Duration::from_secs(5), body.collect()).await;
+    assert!(
+        matches!(ended, Ok(Err(_))),
+        "the cut stream ends promptly, as an error, not as a clean end"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let down = gateway.client().get(&gateway.url("/while-down")).await;
+    crate::common::assert_problem(&down, 502);
+
+    let restarted = MockUpstream::start_on(addr).await;
+    let started = Instant::now();
+    crate::common::wait_until("requests succeed again", || async {
+        gateway
+            .client()
+            .get(&gateway.url("/recovered"))
+            .await
+            .status
+            == 200
+    })
+    .await;
+    let recovery = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let counts = counts.lock().unwrap().clone();
+    println!("upstream killed under load: {counts:?}; recovered {recovery:?} after restart");
+    assert!(
+        counts.keys().all(|k| k == "200" || k == "502"),
+        "{counts:?}"
+    );
+    assert!(counts.get("502").is_some_and(|n| *n > 0), "{counts:?}");
+    assert!(counts.get("200").is_some_and(|n| *n > 0), "{counts:?}");
+    let record = gateway.audit_record(&stream_id).await;
+    assert_eq!(record["end"], "upstream_aborted");
+    assert_eq!(record["status"], 200);
+    drop(restarted);
 }

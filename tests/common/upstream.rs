@@ -44,6 +44,8 @@ struct Shared {
     release_sse: Notify,
     /// Signalled when `/upload` has received its first body chunk.
     first_chunk: Notify,
+    /// Every connection's task, so that [`MockUpstream::kill`] can drop them all at once.
+    connections: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// The mock upstream. Paths:
@@ -93,6 +95,7 @@ impl MockUpstream {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
+        let tracked = shared.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
@@ -100,7 +103,7 @@ impl MockUpstream {
                 };
                 let app = app.clone();
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |mut request: Request<Incoming>| {
                             request.extensions_mut().insert(Peer(peer));
@@ -117,9 +120,23 @@ impl MockUpstream {
                         },
                     };
                 });
+                tracked
+                    .connections
+                    .lock()
+                    .unwrap()
+                    .push(connection.abort_handle());
             }
         });
         MockUpstream { addr, shared, task }
+    }
+
+    /// Stops as a crashed process would: the listener closes and every open connection is cut
+    /// (responses in flight end abruptly).
+    pub fn kill(self) {
+        self.task.abort();
+        for connection in self.shared.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 
     pub fn tls_url(&self) -> String {
