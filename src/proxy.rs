@@ -249,7 +249,11 @@ impl Handler for Forward {
 struct UpstreamBody {
     inner: Incoming,
     timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// Armed the first time the body is waited for (a body that is ready when asked, as most
+    /// short answers are, never costs a timer), re-armed after progress.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether a frame arrived since the deadline was last armed.
+    progressed: bool,
     keepalive: Option<KeepAlive>,
     /// The upstream slot, given back when the body ends or is dropped.
     _slot: OwnedSemaphorePermit,
@@ -320,7 +324,8 @@ impl UpstreamBody {
             _slot: slot,
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline: None,
+            progressed: false,
             keepalive: keepalive.map(|interval| KeepAlive {
                 interval,
                 timer: Box::pin(tokio::time::sleep(interval)),
@@ -341,9 +346,9 @@ impl http_body::Body for UpstreamBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let now = tokio::time::Instant::now();
-                this.deadline.as_mut().reset(now + this.timeout);
+                this.progressed = true;
                 if let Some(keepalive) = &mut this.keepalive {
+                    let now = tokio::time::Instant::now();
                     keepalive.timer.as_mut().reset(now + keepalive.interval);
                     if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
                         && let Some(data) = data
@@ -354,7 +359,22 @@ impl http_body::Body for UpstreamBody {
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => {
-                if this.deadline.as_mut().poll(cx).is_ready() {
+                let timeout = this.timeout;
+                let deadline = match &mut this.deadline {
+                    Some(deadline) => {
+                        if this.progressed {
+                            deadline
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + timeout);
+                        }
+                        deadline
+                    }
+                    None => this
+                        .deadline
+                        .insert(Box::pin(tokio::time::sleep(timeout))),
+                };
+                this.progressed = false;
+                if deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(Box::new(UpstreamIdleTimeout))));
                 }
                 let Some(keepalive) = &mut this.keepalive else {
