@@ -411,7 +411,9 @@ def sse_streams(tmp, count, rate):
     upstream = h.start_upstream(tmp, UPSTREAM_PORT)
     gw = None
     try:
-        gw = h.Gateway(tmp, "sse-streams", PORT, ADMIN_PORT, *tmp_cert(tmp), UPSTREAM_PORT, hs.auth_config(),
+        # Each held stream also holds an upstream connection: lift upstream.max_connections too.
+        gw = h.Gateway(tmp, "sse-streams", PORT, ADMIN_PORT, *tmp_cert(tmp), UPSTREAM_PORT,
+                       "max_connections = 12000\n" + hs.auth_config(),
                        server_extra="max_connections = 12000", workers=1, core=SERVER_CORE)
         gw.wait_ready()
         token = hs.token("streamer")
@@ -434,7 +436,7 @@ def sse_streams(tmp, count, rate):
                  f"(TLS + HTTP/1.1 client connection, upstream connection, SSE relay)",
                  f"statuses after close: {fmt_counts(decisions(gw))}"]
         return Result("sse-streams", f"{count} SSE streams held open 10 s (TLS, HTTP/1.1)", opened / ramp, before,
-                      hwm, sampler.max_rss(), after, "server.max_connections (12000 here; default 10000)", notes)
+                      hwm, sampler.max_rss(), after, "server.max_connections, upstream.max_connections (12000 here; defaults 10000, 4096)", notes)
     finally:
         if gw:
             gw.stop()

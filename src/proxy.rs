@@ -369,9 +369,7 @@ impl http_body::Body for UpstreamBody {
                         }
                         deadline
                     }
-                    None => this
-                        .deadline
-                        .insert(Box::pin(tokio::time::sleep(timeout))),
+                    None => this.deadline.insert(Box::pin(tokio::time::sleep(timeout))),
                 };
                 this.progressed = false;
                 if deadline.as_mut().poll(cx).is_ready() {

@@ -23,7 +23,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, header};
 use http_body::Body as _;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 use crate::audit::Outcome;
 use crate::body_deadline;
@@ -155,18 +155,18 @@ pub async fn validate(validator: Arc<Validator>, request: Request, next: Next) -
         return GatewayError::Overloaded.into_response(id.text());
     };
     let (parts, body) = request.into_parts();
-    let bytes = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return GatewayError::BodyTooLarge.into_response(id.text());
-        }
-        Err(e) if body_deadline::is_body_timeout(&*e) => {
+    let bytes = match read_body(body, max, reserve).await {
+        Ok(bytes) => bytes,
+        Err(BodyRead::TooLarge) => return GatewayError::BodyTooLarge.into_response(id.text()),
+        Err(BodyRead::Failed(e)) if body_deadline::is_body_timeout(&e) => {
             return GatewayError::BodyTimeout.into_response(id.text());
         }
-        Err(e) if body_deadline::is_malformed_body(&*e) => {
+        Err(BodyRead::Failed(e)) if body_deadline::is_malformed_body(&e) => {
             return GatewayError::BadRequest("malformed_body").into_response(id.text());
         }
-        Err(_) => return GatewayError::InvalidJson("body_unreadable").into_response(id.text()),
+        Err(BodyRead::Failed(_)) => {
+            return GatewayError::InvalidJson("body_unreadable").into_response(id.text());
+        }
     };
     if kind == MediaKind::Json {
         let settings = &validator.settings;
@@ -230,6 +230,49 @@ impl http_body::Body for BudgetedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
+}
+
+/// Why a body could not be read whole.
+enum BodyRead {
+    /// It passed `max_body_bytes`.
+    TooLarge,
+    /// The client's body failed (timed out, malformed, cut).
+    Failed(axum::Error),
+}
+
+/// Reads a whole body of at most `max` bytes into one buffer sized for `expected` bytes, so a
+/// body costs its own size in memory once (collecting chunks and then joining them costs it
+/// twice). A body that arrives in one frame is kept as it is, without a copy.
+async fn read_body(mut body: Body, max: usize, expected: usize) -> Result<Bytes, BodyRead> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyRead::Failed)?.into_data() else {
+            continue;
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + joined.as_ref().map_or(0, |j| j.len());
+        if held + data.len() > max {
+            return Err(BodyRead::TooLarge);
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(_), None) => {
+                let mut buffer =
+                    bytes::BytesMut::with_capacity(expected.min(max).max(held + data.len()));
+                if let Some(head) = first.take() {
+                    buffer.extend_from_slice(&head);
+                }
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
+            (_, Some(buffer)) => buffer.extend_from_slice(&data),
+        }
+    }
+    Ok(match (first, joined) {
+        (_, Some(buffer)) => buffer.freeze(),
+        (Some(only), None) => only,
+        (None, None) => Bytes::new(),
+    })
 }
 
 /// How long a request waits for room in the buffer budget before it is refused with 503.
