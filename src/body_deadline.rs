@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use crate::error::caused_by;
 use crate::request_id::RequestContext;
 use crate::stage::Next;
 
@@ -44,17 +45,6 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Whether `error` (or one of its sources) is a [`MalformedBody`].
 pub fn is_malformed_body(error: &(dyn std::error::Error + 'static)) -> bool {
     caused_by::<MalformedBody>(error)
-}
-
-fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<E>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// Layer: puts the deadline on the request body.

@@ -381,6 +381,21 @@ impl GatewayError {
     }
 }
 
+/// Whether `error` or one of its sources is an `E`: how the layers recognise a cause (an idle
+/// upstream, a late or malformed request body) through the wrapping of hyper and axum.
+pub fn caused_by<E: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<E>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Displays an error with all its sources: `a: b: c`.
 pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 

@@ -58,7 +58,11 @@ pub fn build(stages: Stages) -> Pipeline {
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
         Some(stage((), error::catch_panic)),
         // A request that cannot be recorded is not served (audit.on_failure = "fail_closed").
-        Some(stage(stages.auditor, audit::require_writable)),
+        stages
+            .auditor
+            .sink
+            .fails_closed()
+            .then(|| stage(stages.auditor.clone(), audit::require_writable)),
         // Cheapest rejection first: an oversized head costs nothing further.
         Some(stage(stages.max_header_bytes, head_limit::enforce)),
         // A body must arrive by its deadline, whether validation buffers it or it streams on.

@@ -441,7 +441,7 @@ impl http_body::Body for AuditedBody {
                 }
                 None
             }
-            Poll::Ready(Some(Err(e))) if caused_by_idle_timeout(e) => {
+            Poll::Ready(Some(Err(e))) if crate::error::caused_by::<UpstreamIdleTimeout>(e) => {
                 Some(StreamEnd::UpstreamIdleTimeout)
             }
             Poll::Ready(Some(Err(_))) => Some(StreamEnd::UpstreamAborted),
@@ -473,15 +473,4 @@ impl Drop for AuditedBody {
             record.end = StreamEnd::Complete;
         }
     }
-}
-
-fn caused_by_idle_timeout(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<UpstreamIdleTimeout>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }

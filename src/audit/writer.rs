@@ -153,6 +153,11 @@ impl AuditSink {
         self.shared.failing.load(Ordering::Relaxed)
     }
 
+    /// Whether `on_failure` is `fail_closed` (the pipeline then checks writability per request).
+    pub fn fails_closed(&self) -> bool {
+        self.on_failure == OnFailure::FailClosed
+    }
+
     /// Whether requests must be refused now: the output is failing and `on_failure` is
     /// `fail_closed`.
     pub fn refuses_requests(&self) -> bool {
