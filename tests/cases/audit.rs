@@ -496,22 +496,48 @@ fn point(link: &Path, target: &Path) {
     std::fs::rename(&staged, link).unwrap();
 }
 
-#[tokio::test]
-async fn audit_fail_closed_refuses_requests_while_the_disk_is_full_and_loses_nothing() {
+/// A chained gateway whose audit path leads to `/dev/full` until the test points it at `real`.
+struct FullDisk {
+    dir: tempfile::TempDir,
+    link: std::path::PathBuf,
+    real: std::path::PathBuf,
+    upstream: MockUpstream,
+    gateway: TestGateway,
+}
+
+async fn full_disk(on_failure: &str) -> FullDisk {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("audit.log");
     let real = dir.path().join("audit-real.log");
     point(&link, Path::new("/dev/full"));
     let upstream = MockUpstream::start().await;
-    let mut gateway = TestGateway::start_with(
+    let gateway = TestGateway::start_with(
         &upstream.url(),
         Options {
-            audit: format!("{CHAINED}\non_failure = \"fail_closed\""),
+            audit: format!("{CHAINED}\non_failure = \"{on_failure}\""),
             audit_file: Some(link.clone()),
             ..Options::default()
         },
     )
     .await;
+    FullDisk {
+        dir,
+        link,
+        real,
+        upstream,
+        gateway,
+    }
+}
+
+#[tokio::test]
+async fn audit_fail_closed_refuses_requests_while_the_disk_is_full_and_loses_nothing() {
+    let FullDisk {
+        dir: _dir,
+        link,
+        real,
+        upstream,
+        mut gateway,
+    } = full_disk("fail_closed").await;
     let client = gateway.client();
     // Served before the writer finds out; its record waits for a writable disk.
     let first = client.get(&gateway.url("/before-full")).await;
@@ -552,20 +578,13 @@ async fn audit_fail_closed_refuses_requests_while_the_disk_is_full_and_loses_not
 
 #[tokio::test]
 async fn audit_fail_open_keeps_serving_and_counts_what_it_could_not_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let link = dir.path().join("audit.log");
-    let real = dir.path().join("audit-real.log");
-    point(&link, Path::new("/dev/full"));
-    let upstream = MockUpstream::start().await;
-    let mut gateway = TestGateway::start_with(
-        &upstream.url(),
-        Options {
-            audit: format!("{CHAINED}\non_failure = \"fail_open\""),
-            audit_file: Some(link.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
+    let FullDisk {
+        dir: _dir,
+        link,
+        real,
+        upstream: _upstream,
+        mut gateway,
+    } = full_disk("fail_open").await;
     let client = gateway.client();
     for i in 0..20 {
         let reply = client.get(&gateway.url(&format!("/open-{i}"))).await;

@@ -13,10 +13,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::binary::run_listening;
 use crate::common::keys::{AUDIENCE, ISSUER, TestKey, claims};
 use crate::common::{MockUpstream, Options, TestClient, TestGateway, TestPki, config_text};
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -100,21 +99,7 @@ async fn sighup_reloads_ten_times_under_load_without_a_failed_request() {
     };
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, config("default-src 'none'")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "binary never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = run_listening(&path.display().to_string(), port, &[]).await;
     let first_serial = pki.served_serial(([127, 0, 0, 1], port).into()).await;
 
     let (stop, sent, failed) = Default::default();
