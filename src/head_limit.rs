@@ -6,11 +6,10 @@
 //! moderately oversized head gets the full problem+json answer here; a far larger one is refused
 //! by the parser itself with a bare 431). A transfer coding other than a single `chunked` is
 //! refused with 400 and its connection closed, so that no proxy in front of the gateway and no
-//! upstream behind it can read the bytes differently. (`Content-Length` together with
-//! `Transfer-Encoding` never gets this far: the HTTP/1 parser frames such a request by its
-//! chunked coding alone, drops the length, and closes the connection after the answer, as RFC
-//! 9112 section 6.1 requires; the upstream only ever sees the gateway's own framing.) `CONNECT`
-//! is refused: the gateway is not a forward proxy.
+//! upstream behind it can read the bytes differently. So is a request whose head the HTTP/1.1
+//! framing guard ([`crate::server::framing`]) found to carry `Content-Length` together with
+//! `Transfer-Encoding`, or a line ended by a bare LF: the parser would accept both, and other
+//! parsers read them differently. `CONNECT` is refused: the gateway is not a forward proxy.
 
 use crate::stage::Next;
 use axum::extract::Request;
@@ -20,9 +19,10 @@ use http::{Method, header};
 use crate::error::GatewayError;
 use crate::headers::head_size;
 use crate::request_id::RequestContext;
+use crate::server::framing::Violation;
 
 /// Layer: 431 for a request head larger than the configured limit; 400 for a transfer coding it
-/// cannot frame unambiguously, and for `CONNECT`.
+/// cannot frame unambiguously, for framing the HTTP/1.1 guard found broken, and for `CONNECT`.
 pub async fn enforce(max_header_bytes: usize, request: Request, next: Next) -> Response {
     let size = head_size(&request);
     if size > max_header_bytes {
@@ -38,6 +38,9 @@ pub async fn enforce(max_header_bytes: usize, request: Request, next: Next) -> R
 
 /// The framing rules of the module documentation.
 fn check_framing(request: &Request) -> Result<(), &'static str> {
+    if let Some(violation) = request.extensions().get::<Violation>() {
+        return Err(violation.rule());
+    }
     if request.method() == Method::CONNECT {
         return Err("connect_not_allowed");
     }

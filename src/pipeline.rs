@@ -63,7 +63,8 @@ pub fn build(stages: Stages) -> Pipeline {
             .sink
             .fails_closed()
             .then(|| stage(stages.auditor.clone(), audit::require_writable)),
-        // Cheapest rejection first: an oversized head costs nothing further.
+        // Cheapest rejection first: an oversized head costs nothing further; nor does framing
+        // the HTTP/1.1 guard (`server::framing`) marked on the raw bytes before parsing.
         Some(stage(stages.max_header_bytes, head_limit::enforce)),
         // A body must arrive by its deadline, whether validation buffers it or it streams on.
         Some(stage(stages.body_timeout, body_deadline::enforce)),

@@ -35,6 +35,7 @@ use portcullis::config::{Config, HeaderSettings};
 use portcullis::error::GatewayError;
 use portcullis::headers::{self, Forwarding, SecurityHeaders};
 use portcullis::request_id::RequestContext;
+use portcullis::server::framing::{Findings, Tracker};
 use portcullis::validate::body::{BodyProblem, check_json, check_query, scan};
 use portcullis::validate::normalize::normalize;
 use portcullis::validate::rules::{self, Action, RuleOptions, RuleSet};
@@ -841,4 +842,25 @@ fn build_headers(pairs: &[(Vec<u8>, Vec<u8>)]) -> HeaderMap {
         }
     }
     map
+}
+
+/// `framing`: any bytes as an HTTP/1.1 client's stream through the framing guard's tracker, fed
+/// whole and then in pieces cut where the first byte says: the verdict (which request broke
+/// which rule, whether the tracker still follows the stream) must not depend on how the bytes
+/// arrived.
+pub fn framing(data: &[u8]) {
+    let Some((&cut, stream)) = data.split_first() else {
+        return;
+    };
+    let run = |piece: usize| {
+        let findings = Arc::new(Findings::default());
+        let mut tracker = Tracker::new(8192, findings.clone());
+        for part in stream.chunks(piece.max(1)) {
+            tracker.feed(part);
+        }
+        (findings.violation(), tracker.watching())
+    };
+    let whole = run(stream.len());
+    assert_eq!(run(usize::from(cut)), whole, "pieces of {cut} bytes");
+    assert_eq!(run(1), whole, "byte by byte");
 }

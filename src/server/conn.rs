@@ -25,6 +25,7 @@ use crate::request_id::ConnInfo;
 use crate::stage::Served;
 
 use super::Policies;
+use super::framing::{Findings, FramingGuard};
 use super::io::WriteDeadline;
 use super::tls::CertStore;
 
@@ -40,6 +41,8 @@ pub struct ConnSettings {
     tls: Option<Arc<CertStore>>,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// The HTTP/1 parser's buffer: the largest head it reads.
+    parse_buffer: usize,
     handshake_timeout: Duration,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -73,6 +76,7 @@ impl ConnSettings {
             tls: certs,
             http1,
             http2,
+            parse_buffer,
             handshake_timeout: server.header_timeout,
             write_timeout: server.write_timeout,
             metrics,
@@ -80,13 +84,14 @@ impl ConnSettings {
     }
 }
 
-/// Adapts the pipeline to hyper: stamps each request with its connection's facts and hands it to
-/// the policy in force when it arrives (a reload applies to the next request, even on a
-/// keep-alive connection).
+/// Adapts the pipeline to hyper: stamps each request with its connection's facts (and, on
+/// HTTP/1.1, the framing rule its head broke, if any) and hands it to the policy in force when it
+/// arrives (a reload applies to the next request, even on a keep-alive connection).
 #[derive(Clone)]
 struct ConnService {
     policies: Policies,
     info: ConnInfo,
+    framing: Option<Arc<Findings>>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
@@ -96,6 +101,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.info);
+        if let Some(findings) = &self.framing
+            && let Some(violation) = findings.next_request()
+        {
+            request.extensions_mut().insert(violation);
+        }
         self.policies.load().pipeline.serve(request.map(Body::new))
     }
 }
@@ -117,11 +127,17 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     match &settings.tls {
         None => {
+            let findings = Arc::new(Findings::default());
             let service = ConnService {
                 policies,
                 info: ConnInfo { peer, tls: false },
+                framing: Some(findings.clone()),
             };
-            let io = WriteDeadline::new(stream, settings.write_timeout);
+            let io = FramingGuard::new(
+                WriteDeadline::new(stream, settings.write_timeout),
+                settings.parse_buffer,
+                findings,
+            );
             let conn = settings.http1.serve_connection(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -145,18 +161,27 @@ pub async fn serve(
                     }
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let service = ConnService {
-                policies,
-                info: ConnInfo { peer, tls: true },
-            };
-            let io = TokioIo::new(WriteDeadline::new(tls, settings.write_timeout));
+            let info = ConnInfo { peer, tls: true };
+            let io = WriteDeadline::new(tls, settings.write_timeout);
             let result = if h2 {
+                let service = ConnService {
+                    policies,
+                    info,
+                    framing: None,
+                };
                 watcher
-                    .watch(settings.http2.serve_connection(io, service))
+                    .watch(settings.http2.serve_connection(TokioIo::new(io), service))
                     .await
             } else {
+                let findings = Arc::new(Findings::default());
+                let service = ConnService {
+                    policies,
+                    info,
+                    framing: Some(findings.clone()),
+                };
+                let io = FramingGuard::new(io, settings.parse_buffer, findings);
                 watcher
-                    .watch(settings.http1.serve_connection(io, service))
+                    .watch(settings.http1.serve_connection(TokioIo::new(io), service))
                     .await
             };
             if let Err(e) = result {

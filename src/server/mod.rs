@@ -6,6 +6,7 @@
 //! in-flight requests get `shutdown_grace` to finish, and queued audit records are flushed.
 
 pub mod conn;
+pub mod framing;
 pub mod io;
 pub mod policy;
 pub mod reload;

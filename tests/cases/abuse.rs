@@ -132,9 +132,8 @@ fn cl_and_te(cl_first: bool) -> Vec<u8> {
     )
 }
 
-/// Requests that are refused: hyper's parser answers them itself, with a bare 4xx and no body
-/// (acceptable: the request never reaches the pipeline, so there is nothing to audit or forward),
-/// and closes the connection.
+/// Framing hyper's parser refuses itself, with a bare 4xx and no body (acceptable: the request
+/// never reaches the pipeline, so there is nothing to audit or forward), closing the connection.
 fn refused_cases() -> Vec<Malformed> {
     vec![
         Malformed {
@@ -238,12 +237,10 @@ fn refused_cases() -> Vec<Malformed> {
     ]
 }
 
-/// Requests the gateway does not refuse today, each with its strict expectation in `expect`:
-/// hyper resolves the framing ambiguity (CL+TE, TE lists ending in chunked, bare LF) the way
-/// RFC 9112 permits and forwards, or the body's framing fails only once the request is already on
-/// its way upstream (invalid chunk sizes: 502). `accepted_framing_never_smuggles_a_request`
-/// pins what holds for them now; the ignored `*_is_refused` tests below assert the refusal.
-fn accepted_cases() -> Vec<Malformed> {
+/// Framing hyper's parser would accept (CL+TE, bare LF, TE lists ending in chunked) or only
+/// fails once the body is read (invalid chunk sizes): the framing guard, the head checks and the
+/// body reader refuse them with a problem+json 400 before anything is forwarded.
+fn ambiguous_cases() -> Vec<Malformed> {
     let chunked = |size: &str| {
         raw(
             &[
@@ -417,104 +414,116 @@ async fn malformed_http1_framing_is_refused_and_the_connection_closed() {
     }
 }
 
-/// What holds today for the requests the gateway does not refuse: whatever it answers, one
-/// response per connection, the hidden request never reaches the upstream as a request (in the
-/// chunk-wrapped case it arrives as body bytes of the one forwarded POST, which is data), at most
-/// one request is forwarded, with the client's transfer coding stripped, and after CL+TE the
-/// connection is closed (hyper ends keep-alive there, as RFC 9112 §6.1 requires).
 #[tokio::test]
-async fn accepted_framing_never_smuggles_a_request() {
+async fn ambiguous_http1_framing_is_refused_with_a_problem_and_the_connection_closed() {
     let upstream = MockUpstream::start().await;
     let gateway = start_settled(&upstream).await;
-    for case in accepted_cases() {
-        let name = case.name;
-        let before = upstream.seen().len();
-        // One second is enough to see a second (smuggled) response or the close after CL+TE.
-        let answer = exchange(&gateway, &case.request, Duration::from_secs(1)).await;
-        let forwarded: Vec<_> = upstream.seen().split_off(before);
-        println!(
-            "HTTP/1.1 | {name} | status {:?} ({}) | closed: {} | forwarded: {:?}",
-            answer.status,
-            answer.kind(),
-            answer.closed,
-            forwarded
-                .iter()
-                .map(|r| format!("{} {} body {:?}", r.method, r.uri, r.body))
-                .collect::<Vec<_>>()
-        );
-        assert!(answer.status.is_some(), "{name}: no answer: {:?}", answer);
-        assert_eq!(
-            answer.text.matches("HTTP/1.1 ").count(),
-            1,
-            "{name}: more than one response on the connection: {}",
-            answer.text
-        );
-        assert!(
-            upstream.seen_on("/smuggled").is_empty(),
-            "{name}: the smuggled request reached the upstream"
-        );
-        assert!(
-            forwarded.len() <= 1,
-            "{name}: more than one request forwarded"
-        );
-        for request in &forwarded {
-            assert!(
-                request.headers.get("transfer-encoding").is_none()
-                    || request.headers["transfer-encoding"] == "chunked",
-                "{name}: a client transfer coding was forwarded: {:?}",
-                request.headers
-            );
-        }
-        if name.contains("Content-Length") {
-            assert!(answer.closed, "{name}: keep-alive after CL+TE");
-        }
-        let fresh = exchange(
-            &gateway,
-            b"GET /after HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
-            CLOSE_DEADLINE,
-        )
-        .await;
-        assert_eq!(fresh.status, Some(200), "{name}: {}", fresh.text);
-    }
-}
-
-/// Asserts that each named case of [`accepted_cases`] is refused, as [`assert_refused`] does.
-async fn assert_refused_by_name(names: &[&str]) {
-    let upstream = MockUpstream::start().await;
-    let gateway = start_settled(&upstream).await;
-    for name in names {
-        let case = accepted_cases()
-            .into_iter()
-            .find(|c| c.name == *name)
-            .expect("a case of accepted_cases");
+    for case in ambiguous_cases() {
         assert_refused(&gateway, &upstream, &case).await;
     }
 }
 
-#[tokio::test]
-async fn content_length_zero_with_a_broken_chunked_body_is_refused() {
-    assert_refused_by_name(&["Content-Length: 0 + chunked, smuggled request as the raw body"])
-        .await;
+/// Every status line in a raw HTTP/1.1 answer, in order.
+fn statuses(text: &str) -> Vec<u16> {
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| text.get(at + 9..at + 12)?.parse().ok())
+        .collect()
 }
 
+/// The framing guard follows message boundaries through honest requests on one keep-alive
+/// connection (a chunked body with an extension and a trailer whose data holds a request line and
+/// bare LFs, a Content-Length body holding bare LFs, an empty line between requests) and refuses
+/// exactly the request whose head breaks a rule: earlier ones are answered 200 and forwarded, it
+/// gets a problem+json 400, the connection closes, and nothing after it (the smuggled request) is
+/// forwarded. Its audit record names the rule.
 #[tokio::test]
-async fn invalid_chunk_sizes_are_refused() {
-    assert_refused_by_name(&[
-        "chunk size hex garbage",
-        "chunk size negative",
-        "chunk size overflow ffffffffffffffffff",
-    ])
+async fn a_framing_violation_mid_connection_refuses_that_request_only() {
+    let honest = concat!(
+        "POST /one HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n",
+        "transfer-encoding: chunked\r\n\r\n",
+        "5;ext=1\r\n{\"a\":\r\n",
+        "20\r\n\"GET /smuggled HTTP/1.1\\n\\n x\"}\n\r\n",
+        "0\r\nx-trailer: y\r\n\r\n",
+        "\r\n",
+        "POST /two HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n",
+        "content-length: 11\r\n\r\n{\"b\":\"\\n\"}\n",
+    );
+    let violations = [
+        (
+            "content_length_with_transfer_encoding",
+            format!(
+                "POST /three HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\
+                 content-length: {}\r\n\r\n0\r\n\r\n{SMUGGLED}",
+                5 + SMUGGLED.len()
+            ),
+        ),
+        (
+            "bare_lf_line_ending",
+            format!("GET /three HTTP/1.1\nhost: localhost\n\n{SMUGGLED}"),
+        ),
+    ];
+    let upstream = MockUpstream::start().await;
+    let gateway = start_settled(&upstream).await;
+    for (rule, violation) in violations {
+        let before = upstream.seen().len();
+        let stream = format!("{honest}{violation}");
+        let answer = exchange(&gateway, stream.as_bytes(), CLOSE_DEADLINE).await;
+        let forwarded: Vec<_> = upstream
+            .seen()
+            .split_off(before)
+            .into_iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r.method,
+                    r.uri,
+                    String::from_utf8_lossy(&r.body)
+                )
+            })
+            .collect();
+        println!(
+            "HTTP/1.1 | {rule} after 2 honest requests | {:?} | forwarded {forwarded:?}",
+            statuses(&answer.text)
+        );
+        assert_eq!(
+            statuses(&answer.text),
+            [200, 200, 400],
+            "{rule}: {}",
+            answer.text
+        );
+        assert!(
+            answer.text.contains("urn:portcullis:problem:bad-request"),
+            "{rule}: the 400 is a problem+json: {}",
+            answer.text
+        );
+        assert!(
+            answer.closed,
+            "{rule}: connection left open after the refusal"
+        );
+        assert_eq!(
+            forwarded,
+            [
+                "POST /one {\"a\":\"GET /smuggled HTTP/1.1\\n\\n x\"}\n",
+                "POST /two {\"b\":\"\\n\"}\n"
+            ],
+            "{rule}"
+        );
+        assert!(upstream.seen_on("/three").is_empty() && upstream.seen_on("/smuggled").is_empty());
+    }
+    wait_until("the refusals are audited", || {
+        let log = std::fs::read_to_string(&gateway.audit_path).unwrap_or_default();
+        async move {
+            log.lines()
+                .filter(|line| {
+                    line.contains("\"bad_request\"")
+                        && (line.contains("content_length_with_transfer_encoding")
+                            || line.contains("bare_lf_line_ending"))
+                })
+                .count()
+                == 2
+        }
+    })
     .await;
-}
-
-#[tokio::test]
-async fn unknown_transfer_coding_is_refused() {
-    assert_refused_by_name(&["Transfer-Encoding: gzip, chunked"]).await;
-}
-
-#[tokio::test]
-async fn chunked_applied_twice_is_refused() {
-    assert_refused_by_name(&["Transfer-Encoding: chunked, chunked"]).await;
 }
 
 /// RFC 9112 §3.2.2: a server MUST accept the absolute form. Forwarding it is safe when the

@@ -11,7 +11,7 @@ use std::path::Path;
 type Harness = fn(&[u8]);
 
 /// The targets, by the directory name their inputs are kept under.
-const TARGETS: [(&str, Harness); 7] = [
+const TARGETS: [(&str, Harness); 8] = [
     ("config", harness::config),
     ("jwt", harness::jwt),
     ("jwks", harness::jwks),
@@ -19,6 +19,7 @@ const TARGETS: [(&str, Harness); 7] = [
     ("problem_and_headers", harness::problem_and_headers),
     ("audit_verify", harness::audit_verify),
     ("revocation", harness::revocation),
+    ("framing", harness::framing),
 ];
 
 #[test]
