@@ -769,3 +769,94 @@ async fn a_client_leaving_early_is_audited_with_its_user() {
     assert_eq!(record["status"], 499);
     assert_eq!(record["user"], "impatient");
 }
+
+/// Reads from `stream` until `count` responses have arrived (by their status lines and
+/// `content-length` bodies) or `limit` passes; returns what was read.
+async fn read_responses<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    count: usize,
+    limit: Duration,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    while String::from_utf8_lossy(&seen).matches("HTTP/1.1 ").count() < count
+        || !String::from_utf8_lossy(&seen).ends_with('}')
+    {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// A client whose POST body follows its head a moment later (as many HTTP clients send it) and
+/// is refused for its missing token: the small body is read and discarded before the 401 goes
+/// out, so the connection stays open and the client's next request on it is answered too.
+/// Without the drain the server would close a connection with an unread body, and the client
+/// could be reset while still sending it.
+#[tokio::test]
+async fn a_refusal_reads_a_late_small_body_and_keeps_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let setup = setup("", "").await;
+    let mut tls = super::server::raw_tls(&setup.gateway).await;
+    let body = r#"{"prompt":"hello"}"#;
+    tls.write_all(
+        format!(
+            "POST /late HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tls.write_all(body.as_bytes()).await.unwrap();
+    tls.write_all(b"GET /next HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let text = read_responses(&mut tls, 2, Duration::from_secs(5)).await;
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| text.get(at + 9..at + 12))
+        .collect();
+    assert_eq!(statuses, ["401", "401"], "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(
+        setup.upstream.seen_on("/late").is_empty() && setup.upstream.seen_on("/next").is_empty()
+    );
+}
+
+/// A refused POST whose announced body never comes: the refusal waits at most
+/// `DRAIN_WAIT` (1 s) for it, then goes out with `Connection: close` and the connection closes.
+#[tokio::test]
+async fn a_refusal_does_not_wait_long_for_a_body_that_never_comes() {
+    use tokio::io::AsyncWriteExt;
+    let setup = setup("", "").await;
+    let mut tls = super::server::raw_tls(&setup.gateway).await;
+    let started = std::time::Instant::now();
+    tls.write_all(
+        b"POST /never HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tls.flush().await.unwrap();
+    let (_, seen) = super::server::wait_closed(&mut tls, Duration::from_secs(5)).await;
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        "answered after {elapsed:?}"
+    );
+}
