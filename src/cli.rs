@@ -94,11 +94,28 @@ impl Cli {
     }
 }
 
+/// Library log targets a client can make warn at will, capped at `error` unless `PORTCULLIS_LOG`
+/// names them: rustls warns on every handshake whose SNI is an IP address (as wrk and some SDKs
+/// send), which would let any client write a log line per connection.
+const CLIENT_TRIGGERED_TARGETS: &str = "rustls=error";
+
+/// The log filter for a `PORTCULLIS_LOG` value (`info` when unset), with
+/// [`CLIENT_TRIGGERED_TARGETS`] capped unless the value names them.
+fn log_filter_spec(configured: Option<&str>) -> String {
+    let spec = configured.unwrap_or("info");
+    if spec.contains("rustls") {
+        spec.to_owned()
+    } else {
+        format!("{spec},{CLIENT_TRIGGERED_TARGETS}")
+    }
+}
+
 /// Sends operational logs to stderr; `PORTCULLIS_LOG` filters (default `info`) and
 /// `PORTCULLIS_LOG_FORMAT=json` switches to JSON lines.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let configured = std::env::var("PORTCULLIS_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter_spec(configured.as_deref()))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter_spec(None)));
     // A closed stderr (a log collector restarting) must never bring the gateway down, so
     // write errors are not reported by printing, which would panic.
     let builder = tracing_subscriber::fmt()
@@ -345,6 +362,27 @@ async fn healthcheck(config_path: PathBuf, path: &'static str) -> ExitCode {
         Err(e) => {
             eprintln!("portcullis: cannot reach the admin listener at {addr} ({e})");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter_spec;
+
+    #[test]
+    fn client_triggered_library_warnings_are_capped_unless_named() {
+        assert_eq!(log_filter_spec(None), "info,rustls=error");
+        assert_eq!(log_filter_spec(Some("warn")), "warn,rustls=error");
+        assert_eq!(
+            log_filter_spec(Some("info,rustls=debug")),
+            "info,rustls=debug"
+        );
+        for spec in [None, Some("debug")] {
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(log_filter_spec(spec)).is_ok(),
+                "{spec:?}"
+            );
         }
     }
 }
