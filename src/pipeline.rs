@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::audit::{self, Auditor};
 use crate::auth::{self, Authenticator};
+use crate::head_limit::HeadRules;
 use crate::headers::{self, SecurityHeaders};
 use crate::proxy::{self, Upstream};
 use crate::rate_limit::per_ip::{self, FloodGuard};
@@ -27,8 +28,8 @@ pub struct Stages {
     pub auditor: Arc<Auditor>,
     /// The security headers put on every response.
     pub security_headers: Arc<SecurityHeaders>,
-    /// `server.max_header_bytes`.
-    pub max_header_bytes: usize,
+    /// `server.max_header_bytes` and `server.allow_absolute_form`.
+    pub head_rules: HeadRules,
     /// `server.body_timeout`.
     pub body_timeout: std::time::Duration,
     /// How the client address is found (trusted proxies).
@@ -65,7 +66,7 @@ pub fn build(stages: Stages) -> Pipeline {
             .then(|| stage(stages.auditor.clone(), audit::require_writable)),
         // Cheapest rejection first: an oversized head costs nothing further; nor does framing
         // the HTTP/1.1 guard (`server::framing`) marked on the raw bytes before parsing.
-        Some(stage(stages.max_header_bytes, head_limit::enforce)),
+        Some(stage(stages.head_rules, head_limit::enforce)),
         // A body must arrive by its deadline, whether validation buffers it or it streams on.
         Some(stage(stages.body_timeout, body_deadline::enforce)),
         // The per-IP flood guard: cheap, and before any signature check, so a flood of bad

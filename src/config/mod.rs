@@ -147,6 +147,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
+    /// Whether HTTP/1.1 absolute-form targets are served (else 400).
+    pub allow_absolute_form: bool,
     /// Deadline for the TLS handshake and for each request head.
     pub header_timeout: Duration,
     /// Concurrent connections; further ones wait in the accept backlog.
@@ -537,6 +539,7 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
     Ok(ServerSettings {
         listen,
         max_header_bytes,
+        allow_absolute_form: s.allow_absolute_form.unwrap_or(false),
         header_timeout,
         max_connections,
         listen_backlog: match s.listen_backlog {

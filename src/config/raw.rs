@@ -55,6 +55,8 @@ pub struct RawServer {
     pub listen: Option<String>,
     /// Largest accepted request head (request line and headers), in bytes.
     pub max_header_bytes: Option<u64>,
+    /// Serve HTTP/1.1 requests whose target is in absolute form (`GET https://host/path`).
+    pub allow_absolute_form: Option<bool>,
     /// Time allowed for the TLS handshake and for each complete request head.
     #[serde(default, with = "humantime_serde")]
     pub header_timeout: Option<Duration>,

@@ -134,7 +134,10 @@ impl Policy {
                 spans: shared.spans.clone(),
             }),
             security_headers: SecurityHeaders::new(config.headers.clone()),
-            max_header_bytes: config.server.max_header_bytes,
+            head_rules: crate::head_limit::HeadRules {
+                max_header_bytes: config.server.max_header_bytes,
+                allow_absolute_form: config.server.allow_absolute_form,
+            },
             body_timeout: config.server.body_timeout,
             client_address: Arc::new(ClientAddress::new(config.server.trusted_proxies.clone())),
             flood_guard: flood_guard.clone(),

@@ -526,13 +526,40 @@ async fn a_framing_violation_mid_connection_refuses_that_request_only() {
     .await;
 }
 
-/// RFC 9112 §3.2.2: a server MUST accept the absolute form. Forwarding it is safe when the
-/// gateway ignores the client's authority: the upstream is the configured one and gets the
-/// configured Host, never `evil.example`; the path and query travel in origin form.
+/// An absolute-form target is what a client sends to a forward proxy; at a gateway it comes from
+/// scanners probing for an open proxy. Refused by default (400 `absolute_form_target`),
+/// nothing forwarded, the connection closed.
 #[tokio::test]
-async fn absolute_form_goes_to_the_configured_upstream_with_its_host() {
+async fn absolute_form_is_refused_by_default() {
     let upstream = MockUpstream::start().await;
-    let gateway = TestGateway::start(&upstream.url()).await;
+    let gateway = start_settled(&upstream).await;
+    let case = Malformed {
+        name: "absolute-form GET https://evil.example/x",
+        request: raw(
+            &[
+                "GET https://evil.example/x?q=1 HTTP/1.1",
+                "Host: evil.example",
+            ],
+            "",
+        ),
+        expect: &[400],
+        why: "server.allow_absolute_form is off by default",
+    };
+    assert_refused(&gateway, &upstream, &case).await;
+    assert!(upstream.seen_on("/x").is_empty());
+}
+
+/// RFC 9112 §3.2.2 asks a server to accept the absolute form; with `allow_absolute_form` it is
+/// served, safely: the client's authority is ignored, the upstream is the configured one and gets
+/// the configured Host, never `evil.example`; the path and query travel in origin form.
+#[tokio::test]
+async fn absolute_form_when_allowed_goes_to_the_configured_upstream_with_its_host() {
+    let upstream = MockUpstream::start().await;
+    let options = Options {
+        server: "allow_absolute_form = true".into(),
+        ..Options::default()
+    };
+    let gateway = TestGateway::start_with(&upstream.url(), options).await;
     let answer = exchange(
         &gateway,
         b"GET https://evil.example/x?q=1 HTTP/1.1\r\nHost: evil.example\r\nconnection: close\r\n\r\n",
@@ -545,7 +572,7 @@ async fn absolute_form_goes_to_the_configured_upstream_with_its_host() {
     assert_eq!(seen[0].uri, "/x?q=1");
     assert_eq!(seen[0].headers["host"], upstream.addr.to_string());
     println!(
-        "HTTP/1.1 | absolute-form https://evil.example/x | status 200 | upstream Host {:?}, \
+        "HTTP/1.1 | absolute-form https://evil.example/x, allowed | status 200 | upstream Host {:?}, \
          x-forwarded-host {:?}",
         seen[0].headers["host"],
         seen[0].headers.get("x-forwarded-host")
