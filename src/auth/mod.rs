@@ -201,20 +201,20 @@ fn with_user(response: &mut Response, principal: &Principal) {
 
 /// Finds the token where `[auth]` says it is. Two candidates are refused, not chosen between.
 fn extract_token<'a>(headers: &'a HeaderMap, location: &TokenLocation) -> Result<&'a str, Refusal> {
-    let token = match location {
+    let token: &[u8] = match location {
         TokenLocation::Authorization => {
             let value = single(headers, &header::AUTHORIZATION)?;
-            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-            if !scheme.eq_ignore_ascii_case("bearer") {
+            let (scheme, rest) = split_scheme(value);
+            if !scheme.eq_ignore_ascii_case(b"bearer") {
                 return Err(Refusal::Invalid("not_bearer"));
             }
-            rest.trim()
+            rest.trim_ascii()
         }
         TokenLocation::Header(name) => {
             let value = single(headers, name)?;
-            match value.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-                _ => value.trim(),
+            match split_scheme(value) {
+                (scheme, rest) if scheme.eq_ignore_ascii_case(b"bearer") => rest.trim_ascii(),
+                _ => value.trim_ascii(),
             }
         }
         TokenLocation::Cookie(name) => {
@@ -225,7 +225,7 @@ fn extract_token<'a>(headers: &'a HeaderMap, location: &TokenLocation) -> Result
                 .flat_map(|v| v.split(';'))
                 .filter_map(|pair| pair.trim().split_once('='))
                 .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.trim());
+                .map(|(_, v)| v.trim().as_bytes());
             match (found.next(), found.next()) {
                 (None, _) => return Err(Refusal::Missing),
                 (Some(_), Some(_)) => return Err(Refusal::Invalid("duplicate_token")),
@@ -239,21 +239,42 @@ fn extract_token<'a>(headers: &'a HeaderMap, location: &TokenLocation) -> Result
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Refusal::Invalid("token_too_large"));
     }
-    if !token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
-    {
+    // One table lookup a byte; what passes is ASCII, so it is also valid text.
+    if !token.iter().all(|&b| TOKEN_BYTE[usize::from(b)]) {
         return Err(Refusal::Invalid("malformed"));
     }
-    Ok(token)
+    std::str::from_utf8(token).map_err(|_| Refusal::Invalid("malformed"))
 }
 
-fn single<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Result<&'a str, Refusal> {
+/// The bytes a token may hold: base64url, the JWS separator `.`, and `=` padding.
+static TOKEN_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'=');
+        b += 1;
+    }
+    table
+};
+
+/// `scheme rest` split at the first space (the whole value and nothing when there is none).
+fn split_scheme(value: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b' ', value) {
+        Some(at) => (
+            value.get(..at).unwrap_or_default(),
+            value.get(at + 1..).unwrap_or_default(),
+        ),
+        None => (value, &[]),
+    }
+}
+
+fn single<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Result<&'a [u8], Refusal> {
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (None, _) => Err(Refusal::Missing),
         (Some(_), Some(_)) => Err(Refusal::Invalid("duplicate_header")),
-        (Some(v), None) => v.to_str().map_err(|_| Refusal::Invalid("malformed")),
+        (Some(v), None) => Ok(v.as_bytes()),
     }
 }
 
