@@ -34,7 +34,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
-use crate::error::caused_by;
+use crate::error::{GatewayError, caused_by};
 use crate::request_id::RequestContext;
 use crate::stage::Next;
 
@@ -48,14 +48,17 @@ pub struct BodyTimeout;
 #[error("the request body could not be read")]
 pub struct MalformedBody(#[source] axum::Error);
 
-/// Whether `error` (or one of its sources) is a [`BodyTimeout`].
-pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    caused_by::<BodyTimeout>(error)
-}
-
-/// Whether `error` (or one of its sources) is a [`MalformedBody`].
-pub fn is_malformed_body(error: &(dyn std::error::Error + 'static)) -> bool {
-    caused_by::<MalformedBody>(error)
+/// The client's fault behind `error`, when a request body failed on the client's side: a body
+/// that did not arrive in time (408) or came malformed or cut (400). Whoever reads the body
+/// (validation, or the upstream request) answers with it, never blaming the upstream.
+pub fn client_fault(error: &(dyn std::error::Error + 'static)) -> Option<GatewayError> {
+    if caused_by::<BodyTimeout>(error) {
+        Some(GatewayError::BodyTimeout)
+    } else if caused_by::<MalformedBody>(error) {
+        Some(GatewayError::BadRequest("malformed_body"))
+    } else {
+        None
+    }
 }
 
 /// The largest request body (by its announced length) read and discarded after a refusal.

@@ -188,16 +188,11 @@ impl Upstream {
         .await;
         let mut response = match answer {
             Err(_) => return GatewayError::UpstreamTimeout.into_response(context.id_str()),
-            Ok(Err(e)) if crate::body_deadline::is_body_timeout(&e) => {
-                // The client, not the upstream, failed: its body stopped arriving.
-                return GatewayError::BodyTimeout.into_response(context.id_str());
-            }
-            Ok(Err(e)) if crate::body_deadline::is_malformed_body(&e) => {
-                return GatewayError::BadRequest("malformed_body").into_response(context.id_str());
-            }
             Ok(Err(e)) => {
-                return GatewayError::UpstreamUnavailable(Box::new(e))
-                    .into_response(context.id_str());
+                // The client, not the upstream, may have failed: its body stopped arriving.
+                let error = crate::body_deadline::client_fault(&e)
+                    .unwrap_or_else(|| GatewayError::UpstreamUnavailable(Box::new(e)));
+                return error.into_response(context.id_str());
             }
             Ok(Ok(response)) => response,
         };

@@ -158,14 +158,10 @@ pub async fn validate(validator: Arc<Validator>, request: Request, next: Next) -
     let bytes = match read_body(body, max, reserve).await {
         Ok(bytes) => bytes,
         Err(BodyRead::TooLarge) => return GatewayError::BodyTooLarge.into_response(id.text()),
-        Err(BodyRead::Failed(e)) if body_deadline::is_body_timeout(&e) => {
-            return GatewayError::BodyTimeout.into_response(id.text());
-        }
-        Err(BodyRead::Failed(e)) if body_deadline::is_malformed_body(&e) => {
-            return GatewayError::BadRequest("malformed_body").into_response(id.text());
-        }
-        Err(BodyRead::Failed(_)) => {
-            return GatewayError::InvalidJson("body_unreadable").into_response(id.text());
+        Err(BodyRead::Failed(e)) => {
+            let error = body_deadline::client_fault(&e)
+                .unwrap_or(GatewayError::InvalidJson("body_unreadable"));
+            return error.into_response(id.text());
         }
     };
     if kind == MediaKind::Json {
