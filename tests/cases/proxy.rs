@@ -205,6 +205,55 @@ async fn upstream_connections_are_pooled() {
 }
 
 #[tokio::test]
+async fn a_stream_left_half_read_never_carries_the_next_request() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start(&upstream.url()).await;
+    // One event, then the upstream holds the stream open: its connection has an unfinished
+    // response on it when the client walks away.
+    let response = gateway
+        .client()
+        .send(
+            Request::get(gateway.url("/stall"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("first event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.into_data().unwrap(),
+        Bytes::from_static(b"data: only\n\n")
+    );
+    drop(body);
+    for _ in 0..3 {
+        let reply = gateway.client().get(&gateway.url("/after")).await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.text().contains("\"path\":\"/after\""),
+            "{}",
+            reply.text()
+        );
+    }
+    let stalled = upstream.seen_on("/stall")[0].peer;
+    let after: std::collections::HashSet<_> =
+        upstream.seen_on("/after").iter().map(|r| r.peer).collect();
+    assert!(
+        !after.contains(&stalled),
+        "the half-read connection went back to the pool"
+    );
+    assert_eq!(
+        after.len(),
+        1,
+        "the later requests share one fresh connection"
+    );
+}
+
+#[tokio::test]
 async fn request_body_streams_to_the_upstream() {
     let upstream = MockUpstream::start().await;
     let gateway = TestGateway::start(&upstream.url()).await;

@@ -19,12 +19,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Version, header};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
@@ -38,20 +35,19 @@ use crate::request_id::RequestContext;
 use crate::server::tls;
 use crate::stage::{Handler, ResponseFuture};
 
-/// Idle connections kept open to the upstream.
-pub const POOL_MAX_IDLE: usize = 512;
-/// How long an idle upstream connection is kept.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+mod pool;
+
+use pool::{Lease, Pool};
 
 /// The error that ends a response stream whose upstream fell silent past `idle_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream sent nothing for longer than upstream.idle_timeout")]
 pub struct UpstreamIdleTimeout;
 
-/// The upstream agent and the pooled client that reaches it.
+/// The upstream agent and the connection pool that reaches it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: Arc<Pool>,
     settings: Arc<UpstreamSettings>,
     host: HeaderValue,
     metrics: Arc<Metrics>,
@@ -61,7 +57,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds the pooled client (http and https, TLS by rustls with system roots and `ca_file`).
+    /// Builds the connection pool (http and https, TLS by rustls with system roots and
+    /// `ca_file`). Inside a Tokio runtime it also starts closing idle connections on time.
     pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Upstream, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -73,15 +70,17 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(settings.scheme.clone())
+            .authority(settings.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| "upstream.url is not a valid URL".to_owned())?;
+        let pool = Pool::new(connector, target, pool::IDLE_TIMEOUT);
         let host = HeaderValue::from_str(settings.authority.as_str())
             .map_err(|_| "upstream.url has a host that is not a valid header value".to_owned())?;
         Ok(Upstream {
-            client,
+            pool,
             settings: Arc::new(settings.clone()),
             host,
             metrics,
@@ -95,7 +94,8 @@ impl Upstream {
         self.answered.load(Ordering::Relaxed)
     }
 
-    /// Sends `GET` to the upstream's base URL; any HTTP answer marks it as having answered.
+    /// Sends `GET` to the upstream's base URL; any HTTP answer marks it as having answered. The
+    /// probe's connection is not kept.
     pub async fn probe(&self) -> bool {
         let Ok(uri) = self.upstream_uri(None) else {
             return false;
@@ -107,7 +107,7 @@ impl Upstream {
             .insert(header::HOST, self.host.clone());
         let answer = tokio::time::timeout(
             self.settings.response_header_timeout,
-            self.client.request(request),
+            self.pool.send(request),
         )
         .await;
         let ok = matches!(answer, Ok(Ok(_)));
@@ -117,6 +117,7 @@ impl Upstream {
         ok
     }
 
+    /// The origin-form target sent upstream: `upstream.url`'s path, then the request's own.
     fn upstream_uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
         let tail = path_and_query.map_or("/", PathAndQuery::as_str);
         let path_and_query = if self.settings.base_path.is_empty() {
@@ -130,11 +131,7 @@ impl Upstream {
             joined.push_str(tail);
             PathAndQuery::try_from(joined)?
         };
-        Uri::builder()
-            .scheme(self.settings.scheme.clone())
-            .authority(self.settings.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        Ok(Uri::from(path_and_query))
     }
 
     /// Forwards one request and relays the answer; every failure becomes a sanitised error.
@@ -183,18 +180,18 @@ impl Upstream {
         let sent = Instant::now();
         let answer = tokio::time::timeout(
             self.settings.response_header_timeout,
-            self.client.request(request),
+            self.pool.send(request),
         )
         .await;
-        let mut response = match answer {
+        let (mut response, lease) = match answer {
             Err(_) => return GatewayError::UpstreamTimeout.into_response(context.id_str()),
             Ok(Err(e)) => {
                 // The client, not the upstream, may have failed: its body stopped arriving.
-                let error = crate::body_deadline::client_fault(&e)
-                    .unwrap_or_else(|| GatewayError::UpstreamUnavailable(Box::new(e)));
+                let error = crate::body_deadline::client_fault(&*e)
+                    .unwrap_or(GatewayError::UpstreamUnavailable(e));
                 return error.into_response(context.id_str());
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(answer)) => answer,
         };
         self.metrics
             .upstream_latency
@@ -216,7 +213,15 @@ impl Upstream {
             .sse_keepalive
             .filter(|_| is_event_stream(response.headers()));
         let idle_timeout = self.settings.idle_timeout;
-        response.map(|body| Body::new(UpstreamBody::new(body, idle_timeout, keepalive, slot)))
+        response.map(|body| {
+            Body::new(UpstreamBody::new(
+                body,
+                idle_timeout,
+                keepalive,
+                slot,
+                lease,
+            ))
+        })
     }
 }
 
@@ -250,8 +255,24 @@ struct UpstreamBody {
     /// Whether a frame arrived since the deadline was last armed.
     progressed: bool,
     keepalive: Option<KeepAlive>,
+    /// The connection the body arrives on, back to the pool once the body was read to its end.
+    lease: Option<Lease>,
+    /// Whether the body has ended (its last frame was taken).
+    ended: bool,
     /// The upstream slot, given back when the body ends or is dropped.
     _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves unread bytes on the connection: the lease is
+        // dropped with it, which closes the connection.
+        if let Some(lease) = self.lease.take()
+            && (self.ended || self.inner.is_end_stream())
+        {
+            lease.release();
+        }
+    }
 }
 
 /// SSE keep-alive state: a `: keep-alive` comment is sent after `interval` of silence, and only
@@ -314,9 +335,12 @@ impl UpstreamBody {
         timeout: Duration,
         keepalive: Option<Duration>,
         slot: OwnedSemaphorePermit,
+        lease: Lease,
     ) -> UpstreamBody {
         UpstreamBody {
             _slot: slot,
+            lease: Some(lease),
+            ended: false,
             inner,
             timeout,
             deadline: None,
@@ -342,6 +366,7 @@ impl http_body::Body for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.progressed = true;
+                this.ended = frame.is_none();
                 if let Some(keepalive) = &mut this.keepalive {
                     let now = tokio::time::Instant::now();
                     keepalive.timer.as_mut().reset(now + keepalive.interval);
