@@ -39,13 +39,45 @@ static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names (cheap comparisons) instead of a hash
-    // lookup for each of the nine.
-    if !headers
-        .keys()
-        .any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name))
-    {
+    // One pass over the names (cheap comparisons) finds which of the fixed set are present; most
+    // messages carry none, or only `Connection`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == header::UPGRADE {
+            present |= 1 << HOP_BY_HOP.len();
+        }
+    }
+    if present == 0 {
         return;
+    }
+    if present & 1 != 0 {
+        remove_connection_listed(headers);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if present & (1 << HOP_BY_HOP.len()) != 0 {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes the headers the `Connection` header names (it stays; the caller removes it).
+fn remove_connection_listed(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    match (values.next(), values.next()) {
+        // The usual case, one value such as `keep-alive` or `close`: no copy of it needed when
+        // it names nothing beyond the fixed set.
+        (Some(value), None) => {
+            if !names_other_headers(value) {
+                return;
+            }
+        }
+        (None, _) => return,
+        (Some(_), Some(_)) => {}
     }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -54,10 +86,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
+}
+
+/// Whether a `Connection` value names a header outside the fixed hop-by-hop set (`close` names
+/// none).
+fn names_other_headers(value: &HeaderValue) -> bool {
+    value.as_bytes().split(|&b| b == b',').any(|token| {
+        let token = token.trim_ascii();
+        !token.is_empty()
+            && !token.eq_ignore_ascii_case(b"close")
+            && !HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
+    })
 }
 
 /// What the gateway itself tells the upstream about a request.
@@ -80,16 +124,37 @@ pub struct Forwarding<'a> {
 pub fn prepare_upstream_request(headers: &mut HeaderMap, forwarding: Forwarding<'_>) {
     let context = forwarding.context;
     strip_hop_by_hop(headers);
-    let spoofable: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with(GATEWAY_HEADER_PREFIX))
-        .cloned()
-        .collect();
-    for name in spoofable {
-        headers.remove(name);
+    // One pass finds what a client sent that must not pass (rarely anything), instead of a
+    // lookup for each name.
+    let (mut spoofed, mut forwarded, mut real_ip, mut forwarded_host) =
+        (false, false, false, false);
+    for name in headers.keys() {
+        if name.as_str().starts_with(GATEWAY_HEADER_PREFIX) {
+            spoofed = true;
+        } else if name == header::FORWARDED {
+            forwarded = true;
+        } else if name == X_REAL_IP {
+            real_ip = true;
+        } else if name == X_FORWARDED_HOST {
+            forwarded_host = true;
+        }
     }
-    headers.remove(header::FORWARDED);
-    headers.remove(&X_REAL_IP);
+    if spoofed {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(GATEWAY_HEADER_PREFIX))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
+    if forwarded {
+        headers.remove(header::FORWARDED);
+    }
+    if real_ip {
+        headers.remove(&X_REAL_IP);
+    }
     headers.insert(X_REQUEST_ID.clone(), context.id.clone());
     headers.insert(X_FORWARDED_FOR.clone(), ip_header(context.client_ip));
     headers.insert(
@@ -97,9 +162,14 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, forwarding: Forwarding<
         HeaderValue::from_static(if context.tls { "https" } else { "http" }),
     );
     match forwarding.original_host {
-        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        None if forwarded_host => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        None => {}
+    }
     headers.insert(header::HOST, forwarding.upstream_host.clone());
     if let Some(principal) = forwarding.principal {
         for (name, value) in &principal.identity_headers {
@@ -112,8 +182,17 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, forwarding: Forwarding<
 }
 
 fn ip_header(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // The longest address text (IPv6 with an embedded IPv4) is 45 bytes; printed on the stack,
+    // it is copied once, into the value.
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let len = match write!(cursor, "{ip}") {
+        Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
+        Err(_) => 0,
+    };
     // An IP address prints as ASCII digits, dots, colons and hex letters: always a valid value.
-    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The response headers every answer carries.
@@ -130,8 +209,26 @@ impl SecurityHeaders {
 
     /// Sets the security headers (overriding the upstream's) and removes fingerprinting ones.
     pub fn apply(&self, headers: &mut HeaderMap, tls: bool) {
-        headers.remove(header::SERVER);
-        headers.remove(&X_POWERED_BY);
+        // One pass finds which headers to take away are there (most answers carry one or none)
+        // instead of a lookup for each.
+        let (mut server, mut powered_by, mut hsts, mut csp) = (false, false, false, false);
+        for name in headers.keys() {
+            if name == header::SERVER {
+                server = true;
+            } else if name == X_POWERED_BY {
+                powered_by = true;
+            } else if name == header::STRICT_TRANSPORT_SECURITY {
+                hsts = true;
+            } else if name == header::CONTENT_SECURITY_POLICY {
+                csp = true;
+            }
+        }
+        if server {
+            headers.remove(header::SERVER);
+        }
+        if powered_by {
+            headers.remove(&X_POWERED_BY);
+        }
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -143,20 +240,22 @@ impl SecurityHeaders {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match (&self.settings.hsts, tls) {
-            (Some(hsts), true) => {
-                headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            (Some(value), true) => {
+                headers.insert(header::STRICT_TRANSPORT_SECURITY, value.clone());
             }
-            _ => {
+            _ if hsts => {
                 headers.remove(header::STRICT_TRANSPORT_SECURITY);
             }
+            _ => {}
         }
         match &self.settings.content_security_policy {
-            Some(csp) => {
-                headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+            Some(value) => {
+                headers.insert(header::CONTENT_SECURITY_POLICY, value.clone());
             }
-            None => {
+            None if csp => {
                 headers.remove(header::CONTENT_SECURITY_POLICY);
             }
+            None => {}
         }
     }
 }
@@ -186,4 +285,73 @@ pub fn head_size<B>(request: &http::Request<B>) -> usize {
     request.headers().iter().fold(line + 2, |n, (name, value)| {
         n + name.as_str().len() + value.len() + 4
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::{ip_header, strip_hop_by_hop};
+
+    #[test]
+    fn addresses_print_whole() {
+        for ip in [
+            "127.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header(parsed), parsed.to_string().as_str());
+        }
+    }
+
+    fn stripped(pairs: &[(&'static str, &'static str)]) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<String> = headers.keys().map(|n| n.as_str().to_owned()).collect();
+        left.sort();
+        left
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        assert_eq!(
+            stripped(&[
+                ("connection", "keep-alive"),
+                ("keep-alive", "timeout=5"),
+                ("x-a", "1")
+            ]),
+            ["x-a"]
+        );
+        assert_eq!(
+            stripped(&[("connection", "close, X-Hop"), ("x-hop", "1"), ("x-a", "1")]),
+            ["x-a"]
+        );
+        assert_eq!(
+            stripped(&[
+                ("connection", "keep-alive"),
+                ("connection", "x-second"),
+                ("x-second", "1"),
+                ("x-a", "1"),
+            ]),
+            ["x-a"]
+        );
+        assert_eq!(
+            stripped(&[
+                ("connection", " TE ,, upgrade"),
+                ("te", "trailers"),
+                ("upgrade", "h2c"),
+                ("transfer-encoding", "chunked"),
+                ("proxy-authorization", "Basic eA=="),
+                ("x-a", "1"),
+            ]),
+            ["x-a"]
+        );
+        assert_eq!(stripped(&[("upgrade", "websocket"), ("x-a", "1")]), ["x-a"]);
+        assert_eq!(stripped(&[("x-a", "1"), ("x-b", "2")]), ["x-a", "x-b"]);
+    }
 }

@@ -97,7 +97,9 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and its future is large; every exchange would
+                // otherwise carry (and copy) its space.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A reused connection may not have finished putting its last exchange away yet;
             // waiting for it fails at once if it closed instead.
