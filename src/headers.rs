@@ -182,17 +182,22 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, forwarding: Forwarding<
 }
 
 fn ip_header(ip: IpAddr) -> HeaderValue {
+    // An IP address prints as ASCII digits, dots, colons and hex letters: always a valid value.
+    display_value(ip)
+}
+
+/// A header value from a number, an address or other short text that prints as visible ASCII.
+/// Printed on the stack (at most 48 bytes) and copied once, into the value: one allocation, where
+/// `HeaderValue::from(u32)` makes two. Longer or invalid text gives an empty value.
+pub fn display_value(value: impl std::fmt::Display) -> HeaderValue {
     use std::io::Write;
-    // The longest address text (IPv6 with an embedded IPv4) is 45 bytes; printed on the stack,
-    // it is copied once, into the value.
     let mut text = [0u8; 48];
     let mut cursor = std::io::Cursor::new(&mut text[..]);
-    let len = match write!(cursor, "{ip}") {
+    let len = match write!(cursor, "{value}") {
         Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
         Err(_) => 0,
     };
-    // An IP address prints as ASCII digits, dots, colons and hex letters: always a valid value.
-    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The response headers every answer carries.
@@ -291,7 +296,14 @@ pub fn head_size<B>(request: &http::Request<B>) -> usize {
 mod tests {
     use http::{HeaderMap, HeaderValue};
 
-    use super::{ip_header, strip_hop_by_hop};
+    use super::{display_value, ip_header, strip_hop_by_hop};
+
+    #[test]
+    fn numbers_print_whole() {
+        for n in [0, 7, 100_000_000, u64::MAX] {
+            assert_eq!(display_value(n), n.to_string().as_str());
+        }
+    }
 
     #[test]
     fn addresses_print_whole() {

@@ -123,7 +123,8 @@ impl Authenticator {
         let first = jwt::verify(token, &self.keys.keys(), &self.policy);
         let result = match first {
             Err(Failure::UnknownKid) => {
-                self.keys.refetch_for_unknown_kid().await;
+                // Boxed: rare, and a cache hit would otherwise carry (and copy) its space.
+                Box::pin(self.keys.refetch_for_unknown_kid()).await;
                 jwt::verify(token, &self.keys.keys(), &self.policy)
             }
             other => other,

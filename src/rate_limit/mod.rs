@@ -18,11 +18,12 @@ use std::time::Duration;
 use crate::stage::Next;
 use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 
 use crate::auth::Principal;
 use crate::config::{FailureMode, RateLimitBackend, RateLimitSettings};
 use crate::error::GatewayError;
+use crate::headers::display_value;
 use crate::metrics::Metrics;
 use crate::request_id::RequestContext;
 use memory::{Limit, MemoryStore, Overflow};
@@ -146,7 +147,10 @@ impl RateLimiter {
                 || now >= shared.retry_at_ms.load(Ordering::Relaxed)
             {
                 let limit = self.classes.get(class).map_or(self.default, |c| c.limit);
-                match shared.store.decide(&redis::key(class, user), limit).await {
+                // Boxed: in memory-only mode every request would otherwise carry (and copy) the
+                // Redis round trip's space.
+                let decided = Box::pin(shared.store.decide(&redis::key(class, user), limit)).await;
+                match decided {
                     Ok(verdict) => {
                         if shared.in_outage.swap(false, Ordering::Relaxed) {
                             tracing::info!("Redis answers again; rate limits are shared again");
@@ -240,15 +244,9 @@ fn to_check(verdict: Verdict) -> Check {
 
 fn set_headers(response: &mut Response, verdict: &Verdict) {
     let headers = response.headers_mut();
-    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(verdict.limit));
-    headers.insert(
-        RATELIMIT_REMAINING.clone(),
-        HeaderValue::from(verdict.remaining),
-    );
-    headers.insert(
-        RATELIMIT_RESET.clone(),
-        HeaderValue::from(verdict.reset_secs),
-    );
+    headers.insert(RATELIMIT_LIMIT.clone(), display_value(verdict.limit));
+    headers.insert(RATELIMIT_REMAINING.clone(), display_value(verdict.remaining));
+    headers.insert(RATELIMIT_RESET.clone(), display_value(verdict.reset_secs));
 }
 
 /// Layer: the per-user limit. Keyed by the authenticated user; without authentication (or on a
