@@ -70,7 +70,7 @@ pub const DRAIN_WAIT: Duration = Duration::from_secs(1);
 type Returned = Arc<Mutex<Option<Body>>>;
 
 /// Layer: puts the deadline on the request body, and drains a small body a refusal left unread.
-pub async fn enforce(body_timeout: Duration, request: Request, next: Next) -> Response {
+pub async fn enforce(body_timeout: Duration, request: Request, next: impl Next) -> Response {
     if request.body().is_end_stream() {
         return next.run(request).await;
     }

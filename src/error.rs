@@ -412,7 +412,7 @@ impl std::fmt::Display for ErrorChain<'_> {
 }
 
 /// Layer: turns a panic anywhere below into a sanitised 500, instead of a dropped connection.
-pub async fn catch_panic((): (), request: Request, next: Next) -> Response {
+pub async fn catch_panic((): (), request: Request, next: impl Next) -> Response {
     let request_id = RequestContext::id_of(&request);
     match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,

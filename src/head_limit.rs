@@ -38,7 +38,7 @@ pub struct HeadRules {
 /// Layer: 431 for a request head larger than the configured limit; 400 for a transfer coding it
 /// cannot frame unambiguously, for framing the HTTP/1.1 guard found broken, for `CONNECT`, and for
 /// an absolute-form target unless allowed.
-pub async fn enforce(rules: HeadRules, request: Request, next: Next) -> Response {
+pub async fn enforce(rules: HeadRules, request: Request, next: impl Next) -> Response {
     let size = head_size(&request);
     if size > rules.max_header_bytes {
         let id = RequestContext::id_of(&request);

@@ -269,7 +269,7 @@ impl SecurityHeaders {
 pub async fn secure_response(
     security: Arc<SecurityHeaders>,
     request: Request,
-    next: Next,
+    next: impl Next,
 ) -> Response {
     let tls = request
         .extensions()

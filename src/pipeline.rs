@@ -8,18 +8,16 @@ use std::sync::Arc;
 
 use crate::audit::{self, Auditor};
 use crate::auth::{self, Authenticator};
+use crate::chain;
 use crate::head_limit::HeadRules;
 use crate::headers::{self, SecurityHeaders};
 use crate::proxy::{self, Upstream};
 use crate::rate_limit::per_ip::{self, FloodGuard};
 use crate::rate_limit::{self, RateLimiter};
 use crate::request_id::ClientAddress;
-use crate::stage::{Layer, Next, chain, stage};
+pub use crate::stage::Pipeline;
 use crate::validate::{self, Validator};
 use crate::{body_deadline, error, head_limit, request_id};
-
-/// The finished request pipeline: cheap to clone, one per connection.
-pub type Pipeline = Next;
 
 /// What the stages are built from.
 #[derive(Debug, Clone)]
@@ -48,47 +46,39 @@ pub struct Stages {
 
 /// Assembles the pipeline, outermost stage first.
 pub fn build(stages: Stages) -> Pipeline {
-    let layers: Vec<Option<Layer>> = vec![
+    let require_writable = stages
+        .auditor
+        .sink
+        .fails_closed()
+        .then(|| stages.auditor.clone());
+    Pipeline::new(chain!(
         // Every request gets its id and context (and its client address) first: all that
         // follows names it by that id.
-        Some(stage(stages.client_address, request_id::assign)),
+        stage(stages.client_address, request_id::assign),
         // Audit wraps everything below, so rejections, streams and cut streams each leave a record.
-        Some(stage(stages.auditor.clone(), audit::observe)),
+        stage(stages.auditor, audit::observe),
         // Security headers on every response, the gateway's own errors included.
-        Some(stage(stages.security_headers, headers::secure_response)),
+        stage(stages.security_headers, headers::secure_response),
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
-        Some(stage((), error::catch_panic)),
+        stage((), error::catch_panic),
         // A request that cannot be recorded is not served (audit.on_failure = "fail_closed").
-        stages
-            .auditor
-            .sink
-            .fails_closed()
-            .then(|| stage(stages.auditor.clone(), audit::require_writable)),
+        optional(require_writable, audit::require_writable),
         // Cheapest rejection first: an oversized head costs nothing further; nor does framing
         // the HTTP/1.1 guard (`server::framing`) marked on the raw bytes before parsing.
-        Some(stage(stages.head_rules, head_limit::enforce)),
+        stage(stages.head_rules, head_limit::enforce),
         // A body must arrive by its deadline, whether validation buffers it or it streams on.
-        Some(stage(stages.body_timeout, body_deadline::enforce)),
+        stage(stages.body_timeout, body_deadline::enforce),
         // The per-IP flood guard: cheap, and before any signature check, so a flood of bad
         // tokens costs no verification.
-        stages.flood_guard.map(|guard| stage(guard, per_ip::guard)),
+        optional(stages.flood_guard, per_ip::guard),
         // Identity before anything per-user; the token is removed here, never forwarded.
-        stages
-            .authenticator
-            .map(|auth| stage(auth, auth::authenticate)),
+        optional(stages.authenticator, auth::authenticate),
         // The per-user limit, keyed by the identity just established, before the body is read.
-        stages
-            .rate_limiter
-            .map(|limiter| stage(limiter, rate_limit::enforce)),
+        optional(stages.rate_limiter, rate_limit::enforce),
         // Input validation last: it buffers the body, the most expensive check, and only for
         // requests every cheaper stage has admitted.
-        stages
-            .validator
-            .map(|validator| stage(validator, validate::validate)),
-    ];
-    // Forwarding to the upstream answers whatever passed every stage.
-    chain(
-        layers.into_iter().flatten().collect(),
-        Next::new(proxy::Forward(stages.upstream)),
-    )
+        optional(stages.validator, validate::validate),
+        // Forwarding to the upstream answers whatever passed every stage.
+        => proxy::Forward(stages.upstream)
+    ))
 }

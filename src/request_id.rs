@@ -128,7 +128,7 @@ impl ClientAddress {
 pub async fn assign(
     client_address: Arc<ClientAddress>,
     mut request: Request,
-    next: Next,
+    next: impl Next,
 ) -> Response {
     let conn = request.extensions().get::<ConnInfo>().copied();
     let context = RequestContext {

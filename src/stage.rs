@@ -1,10 +1,12 @@
 //! The plumbing that chains the pipeline's stages: each stage is an async function of its state,
 //! the request and the rest of the pipeline ([`Next`]).
 //!
-//! Guards against paying per request for the chain itself: a stage call costs one boxed future
-//! and two reference-count increments (its state and the next stage), whatever the depth of the
-//! pipeline. (A generic middleware adapter that clones the whole remaining stack into a new boxed
-//! service on every call costs several allocations per stage and grows with the depth.)
+//! Guards against paying per request for the chain itself: the stages are linked by type, not
+//! through boxed trait objects, so a request's whole trip through the pipeline is one future in
+//! one allocation, and a stage call costs a reference-count increment for its state. (Boxing
+//! each stage's future behind a trait object costs an allocation, a copy of the future and an
+//! indirect call per stage and request; a generic middleware adapter that clones the remaining
+//! stack into a new boxed service per call costs several allocations per stage.)
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,40 +16,142 @@ use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
+use futures_util::future::Either;
 
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
-/// Something that answers a request: a stage with the rest of the pipeline, or the proxy.
-pub trait Handler: Send + Sync + 'static {
-    /// Answers `request`.
-    fn handle(&self, request: Request) -> ResponseFuture;
-}
-
-/// The rest of the pipeline, as a stage sees it. Cheap to clone.
-#[derive(Clone)]
-pub struct Next(Arc<dyn Handler>);
-
-impl std::fmt::Debug for Next {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Next")
-    }
-}
-
-impl Next {
-    /// Wraps the innermost handler.
-    pub fn new(handler: impl Handler) -> Next {
-        Next(Arc::new(handler))
-    }
-
+/// The rest of the pipeline, as a stage sees it: the stages after it, then the forwarding.
+/// Cheap to clone (each stage's state is reference-counted).
+pub trait Next: Clone + Send + Sync + 'static {
     /// Runs the rest of the pipeline.
-    pub fn run(self, request: Request) -> ResponseFuture {
-        self.0.handle(request)
+    fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static;
+}
+
+/// A stage linked to what follows it.
+#[derive(Clone)]
+pub struct Stage<S, F, N> {
+    state: S,
+    stage: F,
+    next: N,
+}
+
+impl<S, F, Fut, N> Next for Stage<S, F, N>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Request, N) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+    N: Next,
+{
+    fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+        (self.stage)(self.state, request, self.next)
+    }
+}
+
+/// A stage that is configured off (no state) passes the request straight on.
+#[derive(Clone)]
+pub struct Optional<S, F, N> {
+    state: Option<S>,
+    stage: F,
+    next: N,
+}
+
+impl<S, F, Fut, N> Next for Optional<S, F, N>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Request, N) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+    N: Next,
+{
+    fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+        match self.state {
+            Some(state) => Either::Left((self.stage)(state, request, self.next)),
+            None => Either::Right(self.next.run(request)),
+        }
+    }
+}
+
+/// A stage not yet linked to what follows it; [`chain!`](crate::chain) links them.
+pub struct Layer<S, F> {
+    state: S,
+    stage: F,
+}
+
+impl<S, F> Layer<S, F> {
+    /// Puts this stage in front of `next`.
+    pub fn link<N>(self, next: N) -> Stage<S, F, N> {
+        Stage {
+            state: self.state,
+            stage: self.stage,
+            next,
+        }
+    }
+}
+
+impl<S, F> Layer<Option<S>, F> {
+    /// Puts this stage, if configured, in front of `next`.
+    pub fn link_optional<N>(self, next: N) -> Optional<S, F, N> {
+        Optional {
+            state: self.state,
+            stage: self.stage,
+            next,
+        }
+    }
+}
+
+/// Makes a stage from its state and its async function.
+pub fn stage<S, F>(state: S, stage: F) -> Layer<S, F> {
+    Layer { state, stage }
+}
+
+/// Makes a stage that runs only when configured (`state` is `Some`).
+pub fn optional<S, F>(state: Option<S>, stage: F) -> Layer<Option<S>, F> {
+    Layer { state, stage }
+}
+
+/// Links stages, outermost first, in front of the innermost handler:
+/// `chain!(stage(a, f), optional(b, g), => innermost)`.
+#[macro_export]
+macro_rules! chain {
+    (=> $innermost:expr) => { $innermost };
+    (stage($state:expr, $f:expr), $($rest:tt)+) => {
+        $crate::stage::stage($state, $f).link($crate::chain!($($rest)+))
+    };
+    (optional($state:expr, $f:expr), $($rest:tt)+) => {
+        $crate::stage::optional($state, $f).link_optional($crate::chain!($($rest)+))
+    };
+}
+
+/// A finished pipeline, its type erased: what a connection serves requests with. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline(Arc<dyn Serve>);
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pipeline")
+    }
+}
+
+/// A linked pipeline behind a trait object: one boxed future per request.
+trait Serve: Send + Sync + 'static {
+    fn serve(&self, request: Request) -> ResponseFuture;
+}
+
+impl<N: Next> Serve for N {
+    fn serve(&self, request: Request) -> ResponseFuture {
+        Box::pin(self.clone().run(request))
+    }
+}
+
+impl Pipeline {
+    /// Wraps a linked chain of stages.
+    pub fn new(chain: impl Next) -> Pipeline {
+        Pipeline(Arc::new(chain))
     }
 
-    /// Runs the rest of the pipeline as a future hyper can serve (it never fails).
+    /// Runs the pipeline as a future hyper can serve (it never fails).
     pub fn serve(&self, request: Request) -> Served {
-        Served(self.0.handle(request))
+        Served(self.0.serve(request))
     }
 }
 
@@ -60,42 +164,4 @@ impl Future for Served {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.as_mut().poll(cx).map(Ok)
     }
-}
-
-struct Stage<S, F> {
-    state: S,
-    stage: F,
-    next: Next,
-}
-
-impl<S, F, Fut> Handler for Stage<S, F>
-where
-    S: Clone + Send + Sync + 'static,
-    F: Fn(S, Request, Next) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response> + Send + 'static,
-{
-    fn handle(&self, request: Request) -> ResponseFuture {
-        Box::pin((self.stage)(self.state.clone(), request, self.next.clone()))
-    }
-}
-
-/// A stage not yet linked to what follows it.
-pub type Layer = Box<dyn FnOnce(Next) -> Next + Send>;
-
-/// Makes a stage from its state and its async function.
-pub fn stage<S, F, Fut>(state: S, stage: F) -> Layer
-where
-    S: Clone + Send + Sync + 'static,
-    F: Fn(S, Request, Next) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response> + Send + 'static,
-{
-    Box::new(move |next| Next::new(Stage { state, stage, next }))
-}
-
-/// Links `layers` (outermost first) in front of `innermost`.
-pub fn chain(layers: Vec<Layer>, innermost: Next) -> Next {
-    layers
-        .into_iter()
-        .rev()
-        .fold(innermost, |next, layer| layer(next))
 }

@@ -284,7 +284,11 @@ impl Drop for PendingRecord {
 
 /// Layer: with `audit.on_failure = "fail_closed"`, refuses requests (503) while the audit log
 /// cannot be written: a request that cannot be recorded is not served.
-pub async fn require_writable(auditor: Arc<Auditor>, request: Request, next: Next) -> Response {
+pub async fn require_writable(
+    auditor: Arc<Auditor>,
+    request: Request,
+    next: impl Next,
+) -> Response {
     if auditor.sink.refuses_requests() {
         let id = RequestContext::id_of(&request);
         return crate::error::GatewayError::AuditUnavailable.into_response(&id);
@@ -305,7 +309,7 @@ fn log_cause(status: http::StatusCode, record: &AuditRecord, cause: &str) {
 
 /// Layer: wraps everything below so that every request, rejected or forwarded, streamed or cut,
 /// leaves exactly one record.
-pub async fn observe(auditor: Arc<Auditor>, request: Request, next: Next) -> Response {
+pub async fn observe(auditor: Arc<Auditor>, request: Request, next: impl Next) -> Response {
     let (context_started, received_at, request_id, client_ip, trace_id) =
         match request.extensions().get::<RequestContext>() {
             Some(c) => (

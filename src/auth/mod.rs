@@ -156,7 +156,11 @@ impl Authenticator {
 
 /// Layer: 401 without a valid token, 403 without the required scopes; on success the request
 /// carries the [`Principal`] and no longer carries the token.
-pub async fn authenticate(auth: Arc<Authenticator>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    auth: Arc<Authenticator>,
+    mut request: Request,
+    next: impl Next,
+) -> Response {
     if auth.public_paths.iter().any(|p| p == request.uri().path()) {
         remove_credentials(request.headers_mut(), &auth.location);
         return next.run(request).await;

@@ -33,7 +33,7 @@ use crate::headers::{self, Forwarding};
 use crate::metrics::Metrics;
 use crate::request_id::RequestContext;
 use crate::server::tls;
-use crate::stage::{Handler, ResponseFuture};
+use crate::stage::Next;
 
 mod pool;
 
@@ -237,10 +237,9 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 #[derive(Debug, Clone)]
 pub struct Forward(pub Arc<Upstream>);
 
-impl Handler for Forward {
-    fn handle(&self, request: Request) -> ResponseFuture {
-        let upstream = self.0.clone();
-        Box::pin(async move { upstream.forward(request).await })
+impl Next for Forward {
+    async fn run(self, request: Request) -> Response {
+        self.0.forward(request).await
     }
 }
 

@@ -245,13 +245,16 @@ fn to_check(verdict: Verdict) -> Check {
 fn set_headers(response: &mut Response, verdict: &Verdict) {
     let headers = response.headers_mut();
     headers.insert(RATELIMIT_LIMIT.clone(), display_value(verdict.limit));
-    headers.insert(RATELIMIT_REMAINING.clone(), display_value(verdict.remaining));
+    headers.insert(
+        RATELIMIT_REMAINING.clone(),
+        display_value(verdict.remaining),
+    );
     headers.insert(RATELIMIT_RESET.clone(), display_value(verdict.reset_secs));
 }
 
 /// Layer: the per-user limit. Keyed by the authenticated user; without authentication (or on a
 /// public path) by the client address.
-pub async fn enforce(limiter: Arc<RateLimiter>, request: Request, next: Next) -> Response {
+pub async fn enforce(limiter: Arc<RateLimiter>, request: Request, next: impl Next) -> Response {
     let principal = request.extensions().get::<Arc<Principal>>().cloned();
     let key: Arc<str> = match &principal {
         Some(p) => p.user.clone(),

@@ -62,7 +62,7 @@ impl FloodGuard {
 }
 
 /// Layer: 429 `ip_rate_limited` for an address over its rate.
-pub async fn guard(guard: Arc<FloodGuard>, request: Request, next: Next) -> Response {
+pub async fn guard(guard: Arc<FloodGuard>, request: Request, next: impl Next) -> Response {
     let Some(context) = request.extensions().get::<RequestContext>() else {
         return next.run(request).await;
     };

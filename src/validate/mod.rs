@@ -103,7 +103,7 @@ fn injection(rule: &Rule) -> GatewayError {
 }
 
 /// Layer: the checks of the module documentation, in order; the body is forwarded unchanged.
-pub async fn validate(validator: Arc<Validator>, request: Request, next: Next) -> Response {
+pub async fn validate(validator: Arc<Validator>, request: Request, next: impl Next) -> Response {
     // The id as a header value: a reference-counted clone, made text only on a refusal.
     let context_id = request
         .extensions()
@@ -299,7 +299,7 @@ impl IdText {
 }
 
 /// Forwards; a shadow-mode match goes into the audit record's `rule`.
-async fn forward(request: Request, next: Next, logged: Option<Rule>) -> Response {
+async fn forward(request: Request, next: impl Next, logged: Option<Rule>) -> Response {
     let mut response = next.run(request).await;
     if let Some(rule) = logged {
         let rule = Some(Cow::Owned(rule.id));
