@@ -68,16 +68,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes the headers the `Connection` header names (it stays; the caller removes it).
 fn remove_connection_listed(headers: &mut HeaderMap) {
     let mut values = headers.get_all(header::CONNECTION).iter();
-    match (values.next(), values.next()) {
-        // The usual case, one value such as `keep-alive` or `close`: no copy of it needed when
-        // it names nothing beyond the fixed set.
-        (Some(value), None) => {
-            if !names_other_headers(value) {
-                return;
+    let single = match (values.next(), values.next()) {
+        (None, _) => return,
+        (Some(value), None) => Some(value),
+        (Some(_), Some(_)) => None,
+    };
+    // The usual case, one short value such as `keep-alive` or `close`: its names are looked up
+    // from a copy on the stack, with no allocation.
+    if let Some(value) = single
+        && let Ok(text) = value.to_str()
+        && text.len() <= CONNECTION_VALUE_ON_STACK
+    {
+        let mut copy = [0u8; CONNECTION_VALUE_ON_STACK];
+        copy[..text.len()].copy_from_slice(text.as_bytes());
+        let copy = &copy[..text.len()];
+        for token in copy.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            let fixed = HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()));
+            if !token.is_empty()
+                && !fixed
+                && let Ok(name) = std::str::from_utf8(token)
+            {
+                headers.remove(name);
             }
         }
-        (None, _) => return,
-        (Some(_), Some(_)) => {}
+        return;
     }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -91,18 +108,8 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` value names a header outside the fixed hop-by-hop set (`close` names
-/// none).
-fn names_other_headers(value: &HeaderValue) -> bool {
-    value.as_bytes().split(|&b| b == b',').any(|token| {
-        let token = token.trim_ascii();
-        !token.is_empty()
-            && !token.eq_ignore_ascii_case(b"close")
-            && !HOP_BY_HOP
-                .iter()
-                .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
-    })
-}
+/// The longest `Connection` value whose names are removed without an allocation.
+const CONNECTION_VALUE_ON_STACK: usize = 128;
 
 /// What the gateway itself tells the upstream about a request.
 #[derive(Debug, Clone, Copy)]
@@ -364,6 +371,17 @@ mod tests {
             ["x-a"]
         );
         assert_eq!(stripped(&[("upgrade", "websocket"), ("x-a", "1")]), ["x-a"]);
+        assert_eq!(
+            stripped(&[("connection", "Close"), ("close", "1"), ("x-a", "1")]),
+            ["x-a"]
+        );
+        let names: Vec<String> = (0..40).map(|i| format!("x-listed-{i}")).collect();
+        let long: &'static str = Box::leak(names.join(", ").into_boxed_str());
+        assert!(long.len() > super::CONNECTION_VALUE_ON_STACK);
+        assert_eq!(
+            stripped(&[("connection", long), ("x-listed-39", "1"), ("x-z", "1")]),
+            ["x-z"]
+        );
         assert_eq!(stripped(&[("x-a", "1"), ("x-b", "2")]), ["x-a", "x-b"]);
     }
 }

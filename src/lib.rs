@@ -16,8 +16,11 @@
 //! 10. JWT authentication, verified-token cache — [`auth`]
 //! 11. per-user sliding-window rate limit — [`rate_limit`]
 //! 12. input validation: size, media type, JSON, text length, injection rules — [`validate`]
-//! 13. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`]
+//! 13. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`], over
+//!     pooled keep-alive upstream connections
 //!
+//! The stages are linked by type ([`stage`], the `chain!` in [`pipeline::build`]): a request's
+//! trip through them is one future.
 //! Every rejection is an RFC 9457 problem+json built in one place, [`error`]. Health, readiness
 //! and metrics live on a separate listener, [`admin`].
 
