@@ -749,6 +749,8 @@ def main():
                         help="N distinct valid tokens, one per request in turn (keepalive and close)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", help="comma-separated targets (default depends on the mode)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (configs, logs, the audit logs of every request)")
     parser.add_argument("--sse-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sse_upstream:
@@ -840,7 +842,11 @@ def main():
         for stage, on, off in pairs:
             if on in med and off in med:
                 print(f"{stage} on vs off: {med[on]['rps'] / med[off]['rps']:.2f}x")
-    print(f"(work files in {tmp})")
+    if args.keep:
+        print(f"(work files in {tmp})")
+    else:
+        # The audit logs alone hold every request of the run: hundreds of MB in keep-alive mode.
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
