@@ -16,6 +16,7 @@ use crate::rate_limit::per_ip::{self, FloodGuard};
 use crate::rate_limit::{self, RateLimiter};
 use crate::request_id::ClientAddress;
 pub use crate::stage::Pipeline;
+use crate::stage::{optional, stage};
 use crate::validate::{self, Validator};
 use crate::{body_deadline, error, head_limit, request_id};
 

@@ -28,35 +28,16 @@ pub trait Next: Clone + Send + Sync + 'static {
     fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static;
 }
 
-/// A stage linked to what follows it.
+/// A stage linked to what follows it. A stage without state (configured off) passes the request
+/// straight on.
 #[derive(Clone)]
 pub struct Stage<S, F, N> {
-    state: S,
-    stage: F,
-    next: N,
-}
-
-impl<S, F, Fut, N> Next for Stage<S, F, N>
-where
-    S: Clone + Send + Sync + 'static,
-    F: Fn(S, Request, N) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response> + Send + 'static,
-    N: Next,
-{
-    fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
-        (self.stage)(self.state, request, self.next)
-    }
-}
-
-/// A stage that is configured off (no state) passes the request straight on.
-#[derive(Clone)]
-pub struct Optional<S, F, N> {
     state: Option<S>,
     stage: F,
     next: N,
 }
 
-impl<S, F, Fut, N> Next for Optional<S, F, N>
+impl<S, F, Fut, N> Next for Stage<S, F, N>
 where
     S: Clone + Send + Sync + 'static,
     F: Fn(S, Request, N) -> Fut + Clone + Send + Sync + 'static,
@@ -73,7 +54,7 @@ where
 
 /// A stage not yet linked to what follows it; [`chain!`](crate::chain) links them.
 pub struct Layer<S, F> {
-    state: S,
+    state: Option<S>,
     stage: F,
 }
 
@@ -88,24 +69,16 @@ impl<S, F> Layer<S, F> {
     }
 }
 
-impl<S, F> Layer<Option<S>, F> {
-    /// Puts this stage, if configured, in front of `next`.
-    pub fn link_optional<N>(self, next: N) -> Optional<S, F, N> {
-        Optional {
-            state: self.state,
-            stage: self.stage,
-            next,
-        }
+/// Makes a stage from its state and its async function.
+pub fn stage<S, F>(state: S, stage: F) -> Layer<S, F> {
+    Layer {
+        state: Some(state),
+        stage,
     }
 }
 
-/// Makes a stage from its state and its async function.
-pub fn stage<S, F>(state: S, stage: F) -> Layer<S, F> {
-    Layer { state, stage }
-}
-
 /// Makes a stage that runs only when configured (`state` is `Some`).
-pub fn optional<S, F>(state: Option<S>, stage: F) -> Layer<Option<S>, F> {
+pub fn optional<S, F>(state: Option<S>, stage: F) -> Layer<S, F> {
     Layer { state, stage }
 }
 
@@ -114,12 +87,7 @@ pub fn optional<S, F>(state: Option<S>, stage: F) -> Layer<Option<S>, F> {
 #[macro_export]
 macro_rules! chain {
     (=> $innermost:expr) => { $innermost };
-    (stage($state:expr, $f:expr), $($rest:tt)+) => {
-        $crate::stage::stage($state, $f).link($crate::chain!($($rest)+))
-    };
-    (optional($state:expr, $f:expr), $($rest:tt)+) => {
-        $crate::stage::optional($state, $f).link_optional($crate::chain!($($rest)+))
-    };
+    ($layer:expr, $($rest:tt)+) => { $layer.link($crate::chain!($($rest)+)) };
 }
 
 /// A finished pipeline, its type erased: what a connection serves requests with. Cheap to clone.

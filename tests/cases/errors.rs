@@ -141,14 +141,7 @@ async fn silent_stream_is_cut_after_idle_timeout_and_audited() {
         ..Options::default()
     };
     let gateway = TestGateway::start_with(&upstream.url(), options).await;
-    let response = gateway
-        .client()
-        .send(
-            Request::get(gateway.url("/stall"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let response = gateway.client().open(&gateway.url("/stall")).await;
     assert_eq!(response.status(), 200);
     let request_id = response.headers()["x-request-id"]
         .to_str()
@@ -175,14 +168,7 @@ async fn keep_alive_comments_do_not_hold_a_silent_stream_open() {
         ..Options::default()
     };
     let gateway = TestGateway::start_with(&upstream.url(), options).await;
-    let response = gateway
-        .client()
-        .send(
-            Request::get(gateway.url("/stall"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let response = gateway.client().open(&gateway.url("/stall")).await;
     let request_id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
@@ -235,14 +221,7 @@ async fn an_upstream_killed_under_load_gives_502s_cut_streams_and_then_recovers(
         })
         .collect();
     // A stream that will be cut mid-way.
-    let stream = gateway
-        .client()
-        .send(
-            Request::get(gateway.url("/sse-paused/400"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let stream = gateway.client().open(&gateway.url("/sse-paused/400")).await;
     let stream_id = stream.headers()["x-request-id"]
         .to_str()
         .unwrap()

@@ -114,13 +114,7 @@ async fn sse_first_event_arrives_before_the_upstream_finishes() {
             gateway.client()
         };
         let started = Instant::now();
-        let response = client
-            .send(
-                Request::get(gateway.url("/sse"))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await;
+        let response = client.open(&gateway.url("/sse")).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let request_id = response.headers()["x-request-id"]
@@ -210,14 +204,7 @@ async fn a_stream_left_half_read_never_carries_the_next_request() {
     let gateway = TestGateway::start(&upstream.url()).await;
     // One event, then the upstream holds the stream open: its connection has an unfinished
     // response on it when the client walks away.
-    let response = gateway
-        .client()
-        .send(
-            Request::get(gateway.url("/stall"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let response = gateway.client().open(&gateway.url("/stall")).await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.frame())

@@ -336,6 +336,12 @@ impl TestClient {
             .await
     }
 
+    /// A GET answered at its head: the body is left to the caller, still arriving (streams).
+    pub async fn open(&self, url: &str) -> Response<Incoming> {
+        self.send(Request::get(url).body(Full::default()).unwrap())
+            .await
+    }
+
     pub async fn post_json(&self, url: &str, body: &str) -> Reply {
         self.send_whole(
             Request::post(url)
