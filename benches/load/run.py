@@ -41,6 +41,12 @@ Modes (--mode):
                          upstream writing an event to the client reading it (median and p99 over
                          many streams, same monotonic clock on both sides), and events/s of one
                          stream of back-to-back events. `direct` is the upstream without a proxy.
+  - instructions         no load: portcullis targets run under valgrind's callgrind, serve 500 and then
+                         4,500 keep-alive requests (h2load, 4 connections), and the report gives the
+                         instructions executed per request (the difference, startup removed). A count
+                         that does not move with the machine's load, for A/Bs of small changes
+                         (--only portcullis,portcullis-b with PORTCULLIS_BIN_B). valgrind hides some
+                         CPU extensions (SHA among them), so code that uses them counts high.
 
 --tokens N (keepalive and close): every request carries the next of N distinct valid tokens
 (distinct `sub` and `jti`), minted at run time with the `cryptography` package. To defeat the
@@ -53,8 +59,9 @@ and each target's ratio to direct-tls, to nginx-proxy (nginx-plain) and to hapro
 Run time: about 5 minutes by default, under 2 with --quick (2 s rounds).
 
 Needs: nginx, haproxy, wrk, h2load, openssl (apt-get install -y nginx haproxy wrk nghttp2-client
-openssl) and python3-cryptography (apt-get install -y python3-cryptography or pip install cryptography).
-Usage: python3 benches/load/run.py [--quick] [--mode keepalive|close|h2|sse] [--tokens N]
+openssl) and python3-cryptography (apt-get install -y python3-cryptography or pip install cryptography);
+--mode instructions also valgrind (apt-get install -y valgrind).
+Usage: python3 benches/load/run.py [--quick] [--mode keepalive|close|h2|sse|instructions] [--tokens N]
                                    [--only NAME,...] [--rounds N]
 """
 
@@ -94,6 +101,7 @@ DEFAULT_TARGETS = {
     "h2": ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "portcullis"],
     "sse": ["direct", "nginx-proxy", "haproxy-jwt", "portcullis"],
     "tokens": ["nginx-proxy", "haproxy-jwt", "portcullis"],
+    "instructions": ["portcullis", "portcullis-nolimit", "portcullis-noauth"],
 }
 CHECKS_TOKENS = {"haproxy-jwt", "haproxy-jwt-rs256", "portcullis", "portcullis-noval", "portcullis-nolimit",
                  "portcullis-b"}
@@ -310,8 +318,8 @@ backend agent
 """)
 
 
-def start_portcullis(tmp, name, cert, key, auth):
-    cfg = write(os.path.join(tmp, f"{name}.toml"), f"""
+def portcullis_config(tmp, name, cert, key, auth):
+    return write(os.path.join(tmp, f"{name}.toml"), f"""
 [server]
 listen = "127.0.0.1:{PORTS[name]}"
 max_connections = 10000
@@ -326,9 +334,42 @@ url = "http://127.0.0.1:{PORTS['upstream']}"
 output = "{tmp}/{name}-audit.log"
 {auth}
 """)
-    env = dict(os.environ, TOKIO_WORKER_THREADS="1", PORTCULLIS_LOG="warn")
+
+
+def portcullis_env():
+    return dict(os.environ, TOKIO_WORKER_THREADS="1", PORTCULLIS_LOG="warn")
+
+
+def start_portcullis(tmp, name, cert, key, auth):
+    cfg = portcullis_config(tmp, name, cert, key, auth)
     binary = GATEWAY_B if name == "portcullis-b" else GATEWAY
-    return start([binary, "run", "--config", cfg], env=env, log=os.path.join(tmp, f"{name}.err"))
+    return start([binary, "run", "--config", cfg], env=portcullis_env(), log=os.path.join(tmp, f"{name}.err"))
+
+
+def portcullis_stages(jwks, cache_capacity):
+    """The configuration of each portcullis target: the full pipeline and the stage-off variants."""
+    auth = f"""[auth]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["ES256"]
+required_scopes = ["{SCOPE}"]
+jwks_file = "{jwks}"
+"""
+    if cache_capacity:
+        auth += f"cache_capacity = {cache_capacity}\n"
+    limits = """[rate_limit]
+requests = 100000000
+window = "60s"
+[rate_limit.per_ip]
+requests_per_second = 10000000
+burst = 10000000
+"""
+    validation = """[validation]
+max_body_bytes = 1048576
+max_input_chars = 10000
+"""
+    return {"portcullis": auth + limits + validation, "portcullis-b": auth + limits + validation,
+            "portcullis-noval": auth + limits, "portcullis-nolimit": auth, "portcullis-noauth": ""}
 
 
 def start_servers(procs, tmp, cert, key, signers, targets, mode, cache_capacity):
@@ -360,30 +401,8 @@ def start_servers(procs, tmp, cert, key, signers, targets, mode, cache_capacity)
             procs[name] = start(["haproxy", "-f", haproxy_conf(tmp, name, signer)],
                                 log=os.path.join(tmp, f"{name}.err"))
     jwks = write(os.path.join(tmp, "jwks.json"), json.dumps({"keys": [signers["ES256"].jwk]}))
-    auth = f"""[auth]
-issuer = "{ISSUER}"
-audiences = ["{AUDIENCE}"]
-algorithms = ["ES256"]
-required_scopes = ["{SCOPE}"]
-jwks_file = "{jwks}"
-"""
-    if cache_capacity:
-        auth += f"cache_capacity = {cache_capacity}\n"
-    limits = """[rate_limit]
-requests = 100000000
-window = "60s"
-[rate_limit.per_ip]
-requests_per_second = 10000000
-burst = 10000000
-"""
-    validation = """[validation]
-max_body_bytes = 1048576
-max_input_chars = 10000
-"""
-    stages = {"portcullis": auth + limits + validation, "portcullis-b": auth + limits + validation,
-              "portcullis-noval": auth + limits,
-              "portcullis-nolimit": auth, "portcullis-noauth": ""}
-    for name, config in stages.items():
+
+    for name, config in portcullis_stages(jwks, cache_capacity).items():
         if name in targets:
             procs[name] = start_portcullis(tmp, name, cert, key, config)
     for name in procs:
@@ -418,6 +437,60 @@ def peak_rss_kib(proc):
         except (OSError, ProcessLookupError):
             pass
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Instructions per request (--mode instructions): a count that does not move with the machine's load.
+
+INSTRUCTION_RUNS = (500, 4500)
+
+
+def count_instructions(tmp, name, cfg, token):
+    """Instructions the gateway executes per request, counted by callgrind.
+
+    The gateway serves INSTRUCTION_RUNS[0] and then INSTRUCTION_RUNS[1] keep-alive requests (h2load,
+    4 connections) in two runs; the difference over the difference in requests removes startup.
+    valgrind hides some CPU extensions (SHA among them), so code that uses them counts high.
+    """
+    body = write(os.path.join(tmp, "body.json"), BODY)
+    binary = GATEWAY_B if name == "portcullis-b" else GATEWAY
+    totals = []
+    for n in INSTRUCTION_RUNS:
+        log = os.path.join(tmp, f"{name}-{n}.callgrind.log")
+        proc = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/{name}-{n}.callgrind",
+                      binary, "run", "--config", cfg], env=portcullis_env(), log=log)
+        try:
+            wait_port(PORTS[name], timeout=120)
+            out = subprocess.run(["taskset", "-c", CLIENT_CORE, "h2load", "--h1", "-n", str(n), "-c", "4", "-d",
+                                  body, "-H", f"authorization: Bearer {token}", "-H", "content-type: application/json",
+                                  f"https://127.0.0.1:{PORTS[name]}/v1/chat"], capture_output=True, text=True).stdout
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=120)
+        if not re.search(rf"status codes: {n} 2xx", out):
+            sys.exit(f"{name}: not every request got a 2xx under valgrind:\n{out}")
+        collected = re.search(r"Collected : (\d+)", open(log).read())
+        if not collected:
+            sys.exit(f"{name}: callgrind wrote no total, see {log}")
+        totals.append(int(collected.group(1)))
+        print(f"{name} served {n} requests: {totals[-1]} instructions in all", flush=True)
+    return (totals[1] - totals[0]) / (INSTRUCTION_RUNS[1] - INSTRUCTION_RUNS[0])
+
+
+def report_instructions(tmp, cert, key, signers, targets, tokens_by_target):
+    jwks = write(os.path.join(tmp, "jwks.json"), json.dumps({"keys": [signers["ES256"].jwk]}))
+    stages = portcullis_stages(jwks, None)
+    counts = {}
+    for name in targets:
+        cfg = portcullis_config(tmp, name, cert, key, stages[name])
+        counts[name] = count_instructions(tmp, name, cfg, tokens_by_target[name][0])
+    base = counts.get("portcullis-noauth")
+    print(f"\ninstructions per request (callgrind; {INSTRUCTION_RUNS[1]} requests minus {INSTRUCTION_RUNS[0]}):")
+    print(f"{'target':19s} {'instructions':>12s} {'vs portcullis-noauth':>21s}")
+    for name, count in counts.items():
+        extra = f"{count - base:+,.0f}" if base is not None else "-"
+        print(f"{name:19s} {count:>12,.0f} {extra:>21s}")
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,10 +819,15 @@ def report_sse(args, targets, tokens_by_target, procs, streams, burst):
           f"target, each a new connection; events/s: one stream of {burst} events, median of {args.rounds})")
 
 
+def targets_of(args):
+    default = DEFAULT_TARGETS["tokens" if args.tokens > 1 else args.mode]
+    return args.only.split(",") if args.only else default
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s rounds instead of 8 s, fewer SSE streams")
-    parser.add_argument("--mode", choices=["keepalive", "close", "h2", "sse"], default="keepalive")
+    parser.add_argument("--mode", choices=["keepalive", "close", "h2", "sse", "instructions"], default="keepalive")
     parser.add_argument("--tokens", type=int, default=1,
                         help="N distinct valid tokens, one per request in turn (keepalive and close)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -763,12 +841,15 @@ def main():
     for tool, package in [("nginx", "nginx"), ("haproxy", "haproxy"), ("wrk", "wrk"), ("openssl", "openssl"),
                           ("taskset", "util-linux"), ("h2load", "nghttp2-client")]:
         need(tool, package)
+    if args.mode == "instructions":
+        need("valgrind", "valgrind")
+        if any(not t.startswith("portcullis") for t in targets_of(args)):
+            sys.exit("--mode instructions counts portcullis targets only")
     if os.cpu_count() < 2:
         sys.exit("benchmark needs 2 cores: servers on one, the load generator on the other")
     if args.tokens > 1 and args.mode not in ("keepalive", "close"):
         sys.exit("--tokens works with --mode keepalive or close")
-    default = DEFAULT_TARGETS["tokens" if args.tokens > 1 else args.mode]
-    targets = args.only.split(",") if args.only else default
+    targets = targets_of(args)
     unknown = set(targets) - set(PORTS) - {"direct"}
     if unknown:
         sys.exit(f"unknown targets {sorted(unknown)}")
@@ -788,6 +869,13 @@ def main():
     cache_capacity = max(args.tokens // 1000, 1) if args.tokens > 1 else None
     procs = {}
     try:
+        if args.mode == "instructions":
+            start_servers(procs, tmp, cert, key, signers, [], args.mode, None)  # the upstream alone
+            report_instructions(tmp, cert, key, signers, targets, tokens_by_target)
+            stop_servers(procs)
+            procs = {}
+            finish_work_dir(args, tmp)
+            return
         start_servers(procs, tmp, cert, key, signers, targets, args.mode, cache_capacity)
         check_token_targets(targets, tokens_by_target)
         if args.mode == "sse":
@@ -848,6 +936,10 @@ def main():
         for stage, on, off in pairs:
             if on in med and off in med:
                 print(f"{stage} on vs off: {med[on]['rps'] / med[off]['rps']:.2f}x")
+    finish_work_dir(args, tmp)
+
+
+def finish_work_dir(args, tmp):
     if args.keep:
         print(f"(work files in {tmp})")
     else:
