@@ -43,10 +43,12 @@ Modes (--mode):
                          stream of back-to-back events. `direct` is the upstream without a proxy.
   - instructions         no load: portcullis targets run under valgrind's callgrind, serve 500 and then
                          4,500 keep-alive requests (h2load, 4 connections), and the report gives the
-                         instructions executed per request (the difference, startup removed). A count
-                         that does not move with the machine's load, for A/Bs of small changes
-                         (--only portcullis,portcullis-b with PORTCULLIS_BIN_B). valgrind hides some
-                         CPU extensions (SHA among them), so code that uses them counts high.
+                         instructions executed per request (the difference, startup removed). The
+                         machine's load barely moves it (threads woken by a timer add a little: about
+                         +-1.3% between runs of one build), so it can show changes too small for
+                         wall-clock rounds: A/B with --only portcullis,portcullis-b and
+                         PORTCULLIS_BIN_B, a few times. valgrind hides some CPU extensions (SHA among
+                         them), so code that uses them counts high.
 
 --tokens N (keepalive and close): every request carries the next of N distinct valid tokens
 (distinct `sub` and `jti`), minted at run time with the `cryptography` package. To defeat the
@@ -346,6 +348,11 @@ def start_portcullis(tmp, name, cert, key, auth):
     return start([binary, "run", "--config", cfg], env=portcullis_env(), log=os.path.join(tmp, f"{name}.err"))
 
 
+def write_jwks(tmp, signers):
+    """The JWKS file portcullis verifies tokens against: the ES256 signer's public key."""
+    return write(os.path.join(tmp, "jwks.json"), json.dumps({"keys": [signers["ES256"].jwk]}))
+
+
 def portcullis_stages(jwks, cache_capacity):
     """The configuration of each portcullis target: the full pipeline and the stage-off variants."""
     auth = f"""[auth]
@@ -400,8 +407,7 @@ def start_servers(procs, tmp, cert, key, signers, targets, mode, cache_capacity)
         if name in targets:
             procs[name] = start(["haproxy", "-f", haproxy_conf(tmp, name, signer)],
                                 log=os.path.join(tmp, f"{name}.err"))
-    jwks = write(os.path.join(tmp, "jwks.json"), json.dumps({"keys": [signers["ES256"].jwk]}))
-
+    jwks = write_jwks(tmp, signers)
     for name, config in portcullis_stages(jwks, cache_capacity).items():
         if name in targets:
             procs[name] = start_portcullis(tmp, name, cert, key, config)
@@ -440,7 +446,7 @@ def peak_rss_kib(proc):
 
 
 # ---------------------------------------------------------------------------------------------
-# Instructions per request (--mode instructions): a count that does not move with the machine's load.
+# Instructions per request (--mode instructions): a count the machine's load barely moves.
 
 INSTRUCTION_RUNS = (500, 4500)
 
@@ -478,8 +484,7 @@ def count_instructions(tmp, name, cfg, token):
 
 
 def report_instructions(tmp, cert, key, signers, targets, tokens_by_target):
-    jwks = write(os.path.join(tmp, "jwks.json"), json.dumps({"keys": [signers["ES256"].jwk]}))
-    stages = portcullis_stages(jwks, None)
+    stages = portcullis_stages(write_jwks(tmp, signers), None)
     counts = {}
     for name in targets:
         cfg = portcullis_config(tmp, name, cert, key, stages[name])
@@ -490,7 +495,6 @@ def report_instructions(tmp, cert, key, signers, targets, tokens_by_target):
     for name, count in counts.items():
         extra = f"{count - base:+,.0f}" if base is not None else "-"
         print(f"{name:19s} {count:>12,.0f} {extra:>21s}")
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -781,8 +785,9 @@ def measure(args, tmp, targets, procs, tokens_by_target, seconds):
                 runs[name].append(r)
                 print(f"paced {round_no + 1} {name:19s} {r['rps']:>9.0f} req/s (asked {rate})  p50 {r['p50']:.2f} ms"
                       f"  p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']} {r['errors']}", flush=True)
-        paced = {"rate": rate, "rounds": paced_rounds, "seconds": paced_seconds, "med": {n: {k: statistics.median(r[k] for r in runs[n]) for k in ("rps", "p50", "p99")}
-                                       for n in paced_targets}}
+        medians = {n: {k: statistics.median(r[k] for r in runs[n]) for k in ("rps", "p50", "p99")}
+                   for n in paced_targets}
+        paced = {"rate": rate, "rounds": paced_rounds, "seconds": paced_seconds, "med": medians}
 
     resumed = {}
     if args.mode == "close":
