@@ -171,12 +171,41 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, forwarding: Forwarding<
 
 fn ip_header(ip: IpAddr) -> HeaderValue {
     // An IP address prints as ASCII digits, dots, colons and hex letters: always a valid value.
-    display_value(ip)
+    match ip {
+        // The common case, printed without the formatting machinery.
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let len = ipv4_text(v4.octets(), &mut text).unwrap_or(0);
+            HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+        IpAddr::V6(_) => display_value(ip),
+    }
 }
 
-/// A header value from a number, an address or other short text that prints as visible ASCII.
-/// Printed on the stack (at most 48 bytes) and copied once, into the value: one allocation, where
-/// `HeaderValue::from(u32)` makes two. Longer or invalid text gives an empty value.
+/// Writes the dotted-quad text of an IPv4 address; returns its length.
+fn ipv4_text(octets: [u8; 4], text: &mut [u8; 15]) -> std::io::Result<usize> {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in octets.into_iter().enumerate() {
+        if i > 0 {
+            cursor.write_all(b".")?;
+        }
+        cursor.write_all(digits.format(octet).as_bytes())?;
+    }
+    Ok(usize::try_from(cursor.position()).unwrap_or(0))
+}
+
+/// A header value from an integer, printed by `itoa` on the stack and copied once into the value
+/// (`core::fmt` costs several times as much for a number).
+pub fn number_value(n: impl itoa::Integer) -> HeaderValue {
+    let mut digits = itoa::Buffer::new();
+    HeaderValue::from_str(digits.format(n)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A header value from an address or other short text that prints as visible ASCII.
+/// Printed on the stack (at most 48 bytes) and copied once, into the value: one allocation.
+/// Longer or invalid text gives an empty value.
 pub fn display_value(value: impl std::fmt::Display) -> HeaderValue {
     use std::io::Write;
     let mut text = [0u8; 48];
@@ -284,19 +313,23 @@ pub fn head_size<B>(request: &http::Request<B>) -> usize {
 mod tests {
     use http::{HeaderMap, HeaderName, HeaderValue};
 
-    use super::{display_value, ip_header, strip_hop_by_hop};
+    use super::{display_value, ip_header, number_value, strip_hop_by_hop};
 
     #[test]
     fn numbers_print_whole() {
         for n in [0, 7, 100_000_000, u64::MAX] {
             assert_eq!(display_value(n), n.to_string().as_str());
+            assert_eq!(number_value(n), n.to_string().as_str());
         }
+        assert_eq!(number_value(u32::MAX), u32::MAX.to_string().as_str());
     }
 
     #[test]
     fn addresses_print_whole() {
         for ip in [
             "127.0.0.1",
+            "0.0.0.0",
+            "10.20.3.100",
             "255.255.255.255",
             "::1",
             "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",

@@ -4,6 +4,7 @@
 //! the upstream's latency go into histograms, and open connections and bytes are tracked, so an
 //! attack or an upstream fault shows on a dashboard before it shows in a complaint.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -89,6 +90,26 @@ pub struct Metrics {
     pub tls_certificate_expiry: Gauge,
     /// Revocation list reloads, by result.
     pub revocation_reloads: Family<ResultLabel, Counter>,
+    /// The label sets counted on almost every request, each looked up in its family once.
+    hot: HotCounters,
+}
+
+/// Counters of label sets that nearly every request increments. A family lookup hashes the labels
+/// and takes the family's lock; a counter taken from the family once shares its value and costs
+/// one atomic add. Each is taken on first use, so a label set appears in the exposition only once
+/// it has been counted, as with the lookup.
+#[derive(Default)]
+struct HotCounters {
+    allowed_ok: OnceLock<Counter>,
+    rate_limit_admitted: OnceLock<Counter>,
+}
+
+/// The family's counter for `labels`, taken from the family on first use.
+fn hot<'a, S>(cell: &'a OnceLock<Counter>, family: &Family<S, Counter>, labels: S) -> &'a Counter
+where
+    S: Clone + std::hash::Hash + Eq,
+{
+    cell.get_or_init(|| family.get_or_create(&labels).clone())
 }
 
 /// Labels of the validation match counter.
@@ -293,6 +314,7 @@ impl Metrics {
                 "Revocation list file reloads, by result",
                 Family::<ResultLabel, Counter>::default(),
             ),
+            hot: HotCounters::default(),
             registry: root,
         }
     }
@@ -330,9 +352,12 @@ impl Metrics {
         bytes_in: u64,
         bytes_out: u64,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels { decision, status })
-            .inc();
+        let labels = RequestLabels { decision, status };
+        if decision == "allowed" && status == 200 {
+            hot(&self.hot.allowed_ok, &self.requests, labels).inc();
+        } else {
+            self.requests.get_or_create(&labels).inc();
+        }
         self.request_latency.observe(latency.as_secs_f64());
         self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
@@ -347,9 +372,17 @@ impl Metrics {
 
     /// Counts one per-user rate-limit decision.
     pub fn rate_limit_decision(&self, result: &'static str) {
-        self.rate_limit_decisions
-            .get_or_create(&ResultLabel { result })
+        let labels = ResultLabel { result };
+        if result == "admitted" {
+            hot(
+                &self.hot.rate_limit_admitted,
+                &self.rate_limit_decisions,
+                labels,
+            )
             .inc();
+        } else {
+            self.rate_limit_decisions.get_or_create(&labels).inc();
+        }
     }
 
     /// Counts one validation rule match.
@@ -375,5 +408,40 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Metrics;
+
+    #[test]
+    fn hot_label_sets_count_in_their_family() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(!text.contains(r#"decision="allowed""#), "{text}");
+        assert!(!text.contains(r#"result="admitted""#), "{text}");
+        for _ in 0..2 {
+            metrics.observe_request("allowed", 200, Duration::from_millis(1), 10, 20);
+            metrics.rate_limit_decision("admitted");
+        }
+        metrics.observe_request("allowed", 201, Duration::from_millis(1), 10, 20);
+        metrics.observe_request("blocked", 400, Duration::from_millis(1), 10, 20);
+        metrics.rate_limit_decision("refused");
+        let text = metrics.encode();
+        for line in [
+            r#"portcullis_requests_total{decision="allowed",status="200"} 2"#,
+            r#"portcullis_requests_total{decision="allowed",status="201"} 1"#,
+            r#"portcullis_requests_total{decision="blocked",status="400"} 1"#,
+            r#"portcullis_rate_limit_decisions_total{result="admitted"} 2"#,
+            r#"portcullis_rate_limit_decisions_total{result="refused"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
     }
 }

@@ -23,7 +23,7 @@ use http::HeaderName;
 use crate::auth::Principal;
 use crate::config::{FailureMode, RateLimitBackend, RateLimitSettings};
 use crate::error::GatewayError;
-use crate::headers::display_value;
+use crate::headers::number_value;
 use crate::metrics::Metrics;
 use crate::request_id::RequestContext;
 use memory::{Limit, MemoryStore, Overflow};
@@ -244,12 +244,9 @@ fn to_check(verdict: Verdict) -> Check {
 
 fn set_headers(response: &mut Response, verdict: &Verdict) {
     let headers = response.headers_mut();
-    headers.insert(RATELIMIT_LIMIT.clone(), display_value(verdict.limit));
-    headers.insert(
-        RATELIMIT_REMAINING.clone(),
-        display_value(verdict.remaining),
-    );
-    headers.insert(RATELIMIT_RESET.clone(), display_value(verdict.reset_secs));
+    headers.insert(RATELIMIT_LIMIT.clone(), number_value(verdict.limit));
+    headers.insert(RATELIMIT_REMAINING.clone(), number_value(verdict.remaining));
+    headers.insert(RATELIMIT_RESET.clone(), number_value(verdict.reset_secs));
 }
 
 /// Layer: the per-user limit. Keyed by the authenticated user; without authentication (or on a
