@@ -54,7 +54,8 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
 
 impl serde::Serialize for TraceId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // Hex digits are ASCII; `collect_str` would go through `fmt`.
+        s.serialize_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
     }
 }
 
