@@ -19,7 +19,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
@@ -30,7 +30,8 @@ use crate::config::{AuditOutput, AuditSettings, OnFailure, OnOverflow};
 use crate::file_stamp::FileStamp;
 use crate::metrics::Metrics;
 
-/// How often the writer drains the queue: records reach the output within about this time.
+/// How often a busy writer drains the queue: records reach the output within about this time. A
+/// writer that found the queue empty parks instead, and the next record wakes it.
 pub const WRITER_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Shortest time between two operational warnings about dropped records.
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
@@ -296,6 +297,8 @@ impl Writer {
     fn run(mut self, rx: Receiver<Message>) {
         self.open_stamp = self.current_file_stamp();
         let mut acks = Vec::new();
+        // A message that woke the writer from parking, handled first in the next drain.
+        let mut woken_by: Option<Message> = None;
         loop {
             self.check_path();
             self.reopen_if_asked();
@@ -319,11 +322,16 @@ impl Writer {
                 std::thread::sleep(WRITER_POLL_INTERVAL);
                 continue;
             }
-            // Drain without parking: a writer parked in `recv` must be woken by every record, a
-            // context switch per request on the request path. Polling batches many records a wake.
+            // Drain without parking while records keep coming: a writer parked in `recv` must be
+            // woken by every record, a context switch per request on the request path. Polling
+            // batches many records a wake; only a writer that found nothing parks (below).
             let mut wrote = false;
             let disconnected = loop {
-                match rx.try_recv() {
+                let message = match woken_by.take() {
+                    Some(message) => Ok(message),
+                    None => rx.try_recv(),
+                };
+                match message {
                     Ok(Message::Record(record)) => {
                         self.taken += 1;
                         wrote = true;
@@ -366,7 +374,19 @@ impl Writer {
             if disconnected {
                 return;
             }
-            std::thread::sleep(WRITER_POLL_INTERVAL);
+            if wrote || self.failing {
+                std::thread::sleep(WRITER_POLL_INTERVAL);
+                continue;
+            }
+            // Nothing came during the last interval: park until a message comes (its sender
+            // wakes this thread) or the path check is due. An idle gateway wakes 10 times a
+            // second instead of 200; under load the writer keeps polling and no request pays a
+            // wake.
+            match rx.recv_timeout(PATH_CHECK_INTERVAL) {
+                Ok(message) => woken_by = Some(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 

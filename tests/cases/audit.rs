@@ -643,3 +643,72 @@ async fn a_deleted_audit_file_is_reopened_and_the_chain_continues() {
     let (code, out) = audit_verify(&[&saved, &gateway.audit_path]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// The audit writer thread's voluntary context switches so far (Linux `/proc`).
+#[cfg(target_os = "linux")]
+fn audit_thread_wakes(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    for task in tasks {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.trim() == "portcullis-audi" {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+        }
+    }
+    panic!("no audit writer thread in process {pid}");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_idle_audit_writer_parks_and_the_next_record_wakes_it() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    let log = dir.path().join("audit.log");
+    let (text, port) = config_on_free_port(&pki, &upstream.url(), &log, &Options::default());
+    let path = write_config(dir.path(), &text);
+    let mut child = run_listening(&path, port, &[]).await;
+    let pid = child.id();
+
+    // Idle for a second: the writer wakes for its path check (10 a second), not to poll every
+    // 5 ms (200 a second).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = audit_thread_wakes(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_wakes = audit_thread_wakes(pid) - before;
+    assert!(idle_wakes <= 40, "{idle_wakes} wakes in an idle second");
+
+    // A record sent to the parked writer is written at once, not at the next path check (a
+    // writer that only woke every 100 ms would miss the bound three times in a row rarely).
+    let client = TestClient::new(&pki, false);
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let reply = client
+            .get(&format!("https://localhost:{port}/after-idle-{round}"))
+            .await;
+        assert_eq!(reply.status, 200);
+        let id = reply.request_id();
+        let sent = Instant::now();
+        while !lines_of(&log).iter().any(|l| l.contains(&id)) {
+            assert!(
+                sent.elapsed() < Duration::from_secs(5),
+                "record never written"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let waited = sent.elapsed();
+        assert!(
+            waited < Duration::from_millis(80),
+            "record written after {waited:?}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
