@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::audit::{Decision, Outcome};
 use crate::auth::jwt::Refusal;
+use crate::headers::number_value;
 use crate::request_id::RequestContext;
 
 /// A boxed error from a library, kept for the operational log only.
@@ -347,7 +348,7 @@ impl GatewayError {
         {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                .insert(header::RETRY_AFTER, number_value(*retry_after));
         }
         if let GatewayError::Overloaded | GatewayError::AuditUnavailable = &self {
             response

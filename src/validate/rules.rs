@@ -420,7 +420,7 @@ impl RuleSet {
                     .map(String::as_str)
                     .chain(ANCHORS.iter().copied()),
             )
-            .map_err(|e| format!("cannot build the literal matcher ({e})"))?;
+            .map_err(|e| format!("cannot build the word matcher ({e})"))?;
         Ok(RuleSet {
             rules,
             words,
