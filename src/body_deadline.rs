@@ -20,46 +20,25 @@
 //! client still sending that body could be reset before it reads the refusal. A body that cannot be
 //! drained in time gets its refusal with `Connection: close`.
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::{HeaderValue, Version, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Sleep;
+use tower::{Layer, Service};
 
-use crate::error::{GatewayError, caused_by};
-use crate::request_id::RequestContext;
-use crate::stage::Next;
-
-/// The error that ends a request body that did not arrive in time.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within server.body_timeout")]
-pub struct BodyTimeout;
-
-/// The error that ends a request body the client sent malformed or did not finish.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body could not be read")]
-pub struct MalformedBody(#[source] axum::Error);
-
-/// The client's fault behind `error`, when a request body failed on the client's side: a body
-/// that did not arrive in time (408) or came malformed or cut (400). Whoever reads the body
-/// (validation, or the upstream request) answers with it, never blaming the upstream.
-pub fn client_fault(error: &(dyn std::error::Error + 'static)) -> Option<GatewayError> {
-    if caused_by::<BodyTimeout>(error) {
-        Some(GatewayError::BodyTimeout)
-    } else if caused_by::<MalformedBody>(error) {
-        Some(GatewayError::BadRequest("malformed_body"))
-    } else {
-        None
-    }
-}
+use crate::context::{Facts, RequestContext};
+use crate::error::GatewayError;
+use crate::fault::{BodyTimeout, MalformedBody};
+use crate::stage::{Request, Response, StageResult};
 
 /// The largest request body (by its announced length) read and discarded after a refusal.
 pub const DRAIN_LIMIT: u64 = 64 * 1024;
@@ -70,47 +49,169 @@ pub const DRAIN_WAIT: Duration = Duration::from_secs(1);
 type Returned = Arc<Mutex<Option<Body>>>;
 
 /// Layer: puts the deadline on the request body, and drains a small body a refusal left unread.
-pub async fn enforce(body_timeout: Duration, request: Request, next: impl Next) -> Response {
-    if request.body().is_end_stream() {
-        return next.run(request).await;
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadlineLayer {
+    body_timeout: Duration,
+}
+
+impl BodyDeadlineLayer {
+    /// A whole body must arrive within `body_timeout` of its request head.
+    pub fn new(body_timeout: Duration) -> BodyDeadlineLayer {
+        BodyDeadlineLayer { body_timeout }
     }
-    let started = request
-        .extensions()
-        .get::<RequestContext>()
-        .map_or_else(Instant::now, |c| c.started);
-    let deadline = tokio::time::Instant::from_std(started + body_timeout);
-    // HTTP/2 needs no drain: an unread body costs its stream a reset, not the connection.
-    let returned = (request.version() <= Version::HTTP_11
-        && request
-            .body()
-            .size_hint()
-            .upper()
-            .is_some_and(|upper| upper <= DRAIN_LIMIT))
-    .then(Returned::default);
-    let mut response = next
-        .run(request.map(|inner| {
+}
+
+impl<S> Layer<S> for BodyDeadlineLayer {
+    type Service = BodyDeadline<S>;
+
+    fn layer(&self, inner: S) -> BodyDeadline<S> {
+        BodyDeadline {
+            body_timeout: self.body_timeout,
+            inner,
+        }
+    }
+}
+
+/// The service of [`BodyDeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct BodyDeadline<S> {
+    body_timeout: Duration,
+    inner: S,
+}
+
+impl<S> Service<Request> for BodyDeadline<S>
+where
+    S: Service<Request, Response = Response, Error = GatewayError>,
+{
+    type Response = Response;
+    type Error = GatewayError;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.body().is_end_stream() {
+            return DeadlineFuture::Inner {
+                inner: self.inner.call(request),
+                drain: None,
+            };
+        }
+        let context = RequestContext::of(&request);
+        let started = context.map_or_else(Instant::now, |c| c.started);
+        let facts = context.map(|c| c.facts.clone());
+        let deadline = tokio::time::Instant::from_std(started + self.body_timeout);
+        // HTTP/2 needs no drain: an unread body costs its stream a reset, not the connection.
+        let returned = (request.version() <= Version::HTTP_11
+            && request
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|upper| upper <= DRAIN_LIMIT))
+        .then(Returned::default);
+        let drain = returned.clone().map(|returned| Drain {
+            returned,
+            deadline,
+            facts,
+        });
+        let request = request.map(|inner| {
             Body::new(DeadlineBody {
                 inner,
                 deadline,
                 timer: None,
                 failed: false,
-                returned: returned.clone(),
+                returned,
             })
-        }))
-        .await;
-    let unread = returned.and_then(|slot| slot.lock().ok()?.take());
-    if let Some(body) = unread
-        && !response.headers().contains_key(header::CONNECTION)
-    {
-        let wait = deadline.min(tokio::time::Instant::now() + DRAIN_WAIT);
-        let drained = tokio::time::timeout_at(wait, drain(body)).await;
-        if !matches!(drained, Ok(true)) {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        });
+        DeadlineFuture::Inner {
+            inner: self.inner.call(request),
+            drain,
         }
     }
-    response
+}
+
+/// Where an unread small body may come back, and until when it may be drained.
+struct Drain {
+    returned: Returned,
+    deadline: tokio::time::Instant,
+    facts: Option<Arc<Facts>>,
+}
+
+impl Drain {
+    /// The drain of a body the answer left unread, if there is one to do.
+    fn start(
+        self,
+        answer: StageResult,
+    ) -> ControlFlow<StageResult, BoxFuture<'static, StageResult>> {
+        let closes = match &answer {
+            Ok(response) => response.headers().contains_key(header::CONNECTION),
+            Err(error) => error.closes_connection(),
+        };
+        let unread = self.returned.lock().ok().and_then(|mut slot| slot.take());
+        let Some(body) = unread.filter(|_| !closes) else {
+            return ControlFlow::Break(answer);
+        };
+        let wait = self.deadline.min(tokio::time::Instant::now() + DRAIN_WAIT);
+        // Boxed: only a refusal of an unread body drains.
+        ControlFlow::Continue(Box::pin(async move {
+            let drained = tokio::time::timeout_at(wait, drain(body)).await;
+            if matches!(drained, Ok(true)) {
+                return answer;
+            }
+            match answer {
+                Ok(mut response) => {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    Ok(response)
+                }
+                Err(error) => {
+                    if let Some(facts) = &self.facts {
+                        facts.close_connection();
+                    }
+                    Err(error)
+                }
+            }
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`BodyDeadline`]: the rest of the stack, then, for a small body
+    /// the answer left unread, its drain.
+    #[project = DeadlineProj]
+    #[allow(missing_docs)] // the variants say what their fields are
+    pub enum DeadlineFuture<F> {
+        /// The rest of the stack answers.
+        Inner { #[pin] inner: F, drain: Option<Drain> },
+        /// The unread body is drained before the answer goes out.
+        Draining { draining: BoxFuture<'static, StageResult> },
+    }
+}
+
+impl<F: Future<Output = StageResult>> Future for DeadlineFuture<F> {
+    type Output = StageResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StageResult> {
+        loop {
+            match self.as_mut().project() {
+                DeadlineProj::Inner { inner, drain } => {
+                    let answer = std::task::ready!(inner.poll(cx));
+                    let Some(drain) = drain.take() else {
+                        return Poll::Ready(answer);
+                    };
+                    match drain.start(answer) {
+                        ControlFlow::Continue(draining) => {
+                            self.set(DeadlineFuture::Draining { draining });
+                        }
+                        ControlFlow::Break(answer) => return Poll::Ready(answer),
+                    }
+                }
+                DeadlineProj::Draining { draining } => return draining.as_mut().poll(cx),
+            }
+        }
+    }
 }
 
 /// Reads `body` to its end, discarding it; false when it fails.
@@ -182,5 +283,43 @@ impl http_body::Body for DeadlineBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tower::{Layer, ServiceExt};
+
+    use super::BodyDeadlineLayer;
+    use crate::error::GatewayError;
+    use crate::stage::test_support::request;
+    use crate::stage::{Request, Response};
+
+    /// Reads the whole body, answering with the fault a failed read means.
+    async fn read_all(request: Request) -> Result<Response, GatewayError> {
+        match request.into_body().collect().await {
+            Ok(_) => Ok(Response::default()),
+            Err(e) => Err(GatewayError::client_fault(&e).unwrap_or(GatewayError::Internal("?"))),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_cut_at_the_deadline() {
+        use futures_util::StreamExt;
+        // One chunk, then nothing more, ever.
+        let chunks = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(b"part")))
+        })
+        .chain(futures_util::stream::pending());
+        let mut request = request("POST", "/", "");
+        *request.body_mut() = axum::body::Body::new(http_body_util::StreamBody::new(chunks));
+        let answer = BodyDeadlineLayer::new(Duration::from_secs(5))
+            .layer(tower::service_fn(read_all))
+            .oneshot(request)
+            .await;
+        assert!(matches!(answer, Err(GatewayError::BodyTimeout)));
     }
 }

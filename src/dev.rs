@@ -32,7 +32,8 @@ use crate::config::auth::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_TTL, DEFAULT_LEEWAY, DEFAULT_USER_CLAIM,
 };
 use crate::config::{AuthSettings, Config, TlsSettings, TokenLocation};
-use crate::server::{self, Gateway, StartError, tls};
+use crate::server::{self, Gateway, StartError};
+use crate::tls;
 
 /// Preferred dev gateway address; a free port is used when it is taken.
 pub const DEV_LISTEN: &str = "127.0.0.1:8443";

@@ -6,23 +6,26 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use crate::stage::Next;
 use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
 use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
+use tower::{Layer, Service};
 
-use crate::audit::{Decision, Outcome};
-use crate::auth::jwt::Refusal;
-use crate::headers::number_value;
-use crate::request_id::RequestContext;
+use crate::context::{Dialect, Facts, RequestContext};
+use crate::fault::{BodyTimeout, ErrorChain, MalformedBody, caused_by};
+use crate::headers::{RateLimitState, number_value};
+use crate::outcome::{Decision, Outcome, Refusal};
+use crate::stage::{Request, Response, StageResult};
 
-/// A boxed error from a library, kept for the operational log only.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::fault::BoxError;
 
 /// Media type of every error body the gateway writes.
 pub const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
@@ -36,13 +39,16 @@ pub enum GatewayError {
     /// The token lacks a required scope: 403 with `error="insufficient_scope"`.
     #[error("insufficient scope")]
     Forbidden,
-    /// The user exceeded the per-user limit: 429 with `Retry-After`.
+    /// The user exceeded the per-user limit: 429 with `Retry-After` (and the `RateLimit-*`
+    /// headers when the limit's state is known).
     #[error("rate limited ({rule})")]
     RateLimited {
         /// Seconds until a request would be admitted.
         retry_after: u64,
         /// `user_limit` or `tracked_users_cap`.
         rule: &'static str,
+        /// The limit's state, for the `RateLimit-*` headers.
+        state: Option<RateLimitState>,
     },
     /// The client address exceeded the per-IP flood guard: 429 with `Retry-After`.
     #[error("per-IP rate limited")]
@@ -279,18 +285,10 @@ impl GatewayError {
                 "urn:portcullis:problem:injection-detected",
                 "Bad Request",
                 match *category {
-                    crate::validate::rules::PROMPT_INJECTION => {
-                        "The request was refused: it contains a prompt injection."
-                    }
-                    crate::validate::rules::SCRIPT_INJECTION => {
-                        "The request was refused: it contains a script injection."
-                    }
-                    crate::validate::rules::CODE_INJECTION => {
-                        "The request was refused: it contains a code injection."
-                    }
-                    crate::validate::rules::OBFUSCATION => {
-                        "The request was refused: it contains obfuscated input."
-                    }
+                    PROMPT_INJECTION => "The request was refused: it contains a prompt injection.",
+                    SCRIPT_INJECTION => "The request was refused: it contains a script injection.",
+                    CODE_INJECTION => "The request was refused: it contains a code injection.",
+                    OBFUSCATION => "The request was refused: it contains obfuscated input.",
                     _ => "The request was refused: it contains disallowed content.",
                 },
             ),
@@ -317,109 +315,292 @@ impl GatewayError {
         }
     }
 
-    /// Builds the sanitised problem+json response.
-    ///
-    /// The response carries an [`Outcome`] extension so the audit record gets the decision, and
-    /// the operational log the cause (once, with the request and trace ids).
-    pub fn into_response(self, request_id: &str) -> Response {
-        let status = self.status();
+    /// The client's fault behind `error`, when a request body failed on the client's side: a
+    /// body that did not arrive in time (408) or came malformed or cut (400). Whoever reads the
+    /// body (validation, or the upstream request) answers with it, never blaming the upstream.
+    pub fn client_fault(error: &(dyn std::error::Error + 'static)) -> Option<GatewayError> {
+        if caused_by::<BodyTimeout>(error) {
+            Some(GatewayError::BodyTimeout)
+        } else if caused_by::<MalformedBody>(error) {
+            Some(GatewayError::BadRequest("malformed_body"))
+        } else {
+            None
+        }
+    }
+
+    /// Whether the connection must close after this refusal: the rest of the body may still be
+    /// on its way, or its end is unknowable.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BodyTimeout | GatewayError::BadRequest(_)
+        )
+    }
+}
+
+/// Category of an injection rule that targets the model.
+pub const PROMPT_INJECTION: &str = "prompt injection";
+/// Category of an injection rule that targets a browser.
+pub const SCRIPT_INJECTION: &str = "script injection";
+/// Category of an injection rule that targets an interpreter or shell.
+pub const CODE_INJECTION: &str = "code injection";
+/// Category of encodings layered to hide content.
+pub const OBFUSCATION: &str = "obfuscated input";
+/// Category of operator-defined rules.
+pub const CUSTOM: &str = "disallowed content";
+
+/// Turns a refusal into the response the client receives: THE one place that does.
+///
+/// The body is written in the route's `dialect` (today RFC 9457 problem+json) with fixed texts
+/// and the request id; the status and headers (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`,
+/// `Connection: close`) follow from the error. The decision, its rule and (when it will be logged)
+/// the internal cause go to `facts`, for the audit record and the operational log line.
+pub fn render(
+    error: GatewayError,
+    dialect: Dialect,
+    request_id: &str,
+    facts: Option<&Facts>,
+) -> Response {
+    let status = error.status();
+    let mut response = match dialect {
+        Dialect::Problem => problem_response(&error, status, request_id),
+    };
+    let headers = response.headers_mut();
+    match &error {
+        GatewayError::RateLimited {
+            retry_after, state, ..
+        } => {
+            headers.insert(header::RETRY_AFTER, number_value(*retry_after));
+            if let Some(state) = state {
+                state.write(headers);
+            }
+        }
+        GatewayError::IpRateLimited { retry_after } => {
+            headers.insert(header::RETRY_AFTER, number_value(*retry_after));
+        }
+        GatewayError::Overloaded | GatewayError::AuditUnavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    if error.closes_connection() || facts.is_some_and(Facts::must_close) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(challenge) = error.challenge() {
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    if let Some(facts) = facts {
         // The cause is logged by the audit layer, which knows the request's trace id; it is only
         // formatted when it will be logged.
         let cause = (status.is_server_error() || tracing::enabled!(tracing::Level::DEBUG))
-            .then(|| ErrorChain(&self).to_string().into_boxed_str());
-        let (kind, title, detail) = self.texts();
-        let problem = Problem {
-            kind,
-            title,
-            status: status.as_u16(),
-            detail,
-            request_id,
-        };
-        // Serialising a struct of strings and an integer cannot fail; an empty body is the
-        // fallback that still carries the status and headers.
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = Response::new(Body::from(body));
-        *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, PROBLEM_JSON);
-        if let GatewayError::RateLimited { retry_after, .. }
-        | GatewayError::IpRateLimited { retry_after } = &self
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, number_value(*retry_after));
-        }
-        if let GatewayError::Overloaded | GatewayError::AuditUnavailable = &self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        if let GatewayError::BodyTimeout | GatewayError::BadRequest(_) = &self {
-            // The rest of the body may still be on its way, or its end is unknowable: this
-            // connection cannot be reused.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if let Some(challenge) = self.challenge() {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        let upstream_status = match &self {
-            GatewayError::UpstreamStatus(s) => Some(s.as_u16()),
-            _ => None,
-        };
-        response.extensions_mut().insert(Outcome {
-            decision: self.decision(),
-            rule: self.rule(),
-            upstream_status,
+            .then(|| ErrorChain(&error).to_string().into_boxed_str());
+        facts.decide(Outcome {
+            decision: error.decision(),
+            rule: error.rule(),
+            upstream_status: match &error {
+                GatewayError::UpstreamStatus(s) => Some(s.as_u16()),
+                _ => None,
+            },
             cause,
-            ..Outcome::default()
         });
-        response
+    }
+    response
+}
+
+/// The RFC 9457 body: fixed type, title and detail, the status and the request id.
+fn problem_response(error: &GatewayError, status: StatusCode, request_id: &str) -> Response {
+    let (kind, title, detail) = error.texts();
+    let problem = Problem {
+        kind,
+        title,
+        status: status.as_u16(),
+        detail,
+        request_id,
+    };
+    // Serialising a struct of strings and an integer cannot fail; an empty body is the fallback
+    // that still carries the status and headers.
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+    response
+}
+
+/// Layer: renders the refusals of every stage below it ([`render`]), in the dialect of the
+/// request's route; above it the stack only sees responses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderErrorsLayer;
+
+impl<S> Layer<S> for RenderErrorsLayer {
+    type Service = RenderErrors<S>;
+
+    fn layer(&self, inner: S) -> RenderErrors<S> {
+        RenderErrors { inner }
     }
 }
 
-/// Whether `error` or one of its sources is an `E`: how the layers recognise a cause (an idle
-/// upstream, a late or malformed request body) through the wrapping of hyper and axum.
-pub fn caused_by<E: std::error::Error + 'static>(
-    error: &(dyn std::error::Error + 'static),
-) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<E>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+/// The service of [`RenderErrorsLayer`].
+#[derive(Debug, Clone)]
+pub struct RenderErrors<S> {
+    inner: S,
 }
 
-/// Displays an error with all its sources: `a: b: c`.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+/// What a refusal is rendered with, taken from the context before the request moves on.
+struct RenderWith {
+    id: Option<HeaderValue>,
+    dialect: Dialect,
+    facts: Option<Arc<Facts>>,
+}
 
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
+impl RenderWith {
+    fn of(request: &Request) -> RenderWith {
+        match RequestContext::of(request) {
+            Some(c) => RenderWith {
+                id: Some(c.id.clone()),
+                dialect: c.dialect,
+                facts: Some(c.facts.clone()),
+            },
+            None => RenderWith {
+                id: None,
+                dialect: Dialect::Problem,
+                facts: None,
+            },
         }
-        Ok(())
+    }
+
+    fn render(&self, error: GatewayError) -> Response {
+        let id = self
+            .id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        render(error, self.dialect, id, self.facts.as_deref())
+    }
+}
+
+impl<S> Service<Request> for RenderErrors<S>
+where
+    S: Service<Request, Response = Response, Error = GatewayError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RenderFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Every stage of ours is always ready; a stage that is not ready yet is waited for.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let with = RenderWith::of(&request);
+        RenderFuture {
+            inner: self.inner.call(request),
+            with,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RenderErrors`].
+    pub struct RenderFuture<F> {
+        #[pin]
+        inner: F,
+        with: RenderWith,
+    }
+}
+
+impl<F: Future<Output = StageResult>> Future for RenderFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => Poll::Ready(Ok(response)),
+            Poll::Ready(Err(error)) => Poll::Ready(Ok(this.with.render(error))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 /// Layer: turns a panic anywhere below into a sanitised 500, instead of a dropped connection.
-pub async fn catch_panic((): (), request: Request, next: impl Next) -> Response {
-    let request_id = RequestContext::id_of(&request);
-    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-        Ok(response) => response,
-        Err(payload) => {
-            tracing::error!(request_id = %request_id, panic = panic_message(&*payload), "request handler panicked");
-            GatewayError::Internal("panic").into_response(&request_id)
+///
+/// tower-http's `CatchPanicLayer` does the same job but its handler never sees the request, so
+/// its 500 could not carry the request id or be recorded as `internal_error`; and it boxes every
+/// response body. This one renders the 500 through [`render`] like every other refusal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatchPanicLayer;
+
+impl<S> Layer<S> for CatchPanicLayer {
+    type Service = CatchPanic<S>;
+
+    fn layer(&self, inner: S) -> CatchPanic<S> {
+        CatchPanic { inner }
+    }
+}
+
+/// The service of [`CatchPanicLayer`].
+#[derive(Debug, Clone)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for CatchPanic<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = CatchPanicFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let with = RenderWith::of(&request);
+        CatchPanicFuture {
+            inner: AssertUnwindSafe(self.inner.call(request)).catch_unwind(),
+            with,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CatchPanic`].
+    pub struct CatchPanicFuture<F> {
+        #[pin]
+        inner: CatchUnwind<AssertUnwindSafe<F>>,
+        with: RenderWith,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for CatchPanicFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Ready(Ok(answer)) => Poll::Ready(answer),
+            Poll::Ready(Err(payload)) => {
+                let request_id = this
+                    .with
+                    .id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("unknown");
+                tracing::error!(
+                    request_id,
+                    panic = panic_message(&*payload),
+                    "request handler panicked"
+                );
+                Poll::Ready(Ok(this.with.render(GatewayError::Internal("panic"))))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -430,4 +611,98 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("non-string panic payload")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::{CatchPanicLayer, GatewayError, RenderErrorsLayer};
+    use crate::context::RequestContext;
+    use crate::outcome::{Decision, Refusal};
+    use crate::stage::test_support::request;
+    use crate::stage::{Request, Response};
+
+    async fn json_of(response: Response) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_rendered_once_with_the_request_id_and_recorded() {
+        let refuse = tower::service_fn(|_: Request| async {
+            Err::<Response, _>(GatewayError::Unauthenticated(Refusal::Expired))
+        });
+        let mut service = RenderErrorsLayer.layer(refuse);
+        let request = request("GET", "/", "");
+        let context = RequestContext::of(&request).unwrap();
+        let (id, facts) = (context.id_str().to_owned(), context.facts.clone());
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(response.headers().contains_key("www-authenticate"));
+        let body = json_of(response).await;
+        assert_eq!(body["request_id"], id.as_str());
+        assert_eq!(body["status"], 401);
+        let outcome = facts.take_outcome();
+        assert_eq!(outcome.decision, Decision::AuthExpired);
+        assert_eq!(outcome.rule.as_deref(), Some("token_expired"));
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_refusal_carries_its_headers() {
+        let refuse = tower::service_fn(|_: Request| async {
+            Err::<Response, _>(GatewayError::RateLimited {
+                retry_after: 7,
+                rule: "user_limit",
+                state: Some(crate::headers::RateLimitState {
+                    limit: 5,
+                    remaining: 0,
+                    reset_secs: 9,
+                }),
+            })
+        });
+        let response = RenderErrorsLayer
+            .layer(refuse)
+            .oneshot(request("POST", "/", ""))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "7");
+        assert_eq!(response.headers()["ratelimit-limit"], "5");
+        assert_eq!(response.headers()["ratelimit-remaining"], "0");
+        assert_eq!(response.headers()["ratelimit-reset"], "9");
+    }
+
+    #[tokio::test]
+    async fn a_panic_below_becomes_a_sanitised_500() {
+        let panics = tower::service_fn(|request: Request| async move {
+            if request.uri().path() == "/boom" {
+                panic!("secret internal detail");
+            }
+            Ok::<Response, Infallible>(Response::default())
+        });
+        let mut service = CatchPanicLayer.layer(panics);
+        let request = request("GET", "/boom", "");
+        let facts = RequestContext::of(&request).unwrap().facts.clone();
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), 500);
+        let body = json_of(response).await.to_string();
+        assert!(!body.contains("secret"), "{body}");
+        assert_eq!(facts.take_outcome().decision, Decision::InternalError);
+        let fine = service
+            .ready()
+            .await
+            .unwrap()
+            .call(crate::stage::test_support::request("GET", "/", ""))
+            .await
+            .unwrap();
+        assert_eq!(fine.status(), 200);
+    }
 }

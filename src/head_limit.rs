@@ -16,15 +16,45 @@
 //! to accept it; with the setting on, it is served from the configured upstream, its authority
 //! ignored.)
 
-use crate::stage::Next;
-use axum::extract::Request;
-use axum::response::Response;
 use http::{Method, Version, header};
 
 use crate::error::GatewayError;
 use crate::headers::head_size;
-use crate::request_id::RequestContext;
-use crate::server::framing::Violation;
+use crate::stage::{Check, Request};
+
+/// Why a request's framing is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// `Content-Length` and `Transfer-Encoding` in one head.
+    LengthWithTransferEncoding,
+    /// A head line (or an empty line before the head) ended by LF without CR.
+    BareLineFeed,
+}
+
+impl Violation {
+    /// The rule named in the 400 answer and the audit record.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Violation::LengthWithTransferEncoding => "content_length_with_transfer_encoding",
+            Violation::BareLineFeed => "bare_lf_line_ending",
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Violation::LengthWithTransferEncoding => 1,
+            Violation::BareLineFeed => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Violation> {
+        match code {
+            1 => Some(Violation::LengthWithTransferEncoding),
+            2 => Some(Violation::BareLineFeed),
+            _ => None,
+        }
+    }
+}
 
 /// What the head checks enforce, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -35,20 +65,17 @@ pub struct HeadRules {
     pub allow_absolute_form: bool,
 }
 
-/// Layer: 431 for a request head larger than the configured limit; 400 for a transfer coding it
-/// cannot frame unambiguously, for framing the HTTP/1.1 guard found broken, for `CONNECT`, and for
-/// an absolute-form target unless allowed.
-pub async fn enforce(rules: HeadRules, request: Request, next: impl Next) -> Response {
-    let size = head_size(&request);
-    if size > rules.max_header_bytes {
-        let id = RequestContext::id_of(&request);
-        return GatewayError::HeaderTooLarge(size).into_response(&id);
+/// Check: 431 for a request head larger than the configured limit; 400 for a transfer coding
+/// it cannot frame unambiguously, for framing the HTTP/1.1 guard found broken, for `CONNECT`, and
+/// for an absolute-form target unless allowed.
+impl Check for HeadRules {
+    fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
+        let size = head_size(request);
+        if size > self.max_header_bytes {
+            return Err(GatewayError::HeaderTooLarge(size));
+        }
+        check_framing(request, self.allow_absolute_form).map_err(GatewayError::BadRequest)
     }
-    if let Err(reason) = check_framing(&request, rules.allow_absolute_form) {
-        let id = RequestContext::id_of(&request);
-        return GatewayError::BadRequest(reason).into_response(&id);
-    }
-    next.run(request).await
 }
 
 /// The framing rules of the module documentation.
@@ -80,5 +107,56 @@ fn check_framing(request: &Request, allow_absolute_form: bool) -> Result<(), &'s
             Ok(())
         }
         (Some(_), None) => Err("unsupported_transfer_encoding"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tower::{Layer, ServiceExt};
+
+    use super::HeadRules;
+    use crate::error::GatewayError;
+    use crate::stage::CheckLayer;
+    use crate::stage::test_support::{recording, request};
+
+    #[tokio::test]
+    async fn oversized_heads_connect_and_absolute_targets_are_refused() {
+        let rules = Arc::new(HeadRules {
+            max_header_bytes: 1024,
+            allow_absolute_form: false,
+        });
+        let (inner, seen) = recording("ok");
+        let layer = CheckLayer::new(rules);
+        let mut big = request("GET", "/", "");
+        big.headers_mut()
+            .insert("x-big", "a".repeat(2000).parse().unwrap());
+        let refused = layer.layer(inner.clone()).oneshot(big).await;
+        assert!(matches!(refused, Err(GatewayError::HeaderTooLarge(n)) if n > 2000));
+        let connect = request("CONNECT", "example.com:443", "");
+        let refused = layer.layer(inner.clone()).oneshot(connect).await;
+        assert!(matches!(
+            refused,
+            Err(GatewayError::BadRequest("connect_not_allowed"))
+        ));
+        let absolute = request("GET", "http://example.com/x", "");
+        let refused = layer.layer(inner.clone()).oneshot(absolute).await;
+        assert!(matches!(
+            refused,
+            Err(GatewayError::BadRequest("absolute_form_target"))
+        ));
+        let mut doubled = request("POST", "/", "");
+        doubled
+            .headers_mut()
+            .append("transfer-encoding", "gzip".parse().unwrap());
+        let refused = layer.layer(inner.clone()).oneshot(doubled).await;
+        assert!(matches!(
+            refused,
+            Err(GatewayError::BadRequest("unsupported_transfer_encoding"))
+        ));
+        assert!(seen.lock().unwrap().is_empty());
+        let fine = layer.layer(inner).oneshot(request("GET", "/", "")).await;
+        assert_eq!(fine.unwrap().status(), 200);
     }
 }

@@ -5,20 +5,44 @@
 //! removed before ours are set; on the way out, every response, rejections included, gets the
 //! security headers and loses `Server` and `X-Powered-By`.
 
+use std::convert::Infallible;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use crate::stage::Next;
-use axum::extract::Request;
-use axum::response::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tower::{Layer, Service};
 
-use crate::auth::Principal;
+pub use crate::config::GATEWAY_HEADER_PREFIX;
 use crate::config::HeaderSettings;
-use crate::request_id::{RequestContext, X_REQUEST_ID};
+use crate::context::{RequestContext, X_REQUEST_ID};
+use crate::principal::Principal;
+use crate::stage::{Request, Response};
 
-/// Prefix of the headers only the gateway may set towards the upstream.
-pub const GATEWAY_HEADER_PREFIX: &str = "x-portcullis-";
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// A per-user limit's state after a request, as the `RateLimit-*` headers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// The limit in force.
+    pub limit: u32,
+    /// Requests still admissible in the current window.
+    pub remaining: u32,
+    /// Seconds until the oldest counted request leaves the window.
+    pub reset_secs: u64,
+}
+
+impl RateLimitState {
+    /// Writes `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+    pub fn write(&self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_LIMIT.clone(), number_value(self.limit));
+        headers.insert(RATELIMIT_REMAINING.clone(), number_value(self.remaining));
+        headers.insert(RATELIMIT_RESET.clone(), number_value(self.reset_secs));
+    }
+}
 
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -291,19 +315,79 @@ impl SecurityHeaders {
     }
 }
 
-/// Layer: security headers on every response that passes back through it.
-pub async fn secure_response(
+/// Layer: security headers on every response that passes back through it, the gateway's own
+/// refusals included.
+#[derive(Debug, Clone)]
+pub struct SecurityHeadersLayer {
     security: Arc<SecurityHeaders>,
-    request: Request,
-    next: impl Next,
-) -> Response {
-    let tls = request
-        .extensions()
-        .get::<RequestContext>()
-        .is_some_and(|c| c.tls);
-    let mut response = next.run(request).await;
-    security.apply(response.headers_mut(), tls);
-    response
+}
+
+impl SecurityHeadersLayer {
+    /// The layer for `security`.
+    pub fn new(security: Arc<SecurityHeaders>) -> SecurityHeadersLayer {
+        SecurityHeadersLayer { security }
+    }
+}
+
+impl<S> Layer<S> for SecurityHeadersLayer {
+    type Service = SecureResponses<S>;
+
+    fn layer(&self, inner: S) -> SecureResponses<S> {
+        SecureResponses {
+            security: self.security.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`SecurityHeadersLayer`].
+#[derive(Debug, Clone)]
+pub struct SecureResponses<S> {
+    security: Arc<SecurityHeaders>,
+    inner: S,
+}
+
+impl<S> Service<Request> for SecureResponses<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = SecureResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let tls = RequestContext::of(&request).is_some_and(|c| c.tls);
+        SecureResponseFuture {
+            inner: self.inner.call(request),
+            security: self.security.clone(),
+            tls,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`SecureResponses`].
+    pub struct SecureResponseFuture<F> {
+        #[pin]
+        inner: F,
+        security: Arc<SecurityHeaders>,
+        tls: bool,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for SecureResponseFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        this.security.apply(response.headers_mut(), *this.tls);
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Size of a request head as it arrived: request line plus `name: value\r\n` per header.
@@ -425,5 +509,41 @@ mod tests {
             ["x-a"]
         );
         assert_eq!(stripped(&[("x-a", "1"), ("x-b", "2")]), ["x-a", "x-b"]);
+    }
+}
+
+#[cfg(test)]
+mod layer_tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer, ServiceExt};
+
+    use super::{SecurityHeaders, SecurityHeadersLayer};
+    use crate::config::HeaderSettings;
+    use crate::stage::test_support::request;
+    use crate::stage::{Request, Response};
+
+    #[tokio::test]
+    async fn every_response_gets_the_security_headers_and_loses_server() {
+        let upstream = tower::service_fn(|_: Request| async {
+            let mut response = Response::default();
+            response
+                .headers_mut()
+                .insert("server", "upstream/1.0".parse().unwrap());
+            Ok::<_, Infallible>(response)
+        });
+        let security = SecurityHeaders::new(HeaderSettings {
+            hsts: Some("max-age=60".parse().unwrap()),
+            content_security_policy: None,
+        });
+        let response = SecurityHeadersLayer::new(security)
+            .layer(upstream)
+            .oneshot(request("GET", "/", ""))
+            .await
+            .unwrap();
+        let headers = response.headers();
+        assert!(!headers.contains_key("server"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["strict-transport-security"], "max-age=60");
     }
 }

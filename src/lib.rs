@@ -4,7 +4,7 @@
 //!
 //! 1. TLS termination (rustls) and HTTP/1.1 or HTTP/2 by ALPN — [`server`]; on HTTP/1.1 the
 //!    framing guard follows message boundaries on the raw bytes — [`server::framing`]
-//! 2. request id and context — [`request_id`]
+//! 2. request context: id, client address, trace context — [`context`]
 //! 3. audit record and metrics, completed when the response ends — [`audit`], [`metrics`]
 //! 4. security headers on every response — [`headers`]
 //! 5. panic containment — [`error`]
@@ -19,10 +19,16 @@
 //! 13. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`], over
 //!     pooled keep-alive upstream connections
 //!
-//! The stages are linked by type ([`stage`], the `chain!` in [`pipeline::build`]): a request's
-//! trip through them is one future.
-//! Every rejection is an RFC 9457 problem+json built in one place, [`error`]. Health, readiness
-//! and metrics live on a separate listener, [`admin`].
+//! Every stage is a `tower` layer ([`stage`]) assembled with `tower::ServiceBuilder` in
+//! [`pipeline::build`]; the stages' futures are named types, so a request's trip through them is
+//! one future. A stage refuses with a [`error::GatewayError`] value; every refusal is rendered in
+//! one place, [`error::render`], in the dialect of the request's route. Health, readiness and
+//! metrics live on a separate listener, [`admin`].
+//!
+//! The modules form layers, each importing only those below it (`.ci/module-cycles.py` keeps it
+//! so): the shared vocabulary ([`outcome`], [`fault`], [`principal`], [`trace`]) at the bottom;
+//! [`config`] and [`tls`] above it; the context, error and stages above them; the pipeline above
+//! the stages; the server, admin and CLI on top.
 
 #![forbid(unsafe_code)]
 
@@ -32,18 +38,22 @@ pub mod auth;
 pub mod body_deadline;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod dev;
 pub mod error;
+pub mod fault;
 pub mod file_stamp;
 pub mod head_limit;
 pub mod headers;
 pub mod metrics;
 pub mod otlp;
+pub mod outcome;
 pub mod pipeline;
+pub mod principal;
 pub mod proxy;
 pub mod rate_limit;
-pub mod request_id;
 pub mod server;
 pub mod stage;
+pub mod tls;
 pub mod trace;
 pub mod validate;

@@ -1,24 +1,34 @@
 //! THE request path: the one place that orders the layers every request passes through.
 //!
 //! Read top to bottom, this is the order a request meets them. Cheap rejections come before
-//! expensive work; identity comes before per-user quotas; the id, audit and header layers wrap
-//! everything so that rejections get them too.
+//! expensive work; identity comes before per-user quotas; the context, audit and header layers
+//! wrap everything so that rejections get them too. Every layer is a `tower` layer; the stages
+//! below the error layer refuse with a [`GatewayError`](crate::error::GatewayError) value, which
+//! the error layer alone renders.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use crate::audit::{self, Auditor};
-use crate::auth::{self, Authenticator};
-use crate::chain;
+use http::header::{self, HeaderName};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::request_id::PropagateRequestIdLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::audit::{AuditLayer, Auditor, RequireWritable};
+use crate::auth::{AuthLayer, Authenticator};
+use crate::body_deadline::BodyDeadlineLayer;
+use crate::context::{ClientAddress, ContextLayer, X_REQUEST_ID};
+use crate::error::{CatchPanicLayer, RenderErrorsLayer};
 use crate::head_limit::HeadRules;
-use crate::headers::{self, SecurityHeaders};
-use crate::proxy::{self, Upstream};
-use crate::rate_limit::per_ip::{self, FloodGuard};
-use crate::rate_limit::{self, RateLimiter};
-use crate::request_id::ClientAddress;
-pub use crate::stage::Pipeline;
-use crate::stage::{optional, stage};
-use crate::validate::{self, Validator};
-use crate::{body_deadline, error, head_limit, request_id};
+use crate::headers::{SecurityHeaders, SecurityHeadersLayer};
+use crate::proxy::{Forward, Upstream};
+use crate::rate_limit::per_ip::FloodGuard;
+use crate::rate_limit::{RateLimitLayer, RateLimiter};
+use crate::stage::{CheckLayer, Request, Response};
+use crate::validate::{ValidationLayer, Validator};
 
 /// What the stages are built from.
 #[derive(Debug, Clone)]
@@ -45,41 +55,109 @@ pub struct Stages {
     pub upstream: Arc<Upstream>,
 }
 
-/// Assembles the pipeline, outermost stage first.
+/// Request headers that hold credentials: marked sensitive, so no debug output or HPACK table
+/// ever holds their values.
+const CREDENTIAL_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+];
+
+/// Assembles the pipeline, outermost layer first.
 pub fn build(stages: Stages) -> Pipeline {
     let require_writable = stages
         .auditor
         .sink
         .fails_closed()
-        .then(|| stages.auditor.clone());
-    Pipeline::new(chain!(
-        // Every request gets its id and context (and its client address) first: all that
-        // follows names it by that id.
-        stage(stages.client_address, request_id::assign),
+        .then(|| CheckLayer::new(Arc::new(RequireWritable(stages.auditor.clone()))));
+    let stack = ServiceBuilder::new()
+        // Every request gets its context (id, client address, trace) first: all that follows
+        // names it by that id.
+        .layer(ContextLayer::new(stages.client_address))
+        // The id goes back on every response, the gateway's own refusals included.
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        // Credentials are marked sensitive before any layer could print a header.
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(Arc::new(
+            CREDENTIAL_HEADERS,
+        )))
         // Audit wraps everything below, so rejections, streams and cut streams each leave a record.
-        stage(stages.auditor, audit::observe),
+        .layer(AuditLayer::new(stages.auditor))
         // Security headers on every response, the gateway's own errors included.
-        stage(stages.security_headers, headers::secure_response),
+        .layer(SecurityHeadersLayer::new(stages.security_headers))
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
-        stage((), error::catch_panic),
+        .layer(CatchPanicLayer)
+        // Every refusal below is rendered here, once, in the dialect of the request's route.
+        .layer(RenderErrorsLayer)
         // A request that cannot be recorded is not served (audit.on_failure = "fail_closed").
-        optional(require_writable, audit::require_writable),
+        .option_layer(require_writable)
         // Cheapest rejection first: an oversized head costs nothing further; nor does framing
         // the HTTP/1.1 guard (`server::framing`) marked on the raw bytes before parsing.
-        stage(stages.head_rules, head_limit::enforce),
+        .layer(CheckLayer::new(Arc::new(stages.head_rules)))
         // A body must arrive by its deadline, whether validation buffers it or it streams on.
-        stage(stages.body_timeout, body_deadline::enforce),
+        .layer(BodyDeadlineLayer::new(stages.body_timeout))
         // The per-IP flood guard: cheap, and before any signature check, so a flood of bad
         // tokens costs no verification.
-        optional(stages.flood_guard, per_ip::guard),
+        .option_layer(stages.flood_guard.map(CheckLayer::new))
         // Identity before anything per-user; the token is removed here, never forwarded.
-        optional(stages.authenticator, auth::authenticate),
+        .option_layer(stages.authenticator.map(AuthLayer::new))
         // The per-user limit, keyed by the identity just established, before the body is read.
-        optional(stages.rate_limiter, rate_limit::enforce),
+        .option_layer(stages.rate_limiter.map(RateLimitLayer::new))
         // Input validation last: it buffers the body, the most expensive check, and only for
         // requests every cheaper stage has admitted.
-        optional(stages.validator, validate::validate),
+        .option_layer(stages.validator.map(ValidationLayer::new))
         // Forwarding to the upstream answers whatever passed every stage.
-        => proxy::Forward(stages.upstream)
-    ))
+        .service(Forward(stages.upstream));
+    Pipeline(Arc::new(stack))
+}
+
+/// A finished pipeline, its type erased: what a connection serves requests with. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline(Arc<dyn Serve>);
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pipeline")
+    }
+}
+
+impl Pipeline {
+    /// Runs the pipeline as a future hyper can serve (it never fails).
+    pub fn serve(&self, request: Request) -> Served {
+        self.0.serve(request)
+    }
+}
+
+/// The assembled stack behind a trait object: one boxed future per request.
+trait Serve: Send + Sync + 'static {
+    fn serve(&self, request: Request) -> Served;
+}
+
+impl<S> Serve for S
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn serve(&self, request: Request) -> Served {
+        // A clone per request (reference counts only), as tower's contract wants a service
+        // that was made ready; every layer of the stack is always ready, so the first poll
+        // answers, and the wait that would follow otherwise is never taken.
+        let mut service = self.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Served(Box::pin(service.call(request))),
+            Poll::Pending => Served(Box::pin(service.oneshot(request))),
+        }
+    }
+}
+
+/// A pipeline answer as a `Result` (hyper's service contract); it is always `Ok`.
+pub struct Served(Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>);
+
+impl Future for Served {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
 }

@@ -1,135 +1,215 @@
-//! The plumbing that chains the pipeline's stages: each stage is an async function of its state,
-//! the request and the rest of the pipeline ([`Next`]).
+//! What every stage of the pipeline shares: the request and response types, the result a stage
+//! returns, and the layer for a check that decides on the request head alone.
 //!
-//! Guards against paying per request for the chain itself: the stages are linked by type, not
-//! through boxed trait objects, so a request's whole trip through the pipeline is one future in
-//! one allocation, and a stage call costs a reference-count increment for its state. (Boxing
-//! each stage's future behind a trait object costs an allocation, a copy of the future and an
-//! indirect call per stage and request; a generic middleware adapter that clones the remaining
-//! stack into a new boxed service per call costs several allocations per stage.)
+//! Guards against paying per request for the plumbing: stages are `tower` layers whose futures
+//! are named types (`Either<Ready<..>, S::Future>`, or a pin-projected future where a stage
+//! touches the response), so a request's trip through the stack allocates nothing for the stack
+//! itself; only rare paths (a JWKS refetch, a Redis round trip, a wait for buffer room) box.
+//! A stage refuses by returning a [`GatewayError`] value; the error layer
+//! ([`crate::error::RenderErrorsLayer`]) alone turns it into a response.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
-use axum::response::Response;
-use futures_util::future::Either;
+use axum::body::Body;
+use futures_util::future::{Either, Ready, ready};
+use tower::{Layer, Service};
 
-/// A boxed response future.
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+use crate::error::GatewayError;
 
-/// The rest of the pipeline, as a stage sees it: the stages after it, then the forwarding.
-/// Cheap to clone (each stage's state is reference-counted).
-pub trait Next: Clone + Send + Sync + 'static {
-    /// Runs the rest of the pipeline.
-    fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static;
+/// A request as the stages see it.
+pub type Request = http::Request<Body>;
+/// A response as the stages return it.
+pub type Response = http::Response<Body>;
+/// What a stage inside the error layer answers: a response, or a refusal still to be rendered.
+pub type StageResult = Result<Response, GatewayError>;
+
+/// A check made on the request head alone (no waiting): the request passes on, or is refused.
+pub trait Check: Send + Sync + 'static {
+    /// `Ok` to pass the request on (the check may adjust it), `Err` to refuse it.
+    fn check(&self, request: &mut Request) -> Result<(), GatewayError>;
 }
 
-/// A stage linked to what follows it. A stage without state (configured off) passes the request
-/// straight on.
-#[derive(Clone)]
-pub struct Stage<S, F, N> {
-    state: Option<S>,
-    stage: F,
-    next: N,
+/// Layer: runs a [`Check`] before the rest of the stack.
+#[derive(Debug)]
+pub struct CheckLayer<C> {
+    check: Arc<C>,
 }
 
-impl<S, F, Fut, N> Next for Stage<S, F, N>
+impl<C> CheckLayer<C> {
+    /// The layer for `check`.
+    pub fn new(check: Arc<C>) -> CheckLayer<C> {
+        CheckLayer { check }
+    }
+}
+
+impl<C> Clone for CheckLayer<C> {
+    fn clone(&self) -> Self {
+        CheckLayer {
+            check: self.check.clone(),
+        }
+    }
+}
+
+impl<C, S> Layer<S> for CheckLayer<C> {
+    type Service = CheckService<C, S>;
+
+    fn layer(&self, inner: S) -> CheckService<C, S> {
+        CheckService {
+            check: self.check.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`CheckLayer`].
+#[derive(Debug)]
+pub struct CheckService<C, S> {
+    check: Arc<C>,
+    inner: S,
+}
+
+impl<C, S: Clone> Clone for CheckService<C, S> {
+    fn clone(&self) -> Self {
+        CheckService {
+            check: self.check.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C, S> Service<Request> for CheckService<C, S>
 where
-    S: Clone + Send + Sync + 'static,
-    F: Fn(S, Request, N) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response> + Send + 'static,
-    N: Next,
+    C: Check,
+    S: Service<Request, Response = Response, Error = GatewayError>,
 {
-    fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
-        match self.state {
-            Some(state) => Either::Left((self.stage)(state, request, self.next)),
-            None => Either::Right(self.next.run(request)),
+    type Response = Response;
+    type Error = GatewayError;
+    type Future = Either<Ready<StageResult>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.check.check(&mut request) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(refusal) => Either::Left(ready(Err(refusal))),
         }
     }
 }
 
-/// A stage not yet linked to what follows it; [`chain!`](crate::chain) links them.
-pub struct Layer<S, F> {
-    state: Option<S>,
-    stage: F,
+/// Takes the service that was made ready and leaves a clone in its place: what a stage that
+/// awaits before calling the rest of the stack does (tower's contract: the ready one is called).
+pub fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
-impl<S, F> Layer<S, F> {
-    /// Puts this stage in front of `next`.
-    pub fn link<N>(self, next: N) -> Stage<S, F, N> {
-        Stage {
-            state: self.state,
-            stage: self.stage,
-            next,
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! A stand-in for the rest of the stack, so each layer is tested on its own.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::{Request, Response, StageResult};
+    use crate::context::RequestContext;
+    use crate::error::GatewayError;
+
+    /// What the stand-in saw: the requests that reached it.
+    pub type Seen = Arc<Mutex<Vec<http::request::Parts>>>;
+
+    /// A service that records each request's head and answers 200 with `body`.
+    pub fn recording(
+        body: &'static str,
+    ) -> (
+        impl tower::Service<
+            Request,
+            Response = Response,
+            Error = GatewayError,
+            Future = impl Future<Output = StageResult> + Send,
+        > + Clone
+        + Send
+        + 'static,
+        Seen,
+    ) {
+        let seen = Seen::default();
+        let record = seen.clone();
+        let service = tower::service_fn(move |request: Request| {
+            let record = record.clone();
+            async move {
+                let (parts, _) = request.into_parts();
+                if let Ok(mut seen) = record.lock() {
+                    seen.push(parts);
+                }
+                Ok::<_, GatewayError>(Response::new(axum::body::Body::from(body)))
+            }
+        });
+        (service, seen)
+    }
+
+    /// A request with a fresh context, as the context layer would make it.
+    pub fn request(method: &str, uri: &str, body: &'static str) -> Request {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::from(body))
+            .unwrap_or_default();
+        request.extensions_mut().insert(RequestContext::new(
+            std::net::IpAddr::from([192, 0, 2, 1]),
+            true,
+            crate::trace::TraceContext::from_headers(&http::HeaderMap::new()),
+        ));
+        request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::test_support::{recording, request};
+    use super::{Check, CheckLayer, Request};
+    use crate::error::GatewayError;
+
+    struct RefuseDeletes;
+
+    impl Check for RefuseDeletes {
+        fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
+            if request.method() == http::Method::DELETE {
+                return Err(GatewayError::Forbidden);
+            }
+            request
+                .headers_mut()
+                .insert("x-checked", http::HeaderValue::from_static("1"));
+            Ok(())
         }
     }
-}
 
-/// Makes a stage from its state and its async function.
-pub fn stage<S, F>(state: S, stage: F) -> Layer<S, F> {
-    Layer {
-        state: Some(state),
-        stage,
-    }
-}
-
-/// Makes a stage that runs only when configured (`state` is `Some`).
-pub fn optional<S, F>(state: Option<S>, stage: F) -> Layer<S, F> {
-    Layer { state, stage }
-}
-
-/// Links stages, outermost first, in front of the innermost handler:
-/// `chain!(stage(a, f), optional(b, g), => innermost)`.
-#[macro_export]
-macro_rules! chain {
-    (=> $innermost:expr) => { $innermost };
-    ($layer:expr, $($rest:tt)+) => { $layer.link($crate::chain!($($rest)+)) };
-}
-
-/// A finished pipeline, its type erased: what a connection serves requests with. Cheap to clone.
-#[derive(Clone)]
-pub struct Pipeline(Arc<dyn Serve>);
-
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pipeline")
-    }
-}
-
-/// A linked pipeline behind a trait object: one boxed future per request.
-trait Serve: Send + Sync + 'static {
-    fn serve(&self, request: Request) -> ResponseFuture;
-}
-
-impl<N: Next> Serve for N {
-    fn serve(&self, request: Request) -> ResponseFuture {
-        Box::pin(self.clone().run(request))
-    }
-}
-
-impl Pipeline {
-    /// Wraps a linked chain of stages.
-    pub fn new(chain: impl Next) -> Pipeline {
-        Pipeline(Arc::new(chain))
-    }
-
-    /// Runs the pipeline as a future hyper can serve (it never fails).
-    pub fn serve(&self, request: Request) -> Served {
-        Served(self.0.serve(request))
-    }
-}
-
-/// A pipeline answer as a `Result` (hyper's service contract); it is always `Ok`.
-pub struct Served(ResponseFuture);
-
-impl Future for Served {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map(Ok)
+    #[tokio::test]
+    async fn a_check_refuses_without_calling_the_rest_and_passes_its_changes_on() {
+        let (inner, seen) = recording("ok");
+        let mut service = CheckLayer::new(Arc::new(RefuseDeletes)).layer(inner);
+        let refused = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request("DELETE", "/x", ""))
+            .await;
+        assert!(matches!(refused, Err(GatewayError::Forbidden)));
+        assert!(seen.lock().unwrap().is_empty(), "a refused request went on");
+        let passed = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request("GET", "/x", ""))
+            .await
+            .unwrap();
+        assert_eq!(passed.status(), 200);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].headers["x-checked"], "1");
     }
 }

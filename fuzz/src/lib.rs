@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
 
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine;
@@ -32,9 +31,9 @@ use portcullis::auth::keys::{KeySet, hmac_key, keys_from_jwks};
 use portcullis::auth::revocation::RevokedList;
 use portcullis::config::secret::Secret;
 use portcullis::config::{Config, HeaderSettings};
+use portcullis::context::{Dialect, RequestContext};
 use portcullis::error::GatewayError;
 use portcullis::headers::{self, Forwarding, SecurityHeaders};
-use portcullis::request_id::RequestContext;
 use portcullis::server::framing::{Findings, Tracker};
 use portcullis::validate::body::{BodyProblem, check_json, check_query, scan};
 use portcullis::validate::normalize::normalize;
@@ -609,6 +608,7 @@ impl ErrorSpec {
             }),
             ErrorSpec::Forbidden => GatewayError::Forbidden,
             ErrorSpec::RateLimited(s, cap) => GatewayError::RateLimited {
+                state: None,
                 retry_after: *s,
                 rule: if *cap {
                     "tracked_users_cap"
@@ -641,7 +641,7 @@ impl ErrorSpec {
 
 /// The problem body as JSON, and the response's headers.
 fn problem(error: GatewayError, request_id: &str) -> (StatusCode, Map<String, Value>, HeaderMap) {
-    let response = error.into_response(request_id);
+    let response = portcullis::error::render(error, Dialect::Problem, request_id, None);
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .now_or_never()
@@ -724,15 +724,13 @@ pub fn problem_and_headers(data: &[u8]) {
         IpSpec::V4(b) => IpAddr::from(b),
         IpSpec::V6(b) => IpAddr::from(b),
     };
-    let context = RequestContext {
-        id: id.clone(),
+    // The client's headers may hold any traceparent: joined or replaced, never a panic.
+    let mut context = RequestContext::new(
         client_ip,
-        tls: input.tls,
-        started: Instant::now(),
-        received_at: SystemTime::now(),
-        // The client's headers may hold any traceparent: joined or replaced, never a panic.
-        trace: portcullis::trace::TraceContext::from_headers(&incoming),
-    };
+        input.tls,
+        portcullis::trace::TraceContext::from_headers(&incoming),
+    );
+    context.id = id.clone();
     let mut traced = incoming.clone();
     context.trace.propagate(&mut traced);
     let sent = context.trace.traceparent();

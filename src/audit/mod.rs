@@ -11,147 +11,29 @@ pub mod chain;
 mod writer;
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
-use crate::stage::Next;
 use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
 use serde::{Serialize, Serializer};
+use tower::{Layer, Service};
 
+use crate::context::{Facts, RequestContext};
+use crate::error::GatewayError;
+use crate::fault::{UpstreamIdleTimeout, caused_by};
 use crate::metrics::Metrics;
 use crate::otlp::SpanExport;
-use crate::proxy::UpstreamIdleTimeout;
-use crate::request_id::RequestContext;
+pub use crate::outcome::{Decision, Outcome, StreamEnd};
+use crate::stage::{Check, Request, Response};
 use crate::trace::{TraceContext, TraceId};
 pub use writer::{AuditSink, WRITER_POLL_INTERVAL};
-
-/// What the gateway decided about a request: the audit record's `decision`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Decision {
-    /// Forwarded, and the upstream's answer relayed.
-    #[default]
-    Allowed,
-    /// The upstream was unreachable or answered 5xx.
-    UpstreamError,
-    /// The upstream did not answer within `response_header_timeout`.
-    UpstreamTimeout,
-    /// No token: 401.
-    AuthMissing,
-    /// A token that is not acceptable: 401.
-    AuthInvalid,
-    /// An expired token: 401.
-    AuthExpired,
-    /// A valid token whose id or subject is revoked: 401.
-    AuthRevoked,
-    /// A valid token without the required scopes: 403.
-    Forbidden,
-    /// The user exceeded the per-user limit: 429.
-    RateLimited,
-    /// The client address exceeded the per-IP flood guard: 429.
-    IpRateLimited,
-    /// The shared limiter was unreachable with `failure_mode = "closed"`: 503.
-    LimiterUnavailable,
-    /// The body exceeded `max_body_bytes`: 413.
-    BodyTooLarge,
-    /// The body did not arrive within `server.body_timeout`: 408.
-    BodyTimeout,
-    /// The audit log could not be written and `on_failure = "fail_closed"`: 503.
-    AuditUnavailable,
-    /// An unsupported transfer coding, a malformed body, or `CONNECT`: 400.
-    BadRequest,
-    /// The request-buffer budget (`max_buffered_bytes`) was exhausted: 503.
-    Overloaded,
-    /// The body is not JSON: 415.
-    UnsupportedMediaType,
-    /// The body is not well-formed JSON (or too deep, or empty): 400.
-    InvalidJson,
-    /// The body holds too much text: 400.
-    InputTooLong,
-    /// An injection rule matched: 400.
-    InjectionDetected,
-    /// The request head exceeded `max_header_bytes`.
-    HeaderTooLarge,
-    /// A gateway bug was caught and answered with 500.
-    InternalError,
-}
-
-impl Decision {
-    /// The stable name written to the audit log and used as a metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::UpstreamError => "upstream_error",
-            Decision::UpstreamTimeout => "upstream_timeout",
-            Decision::AuthMissing => "auth_missing",
-            Decision::AuthInvalid => "auth_invalid",
-            Decision::AuthExpired => "auth_expired",
-            Decision::AuthRevoked => "auth_revoked",
-            Decision::Forbidden => "forbidden",
-            Decision::RateLimited => "rate_limited",
-            Decision::IpRateLimited => "ip_rate_limited",
-            Decision::LimiterUnavailable => "limiter_unavailable",
-            Decision::BodyTooLarge => "body_too_large",
-            Decision::BodyTimeout => "body_timeout",
-            Decision::AuditUnavailable => "audit_unavailable",
-            Decision::BadRequest => "bad_request",
-            Decision::Overloaded => "overloaded",
-            Decision::UnsupportedMediaType => "unsupported_media_type",
-            Decision::InvalidJson => "invalid_json",
-            Decision::InputTooLong => "input_too_long",
-            Decision::InjectionDetected => "injection_detected",
-            Decision::HeaderTooLarge => "header_too_large",
-            Decision::InternalError => "internal_error",
-        }
-    }
-}
-
-/// What the stages learned about a request, carried up to the audit layer in response extensions.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    /// The decision.
-    pub decision: Decision,
-    /// The rule that decided, when one did.
-    pub rule: Option<Cow<'static, str>>,
-    /// The status the upstream really answered with.
-    pub upstream_status: Option<u16>,
-    /// The authenticated user.
-    pub user: Option<Arc<str>>,
-    /// The internal cause of a gateway error, for the operational log only (never sent).
-    pub cause: Option<Box<str>>,
-}
-
-/// How the response stream ended: the audit record's `end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    /// The whole response reached the client.
-    Complete,
-    /// The client went away before the response ended.
-    ClientClosed,
-    /// The upstream fell silent longer than `idle_timeout`; the stream was cut.
-    UpstreamIdleTimeout,
-    /// The upstream broke the stream; it was cut.
-    UpstreamAborted,
-}
-
-impl StreamEnd {
-    fn as_str(self) -> &'static str {
-        match self {
-            StreamEnd::Complete => "complete",
-            StreamEnd::ClientClosed => "client_closed",
-            StreamEnd::UpstreamIdleTimeout => "upstream_idle_timeout",
-            StreamEnd::UpstreamAborted => "upstream_aborted",
-        }
-    }
-}
 
 /// One audit line.
 #[derive(Debug, Serialize)]
@@ -220,28 +102,12 @@ pub struct Auditor {
     pub spans: Option<Arc<SpanExport>>,
 }
 
-/// What later stages tell the audit record while the request is still on its way, so that even
-/// a request whose client leaves early is recorded with what was known: bytes received and the
-/// authenticated user. Travels in the request extensions.
-#[derive(Debug, Default)]
-pub struct Tally {
-    bytes_in: AtomicU64,
-    user: OnceLock<Arc<str>>,
-}
-
-impl Tally {
-    /// Records the authenticated user.
-    pub fn set_user(&self, user: &Arc<str>) {
-        let _ = self.user.set(user.clone());
-    }
-}
-
 /// A record waiting for its response to end; writes itself when dropped.
 struct PendingRecord {
     auditor: Arc<Auditor>,
     started: Instant,
     record: Option<AuditRecord>,
-    tally: Arc<Tally>,
+    facts: Arc<Facts>,
     trace: Option<TraceContext>,
 }
 
@@ -253,9 +119,9 @@ impl PendingRecord {
         };
         let latency = self.started.elapsed();
         record.latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        record.bytes_in = self.tally.bytes_in.load(Ordering::Relaxed);
+        record.bytes_in = self.facts.bytes_in();
         if record.user.is_none() {
-            record.user = self.tally.user.get().cloned();
+            record.user = self.facts.user();
         }
         self.auditor.metrics.observe_request(
             record.decision.as_str(),
@@ -282,18 +148,18 @@ impl Drop for PendingRecord {
     }
 }
 
-/// Layer: with `audit.on_failure = "fail_closed"`, refuses requests (503) while the audit log
+/// Check: with `audit.on_failure = "fail_closed"`, refuses requests (503) while the audit log
 /// cannot be written: a request that cannot be recorded is not served.
-pub async fn require_writable(
-    auditor: Arc<Auditor>,
-    request: Request,
-    next: impl Next,
-) -> Response {
-    if auditor.sink.refuses_requests() {
-        let id = RequestContext::id_of(&request);
-        return crate::error::GatewayError::AuditUnavailable.into_response(&id);
+#[derive(Debug)]
+pub struct RequireWritable(pub Arc<Auditor>);
+
+impl Check for RequireWritable {
+    fn check(&self, _: &mut Request) -> Result<(), GatewayError> {
+        if self.0.sink.refuses_requests() {
+            return Err(GatewayError::AuditUnavailable);
+        }
+        Ok(())
     }
-    next.run(request).await
 }
 
 /// The operational log line of a gateway error, with the ids that find it in the audit log.
@@ -309,86 +175,148 @@ fn log_cause(status: http::StatusCode, record: &AuditRecord, cause: &str) {
 
 /// Layer: wraps everything below so that every request, rejected or forwarded, streamed or cut,
 /// leaves exactly one record.
-pub async fn observe(auditor: Arc<Auditor>, request: Request, next: impl Next) -> Response {
-    let (context_started, received_at, request_id, client_ip, trace_id) =
-        match request.extensions().get::<RequestContext>() {
-            Some(c) => (
-                c.started,
-                c.received_at,
-                c.id.clone(),
-                c.client_ip,
-                c.trace.trace_id,
-            ),
-            None => (
-                Instant::now(),
-                SystemTime::now(),
-                HeaderValue::from_static("unknown"),
-                IpAddr::from([0, 0, 0, 0]),
-                TraceId([0; 16]),
-            ),
+#[derive(Debug, Clone)]
+pub struct AuditLayer {
+    auditor: Arc<Auditor>,
+}
+
+impl AuditLayer {
+    /// The layer writing to `auditor`.
+    pub fn new(auditor: Arc<Auditor>) -> AuditLayer {
+        AuditLayer { auditor }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audited<S>;
+
+    fn layer(&self, inner: S) -> Audited<S> {
+        Audited {
+            auditor: self.auditor.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`AuditLayer`].
+#[derive(Debug, Clone)]
+pub struct Audited<S> {
+    auditor: Arc<Auditor>,
+    inner: S,
+}
+
+impl<S> Service<Request> for Audited<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AuditFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let (started, received_at, request_id, client_ip, trace, facts) =
+            match RequestContext::of(&request) {
+                Some(c) => (
+                    c.started,
+                    c.received_at,
+                    c.id.clone(),
+                    c.client_ip,
+                    Some(c.trace),
+                    c.facts.clone(),
+                ),
+                None => (
+                    Instant::now(),
+                    SystemTime::now(),
+                    HeaderValue::from_static("unknown"),
+                    IpAddr::from([0, 0, 0, 0]),
+                    None,
+                    Arc::default(),
+                ),
+            };
+        let pending = PendingRecord {
+            auditor: self.auditor.clone(),
+            started,
+            facts: facts.clone(),
+            trace,
+            record: Some(AuditRecord {
+                ts: received_at,
+                request_id,
+                trace_id: trace.map_or(TraceId([0; 16]), |t| t.trace_id),
+                client_ip,
+                user: None,
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+                // Until a response exists, the client is the one who left.
+                status: 499,
+                decision: Decision::Allowed,
+                rule: None,
+                latency_ms: 0.0,
+                upstream_status: None,
+                bytes_in: 0,
+                bytes_out: 0,
+                end: StreamEnd::ClientClosed,
+            }),
         };
-    let tally = Arc::new(Tally::default());
-    let trace = request
-        .extensions()
-        .get::<RequestContext>()
-        .map(|c| c.trace);
-    let mut pending = PendingRecord {
-        auditor,
-        started: context_started,
-        tally: tally.clone(),
-        trace,
-        record: Some(AuditRecord {
-            ts: received_at,
-            request_id,
-            trace_id,
-            client_ip,
-            user: None,
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            // Until a response exists, the client is the one who left.
-            status: 499,
-            decision: Decision::Allowed,
-            rule: None,
-            latency_ms: 0.0,
-            upstream_status: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            end: StreamEnd::ClientClosed,
-        }),
-    };
-    let mut request = request.map(|body| {
-        Body::new(CountedBody {
-            inner: body,
-            tally: tally.clone(),
-        })
-    });
-    request.extensions_mut().insert(tally);
-    let mut response = next.run(request).await;
-    let status = response.status();
-    if let Some(record) = pending.record.as_mut() {
-        record.status = status.as_u16();
-        if let Some(outcome) = response.extensions_mut().get_mut::<Outcome>() {
+        let request = request.map(|body| {
+            Body::new(CountedBody {
+                inner: body,
+                facts: facts.clone(),
+            })
+        });
+        AuditFuture {
+            inner: self.inner.call(request),
+            pending: Some(pending),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Audited`]: fills the record from the response head and hands it
+    /// to the response body, which completes it when the stream ends.
+    pub struct AuditFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<PendingRecord>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for AuditFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let Some(mut pending) = this.pending.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let status = response.status();
+        let outcome = pending.facts.take_outcome();
+        if let Some(record) = pending.record.as_mut() {
+            record.status = status.as_u16();
             record.decision = outcome.decision;
-            record.rule = outcome.rule.clone();
+            record.rule = outcome.rule;
             record.upstream_status = outcome.upstream_status;
-            record.user = outcome.user.clone();
-            if let Some(cause) = outcome.cause.take() {
+            if let Some(cause) = outcome.cause {
                 log_cause(status, record, &cause);
             }
         }
+        Poll::Ready(Ok(response.map(|body| {
+            Body::new(AuditedBody {
+                inner: body,
+                pending,
+            })
+        })))
     }
-    response.map(|body| {
-        Body::new(AuditedBody {
-            inner: body,
-            pending,
-        })
-    })
 }
 
 /// Counts request body bytes as they stream to the upstream.
 struct CountedBody {
     inner: Body,
-    tally: Arc<Tally>,
+    facts: Arc<Facts>,
 }
 
 impl http_body::Body for CountedBody {
@@ -403,9 +331,7 @@ impl http_body::Body for CountedBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.tally
-                .bytes_in
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.facts.add_bytes_in(data.len() as u64);
         }
         polled
     }
@@ -418,7 +344,6 @@ impl http_body::Body for CountedBody {
         self.inner.size_hint()
     }
 }
-
 /// Counts response bytes and completes the record when the stream ends, fails or is dropped.
 struct AuditedBody {
     inner: Body,
@@ -445,7 +370,7 @@ impl http_body::Body for AuditedBody {
                 }
                 None
             }
-            Poll::Ready(Some(Err(e))) if crate::error::caused_by::<UpstreamIdleTimeout>(e) => {
+            Poll::Ready(Some(Err(e))) if caused_by::<UpstreamIdleTimeout>(e) => {
                 Some(StreamEnd::UpstreamIdleTimeout)
             }
             Poll::Ready(Some(Err(_))) => Some(StreamEnd::UpstreamAborted),

@@ -14,7 +14,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use sha2::{Digest, Sha256};
 
 use super::keys::KeySet;
-use super::principal::Principal;
+use crate::principal::Principal;
 
 /// A token's cache key: its SHA-256.
 pub type TokenDigest = [u8; 32];

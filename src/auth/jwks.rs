@@ -22,7 +22,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::keys::{KeySet, VerifyingKey, keys_from_jwks};
 use crate::metrics::Metrics;
-use crate::server::tls;
+use crate::tls;
 
 /// At most one refetch for unknown key ids per this interval.
 pub const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);

@@ -14,23 +14,12 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use super::keys::{KeySet, Lookup, VerifyingKey};
-use super::principal::{Principal, X_PORTCULLIS_SCOPES, X_PORTCULLIS_USER};
+use crate::principal::{Principal, X_PORTCULLIS_SCOPES, X_PORTCULLIS_USER};
 
 /// Tokens longer than this are refused without being parsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Why a token was refused: the audit record's `rule`. Never contains the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No token where one was expected: `auth_missing`.
-    Missing,
-    /// The token is expired: `auth_expired`.
-    Expired,
-    /// Any other reason the token is not acceptable: `auth_invalid`, with the reason class.
-    Invalid(&'static str),
-    /// A valid token whose id or subject is on the revocation list: `auth_revoked`.
-    Revoked,
-}
+pub use crate::outcome::Refusal;
 
 /// The verification outcome before the cache: a refusal, or a key id the key set lacks.
 #[derive(Debug)]

@@ -11,25 +11,24 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod mint;
-pub mod principal;
 pub mod revocation;
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use crate::stage::Next;
-use axum::extract::Request;
-use axum::response::Response;
+use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderMap, HeaderValue, header};
+use tower::{Layer, Service};
 
-use crate::audit::{Outcome, Tally};
 use crate::config::{AuthSettings, TokenLocation};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::request_id::RequestContext;
+pub use crate::principal::Principal;
+use crate::stage::{Request, Response, StageResult, take_ready};
 use cache::TokenCache;
 use jwks::KeyStore;
 use jwt::{Failure, MAX_TOKEN_BYTES, Policy, Refusal};
-pub use principal::Principal;
 use revocation::Revocations;
 
 /// Everything the authentication stage needs, built once from `[auth]`.
@@ -93,22 +92,19 @@ impl Authenticator {
     }
 
     /// Verifies a token (from the cache when it was verified before) and refuses it when its id
-    /// or subject is revoked; the revocation check runs on every request, cached or not.
+    /// or subject is revoked; the revocation check runs on every request, cached or not. A token
+    /// signed by a key id the key set lacks waits for one refetch of the key set.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
-        let principal = self.verify_signed(token).await?;
-        if self
-            .revocations
-            .as_ref()
-            .is_some_and(|r| r.refuses(&principal))
-        {
-            return Err(Refusal::Revoked);
+        match self.verify_now(token) {
+            Attempt::Done(result) => result,
+            Attempt::UnknownKid => self.verify_after_refetch(token).await,
         }
-        Ok(principal)
     }
 
-    async fn verify_signed(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
+    /// Verifies a token with the keys in force now, without waiting.
+    fn verify_now(&self, token: &str) -> Attempt {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(Refusal::Invalid("token_too_large"));
+            return Attempt::Done(Err(Refusal::Invalid("token_too_large")));
         }
         let now = mint::unix_now();
         let digest = TokenCache::digest(token);
@@ -116,19 +112,30 @@ impl Authenticator {
             let keys = self.keys.keys();
             if let Some(principal) = self.cache.get(&digest, now, &keys) {
                 self.metrics.token_cache_hits.inc();
-                return Ok(principal);
+                return Attempt::Done(self.unless_revoked(principal));
             }
         }
         self.metrics.token_cache_misses.inc();
-        let first = jwt::verify(token, &self.keys.keys(), &self.policy);
-        let result = match first {
-            Err(Failure::UnknownKid) => {
-                // Boxed: rare, and a cache hit would otherwise carry (and copy) its space.
-                Box::pin(self.keys.refetch_for_unknown_kid()).await;
-                jwt::verify(token, &self.keys.keys(), &self.policy)
-            }
-            other => other,
-        };
+        match jwt::verify(token, &self.keys.keys(), &self.policy) {
+            Err(Failure::UnknownKid) => Attempt::UnknownKid,
+            result => Attempt::Done(self.settle(result, digest, now)),
+        }
+    }
+
+    /// The rare path: refetches the key set for an unknown key id, then verifies once more.
+    async fn verify_after_refetch(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
+        self.keys.refetch_for_unknown_kid().await;
+        let result = jwt::verify(token, &self.keys.keys(), &self.policy);
+        self.settle(result, TokenCache::digest(token), mint::unix_now())
+    }
+
+    /// Counts, caches and checks against the revocation list a verification's result.
+    fn settle(
+        &self,
+        result: Result<jwt::Verified, Failure>,
+        digest: cache::TokenDigest,
+        now: u64,
+    ) -> Result<Arc<Principal>, Refusal> {
         match result {
             Ok(verified) => {
                 self.metrics.verification("ok");
@@ -140,7 +147,7 @@ impl Authenticator {
                     verified.kid,
                     verified.key_fingerprint,
                 );
-                Ok(verified.principal)
+                self.unless_revoked(verified.principal)
             }
             Err(Failure::UnknownKid) => {
                 self.metrics.verification("refused");
@@ -152,54 +159,122 @@ impl Authenticator {
             }
         }
     }
+
+    fn unless_revoked(&self, principal: Arc<Principal>) -> Result<Arc<Principal>, Refusal> {
+        if self
+            .revocations
+            .as_ref()
+            .is_some_and(|r| r.refuses(&principal))
+        {
+            return Err(Refusal::Revoked);
+        }
+        Ok(principal)
+    }
+
+    /// Admits a request whose token gave `verdict`: 401 or 403, or the request without its
+    /// credential and with its principal in the context.
+    fn admit(
+        &self,
+        request: &mut Request,
+        verdict: Result<Arc<Principal>, Refusal>,
+    ) -> Result<(), GatewayError> {
+        let principal = verdict.map_err(GatewayError::Unauthenticated)?;
+        let context = RequestContext::of_mut(request);
+        if !principal.has_scopes(&self.required_scopes) {
+            if let Some(context) = context {
+                context.facts.set_user(&principal.user);
+            }
+            return Err(GatewayError::Forbidden);
+        }
+        if let Some(context) = context {
+            context.set_principal(principal);
+        }
+        remove_credentials(request.headers_mut(), &self.location);
+        Ok(())
+    }
+}
+
+/// A verification with the keys in force now.
+enum Attempt {
+    /// Decided: the principal, or why the token is refused.
+    Done(Result<Arc<Principal>, Refusal>),
+    /// The token names a key id the key set lacks: a refetch may find it.
+    UnknownKid,
 }
 
 /// Layer: 401 without a valid token, 403 without the required scopes; on success the request
-/// carries the [`Principal`] and no longer carries the token.
-pub async fn authenticate(
+/// carries the [`Principal`] in its context and no longer carries the token.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
     auth: Arc<Authenticator>,
-    mut request: Request,
-    next: impl Next,
-) -> Response {
-    if auth.public_paths.iter().any(|p| p == request.uri().path()) {
-        remove_credentials(request.headers_mut(), &auth.location);
-        return next.run(request).await;
-    }
-    let verdict = match extract_token(request.headers(), &auth.location) {
-        Ok(token) => auth.verify(token).await,
-        Err(refusal) => Err(refusal),
-    };
-    let principal = match verdict {
-        Ok(principal) => principal,
-        Err(refusal) => {
-            let id = RequestContext::id_of(&request);
-            return GatewayError::Unauthenticated(refusal).into_response(&id);
-        }
-    };
-    if !principal.has_scopes(&auth.required_scopes) {
-        let id = RequestContext::id_of(&request);
-        let mut response = GatewayError::Forbidden.into_response(&id);
-        with_user(&mut response, &principal);
-        return response;
-    }
-    remove_credentials(request.headers_mut(), &auth.location);
-    if let Some(tally) = request.extensions().get::<Arc<Tally>>() {
-        tally.set_user(&principal.user);
-    }
-    request.extensions_mut().insert(principal.clone());
-    let mut response = next.run(request).await;
-    with_user(&mut response, &principal);
-    response
 }
 
-fn with_user(response: &mut Response, principal: &Principal) {
-    match response.extensions_mut().get_mut::<Outcome>() {
-        Some(outcome) => outcome.user = Some(principal.user.clone()),
-        None => {
-            response.extensions_mut().insert(Outcome {
-                user: Some(principal.user.clone()),
-                ..Outcome::default()
-            });
+impl AuthLayer {
+    /// The layer for `auth`.
+    pub fn new(auth: Arc<Authenticator>) -> AuthLayer {
+        AuthLayer { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate {
+            auth: self.auth.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    auth: Arc<Authenticator>,
+    inner: S,
+}
+
+impl<S> Service<Request> for Authenticate<S>
+where
+    S: Service<Request, Response = Response, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = GatewayError;
+    type Future = Either<Ready<StageResult>, Either<S::Future, BoxFuture<'static, StageResult>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let auth = &self.auth;
+        if auth.public_paths.iter().any(|p| p == request.uri().path()) {
+            remove_credentials(request.headers_mut(), &auth.location);
+            return Either::Right(Either::Left(self.inner.call(request)));
+        }
+        let attempt = match extract_token(request.headers(), &auth.location) {
+            Ok(token) => match auth.verify_now(token) {
+                Attempt::Done(verdict) => Ok(verdict),
+                Attempt::UnknownKid => Err(token.to_owned()),
+            },
+            Err(refusal) => Ok(Err(refusal)),
+        };
+        match attempt {
+            Ok(verdict) => match auth.admit(&mut request, verdict) {
+                Ok(()) => Either::Right(Either::Left(self.inner.call(request))),
+                Err(refusal) => Either::Left(ready(Err(refusal))),
+            },
+            Err(token) => {
+                // Boxed: a key rotation's first tokens only.
+                let auth = auth.clone();
+                let mut inner = take_ready(&mut self.inner);
+                Either::Right(Either::Right(Box::pin(async move {
+                    let verdict = auth.verify_after_refetch(&token).await;
+                    auth.admit(&mut request, verdict)?;
+                    inner.call(request).await
+                })))
+            }
         }
     }
 }

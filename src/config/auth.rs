@@ -8,14 +8,14 @@ use std::time::Duration;
 use http::{HeaderName, Uri};
 use jsonwebtoken::Algorithm;
 
+use super::GATEWAY_HEADER_PREFIX;
 use super::raw::RawAuth;
 use super::secret::Secret;
 use super::{ConfigError, Locator};
 use crate::auth::jwks::RemoteJwksSettings;
 use crate::auth::keys::{VerifyingKey, hmac_key, keys_from_jwks};
 use crate::auth::revocation::RevokedList;
-use crate::headers::GATEWAY_HEADER_PREFIX;
-use crate::server::tls;
+use crate::tls;
 
 /// Default clock skew tolerated on `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);

@@ -22,12 +22,15 @@ use http::HeaderValue;
 use http::uri::{Authority, Scheme, Uri};
 use rustls_pki_types::CertificateDer;
 
-use crate::server::tls;
+use crate::tls;
 pub use auth::{AuthSettings, TokenLocation};
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
 use raw::RawConfig;
 use secret::Secret;
 pub use validation::ValidationSettings;
+
+/// Prefix of the headers only the gateway may set towards the upstream (identity headers).
+pub const GATEWAY_HEADER_PREFIX: &str = "x-portcullis-";
 
 /// Default client listener.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -424,7 +427,7 @@ fn validate_tracing(
     let Some(t) = &raw.tracing else {
         return Ok(None);
     };
-    if !crate::otlp::AVAILABLE {
+    if !cfg!(feature = "otlp") {
         return Err(at.error(
             "tracing.otlp_endpoint",
             "this build has no OTLP export; build with `cargo build --release --features otlp`",

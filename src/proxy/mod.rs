@@ -14,9 +14,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Version, header};
 use http_body::{Body as _, Frame, SizeHint};
@@ -25,24 +24,18 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
-use crate::audit::{Decision, Outcome};
-use crate::auth::Principal;
 use crate::config::UpstreamSettings;
-use crate::error::{BoxError, GatewayError};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::fault::{BoxError, UpstreamIdleTimeout};
 use crate::headers::{self, Forwarding};
 use crate::metrics::Metrics;
-use crate::request_id::RequestContext;
-use crate::server::tls;
-use crate::stage::Next;
+use crate::stage::{Request, Response, StageResult};
+use crate::tls;
 
 mod pool;
 
 use pool::{Lease, Pool};
-
-/// The error that ends a response stream whose upstream fell silent past `idle_timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream sent nothing for longer than upstream.idle_timeout")]
-pub struct UpstreamIdleTimeout;
 
 /// The upstream agent and the connection pool that reaches it.
 #[derive(Debug, Clone)]
@@ -135,31 +128,31 @@ impl Upstream {
     }
 
     /// Forwards one request and relays the answer; every failure becomes a sanitised error.
-    pub async fn forward(&self, mut request: Request) -> Response {
-        let Some(context) = request.extensions().get::<RequestContext>().cloned() else {
-            return GatewayError::Internal("request context missing").into_response("unknown");
-        };
-        let uri = match self.upstream_uri(request.uri().path_and_query()) {
-            Ok(uri) => uri,
-            Err(e) => {
-                return GatewayError::UpstreamUnavailable(e.into()).into_response(context.id_str());
-            }
-        };
+    pub async fn forward(&self, request: Request) -> StageResult {
+        let uri = self
+            .upstream_uri(request.uri().path_and_query())
+            .map_err(|e| GatewayError::UpstreamUnavailable(e.into()))?;
         let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
             let authority = request.uri().authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-        let principal = request.extensions().get::<Arc<Principal>>().cloned();
+        let (parts, body) = request.into_parts();
+        let mut parts = parts;
+        let Some(context) = parts.extensions.get::<RequestContext>() else {
+            return Err(GatewayError::Internal("request context missing"));
+        };
+        let facts = context.facts.clone();
         headers::prepare_upstream_request(
-            request.headers_mut(),
+            &mut parts.headers,
             Forwarding {
-                context: &context,
+                context,
                 original_host: original_host.as_ref(),
                 upstream_host: &self.host,
-                principal: principal.as_deref(),
+                principal: context.principal.as_deref(),
                 credential: self.settings.credential.as_ref(),
             },
         );
+        let mut request = Request::from_parts(parts, body);
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         // A slot for this exchange, or a bounded wait for one: an upstream that stops answering
@@ -173,7 +166,7 @@ impl Upstream {
             .await
             {
                 Ok(Ok(slot)) => slot,
-                _ => return GatewayError::Overloaded.into_response(context.id_str()),
+                _ => return Err(GatewayError::Overloaded),
             },
         };
 
@@ -184,12 +177,12 @@ impl Upstream {
         )
         .await;
         let (mut response, lease) = match answer {
-            Err(_) => return GatewayError::UpstreamTimeout.into_response(context.id_str()),
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) => {
                 // The client, not the upstream, may have failed: its body stopped arriving.
-                let error = crate::body_deadline::client_fault(&*e)
-                    .unwrap_or(GatewayError::UpstreamUnavailable(e));
-                return error.into_response(context.id_str());
+                return Err(
+                    GatewayError::client_fault(&*e).unwrap_or(GatewayError::UpstreamUnavailable(e))
+                );
             }
             Ok(Ok(answer)) => answer,
         };
@@ -200,20 +193,16 @@ impl Upstream {
         let status = response.status();
         if status.is_server_error() {
             // The upstream's error body may hold stack traces or internal names: drop it.
-            return GatewayError::UpstreamStatus(status).into_response(context.id_str());
+            return Err(GatewayError::UpstreamStatus(status));
         }
         headers::strip_hop_by_hop(response.headers_mut());
-        response.extensions_mut().insert(Outcome {
-            decision: Decision::Allowed,
-            upstream_status: Some(status.as_u16()),
-            ..Outcome::default()
-        });
+        facts.set_upstream_status(status.as_u16());
         let keepalive = self
             .settings
             .sse_keepalive
             .filter(|_| is_event_stream(response.headers()));
         let idle_timeout = self.settings.idle_timeout;
-        response.map(|body| {
+        Ok(response.map(|body| {
             Body::new(UpstreamBody::new(
                 body,
                 idle_timeout,
@@ -221,7 +210,7 @@ impl Upstream {
                 slot,
                 lease,
             ))
-        })
+        }))
     }
 }
 
@@ -233,13 +222,23 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-/// The innermost handler: forwards to the upstream.
+/// The innermost service: forwards to the upstream.
 #[derive(Debug, Clone)]
 pub struct Forward(pub Arc<Upstream>);
 
-impl Next for Forward {
-    async fn run(self, request: Request) -> Response {
-        self.0.forward(request).await
+impl tower::Service<Request> for Forward {
+    type Response = Response;
+    type Error = GatewayError;
+    /// Boxed: the upstream round trip is the one future every forwarded request allocates.
+    type Future = BoxFuture<'static, StageResult>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let upstream = self.0.clone();
+        Box::pin(async move { upstream.forward(request).await })
     }
 }
 

@@ -251,7 +251,7 @@ mod tests {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::server::tls::upstream_client_config(&[]).unwrap())
+            .with_tls_config(crate::tls::upstream_client_config(&[]).unwrap())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

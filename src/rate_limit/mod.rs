@@ -11,31 +11,28 @@ pub mod per_ip;
 pub mod redis;
 pub mod window;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::stage::Next;
-use axum::extract::Request;
-use axum::response::Response;
-use http::HeaderName;
+use futures_util::future::{BoxFuture, Either, Ready, ready};
+use tower::{Layer, Service};
 
-use crate::auth::Principal;
 use crate::config::{FailureMode, RateLimitBackend, RateLimitSettings};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::headers::number_value;
+use crate::headers::RateLimitState;
 use crate::metrics::Metrics;
-use crate::request_id::RequestContext;
+use crate::principal::Principal;
+use crate::stage::{Request, Response, StageResult, take_ready};
 use memory::{Limit, MemoryStore, Overflow};
 use redis::RedisStore;
 use window::Verdict;
 
 /// How long after a Redis failure the limiter stays on its fallback before trying Redis again.
 pub const REDIS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-
-static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// One limit class: the default, or an override for a claim value.
 #[derive(Debug, Clone)]
@@ -141,39 +138,47 @@ impl RateLimiter {
 
     /// Decides one request for `user` in `class`.
     pub async fn check(&self, class: usize, user: &Arc<str>) -> Check {
-        if let Some(shared) = &self.shared {
-            let now = self.local.now_ms();
-            if !shared.in_outage.load(Ordering::Relaxed)
-                || now >= shared.retry_at_ms.load(Ordering::Relaxed)
-            {
-                let limit = self.classes.get(class).map_or(self.default, |c| c.limit);
-                // Boxed: in memory-only mode every request would otherwise carry (and copy) the
-                // Redis round trip's space.
-                let decided = Box::pin(shared.store.decide(&redis::key(class, user), limit)).await;
-                match decided {
-                    Ok(verdict) => {
-                        if shared.in_outage.swap(false, Ordering::Relaxed) {
-                            tracing::info!("Redis answers again; rate limits are shared again");
-                        }
-                        return self.count(to_check(verdict));
+        if let Some(shared) = self.redis_due() {
+            let limit = self.classes.get(class).map_or(self.default, |c| c.limit);
+            match shared.store.decide(&redis::key(class, user), limit).await {
+                Ok(verdict) => {
+                    if shared.in_outage.swap(false, Ordering::Relaxed) {
+                        tracing::info!("Redis answers again; rate limits are shared again");
                     }
-                    Err(e) => {
-                        self.metrics.rate_limit_redis_errors.inc();
-                        shared.retry_at_ms.store(
-                            now + REDIS_RETRY_INTERVAL.as_millis() as u64,
-                            Ordering::Relaxed,
+                    return self.count(to_check(verdict));
+                }
+                Err(e) => {
+                    self.metrics.rate_limit_redis_errors.inc();
+                    shared.retry_at_ms.store(
+                        self.local.now_ms() + REDIS_RETRY_INTERVAL.as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                    if !shared.in_outage.swap(true, Ordering::Relaxed) {
+                        self.metrics.rate_limit_redis_outages.inc();
+                        tracing::warn!(
+                            error = %e,
+                            failure_mode = shared.mode.as_str(),
+                            "Redis is unreachable; rate limiting falls back until it answers"
                         );
-                        if !shared.in_outage.swap(true, Ordering::Relaxed) {
-                            self.metrics.rate_limit_redis_outages.inc();
-                            tracing::warn!(
-                                error = %e,
-                                failure_mode = shared.mode.as_str(),
-                                "Redis is unreachable; rate limiting falls back until it answers"
-                            );
-                        }
                     }
                 }
             }
+        }
+        self.check_without_redis(class, user)
+    }
+
+    /// The shared store, when this request should ask it: Redis is configured, and not in an
+    /// outage whose retry time is still ahead.
+    fn redis_due(&self) -> Option<&Shared> {
+        let shared = self.shared.as_ref()?;
+        let due = !shared.in_outage.load(Ordering::Relaxed)
+            || self.local.now_ms() >= shared.retry_at_ms.load(Ordering::Relaxed);
+        due.then_some(shared)
+    }
+
+    /// Decides in memory: the only store, or the fallback while Redis is unreachable.
+    fn check_without_redis(&self, class: usize, user: &Arc<str>) -> Check {
+        if let Some(shared) = &self.shared {
             self.metrics.rate_limit_fallback_decisions.inc();
             match shared.mode {
                 FailureMode::Closed => return Check::Unavailable,
@@ -242,57 +247,182 @@ fn to_check(verdict: Verdict) -> Check {
     }
 }
 
-fn set_headers(response: &mut Response, verdict: &Verdict) {
-    let headers = response.headers_mut();
-    headers.insert(RATELIMIT_LIMIT.clone(), number_value(verdict.limit));
-    headers.insert(RATELIMIT_REMAINING.clone(), number_value(verdict.remaining));
-    headers.insert(RATELIMIT_RESET.clone(), number_value(verdict.reset_secs));
+fn state(verdict: &Verdict) -> RateLimitState {
+    RateLimitState {
+        limit: verdict.limit,
+        remaining: verdict.remaining,
+        reset_secs: verdict.reset_secs,
+    }
+}
+
+/// What a decision means for the request: pass it on with these headers for its answer, or
+/// refuse it.
+fn decided(check: Check) -> Result<RateLimitState, GatewayError> {
+    match check {
+        Check::Admit(verdict) => Ok(state(&verdict)),
+        Check::Refuse(verdict) => Err(GatewayError::RateLimited {
+            retry_after: verdict.retry_after_secs,
+            rule: "user_limit",
+            state: Some(state(&verdict)),
+        }),
+        Check::CapReached(retry_after) => Err(GatewayError::RateLimited {
+            retry_after,
+            rule: "tracked_users_cap",
+            state: None,
+        }),
+        Check::Unavailable => Err(GatewayError::LimiterUnavailable),
+    }
 }
 
 /// Layer: the per-user limit. Keyed by the authenticated user; without authentication (or on a
-/// public path) by the client address.
-pub async fn enforce(limiter: Arc<RateLimiter>, request: Request, next: impl Next) -> Response {
-    let principal = request.extensions().get::<Arc<Principal>>().cloned();
-    let key: Arc<str> = match &principal {
-        Some(p) => p.user.clone(),
-        None => request.extensions().get::<RequestContext>().map_or_else(
-            || Arc::from("unknown"),
-            |c| Arc::from(c.client_ip.to_string()),
-        ),
-    };
-    let class = limiter.class_of(principal.as_deref());
-    // A reference-counted clone of the id, made text only on a refusal.
-    let context_id = request
-        .extensions()
-        .get::<RequestContext>()
-        .map(|c| c.id.clone());
-    let id = || {
-        context_id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("unknown")
-            .to_owned()
-    };
-    match limiter.check(class, &key).await {
-        Check::Admit(verdict) => {
-            let mut response = next.run(request).await;
-            set_headers(&mut response, &verdict);
-            response
+/// public path) by the client address. Admitted answers carry the `RateLimit-*` headers.
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limiter: Arc<RateLimiter>,
+}
+
+impl RateLimitLayer {
+    /// The layer for `limiter`.
+    pub fn new(limiter: Arc<RateLimiter>) -> RateLimitLayer {
+        RateLimitLayer { limiter }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            limiter: self.limiter.clone(),
+            inner,
         }
-        Check::Refuse(verdict) => {
-            let mut response = GatewayError::RateLimited {
-                retry_after: verdict.retry_after_secs,
-                rule: "user_limit",
+    }
+}
+
+/// The service of [`RateLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    limiter: Arc<RateLimiter>,
+    inner: S,
+}
+
+impl<S> Service<Request> for RateLimit<S>
+where
+    S: Service<Request, Response = Response, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = GatewayError;
+    type Future = Either<
+        Ready<StageResult>,
+        Either<WithRateHeaders<S::Future>, BoxFuture<'static, StageResult>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let context = RequestContext::of(&request);
+        let principal = context.and_then(|c| c.principal.as_deref());
+        let key: Arc<str> = match (principal, context) {
+            (Some(p), _) => p.user.clone(),
+            (None, Some(c)) => Arc::from(c.client_ip.to_string()),
+            (None, None) => Arc::from("unknown"),
+        };
+        let class = self.limiter.class_of(principal);
+        if self.limiter.redis_due().is_none() {
+            return match decided(self.limiter.check_without_redis(class, &key)) {
+                Ok(state) => Either::Right(Either::Left(WithRateHeaders {
+                    inner: self.inner.call(request),
+                    state,
+                })),
+                Err(refusal) => Either::Left(ready(Err(refusal))),
+            };
+        }
+        // Boxed: the Redis round trip.
+        let limiter = self.limiter.clone();
+        let mut inner = take_ready(&mut self.inner);
+        Either::Right(Either::Right(Box::pin(async move {
+            let state = decided(limiter.check(class, &key).await)?;
+            WithRateHeaders {
+                inner: inner.call(request),
+                state,
             }
-            .into_response(&id());
-            set_headers(&mut response, &verdict);
-            response
+            .await
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of an admitted request: its answer gets the `RateLimit-*` headers.
+    pub struct WithRateHeaders<F> {
+        #[pin]
+        inner: F,
+        state: RateLimitState,
+    }
+}
+
+impl<F: Future<Output = StageResult>> Future for WithRateHeaders<F> {
+    type Output = StageResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StageResult> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        this.state.write(response.headers_mut());
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tower::{Layer, ServiceExt};
+
+    use super::{RateLimitLayer, RateLimiter};
+    use crate::config::{RateLimitBackend, RateLimitSettings};
+    use crate::error::GatewayError;
+    use crate::metrics::Metrics;
+    use crate::rate_limit::memory::Limit;
+    use crate::stage::test_support::{recording, request};
+
+    #[tokio::test]
+    async fn admitted_answers_carry_the_headers_and_the_next_request_is_refused() {
+        let settings = RateLimitSettings {
+            default: Some(Limit {
+                requests: 2,
+                window: Duration::from_secs(60),
+            }),
+            overrides: Vec::new(),
+            backend: RateLimitBackend::Memory,
+            max_tracked_users: 100,
+            per_ip: None,
+        };
+        let limiter = RateLimiter::new(&settings, Arc::new(Metrics::new()))
+            .unwrap()
+            .unwrap();
+        let layer = RateLimitLayer::new(Arc::new(limiter));
+        let (inner, seen) = recording("ok");
+        for remaining in ["1", "0"] {
+            let response = layer
+                .layer(inner.clone())
+                .oneshot(request("GET", "/", ""))
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["ratelimit-limit"], "2");
+            assert_eq!(response.headers()["ratelimit-remaining"], remaining);
         }
-        Check::CapReached(retry_after) => GatewayError::RateLimited {
-            retry_after,
-            rule: "tracked_users_cap",
-        }
-        .into_response(&id()),
-        Check::Unavailable => GatewayError::LimiterUnavailable.into_response(&id()),
+        let refused = layer.layer(inner).oneshot(request("GET", "/", "")).await;
+        let Err(GatewayError::RateLimited {
+            retry_after, state, ..
+        }) = refused
+        else {
+            panic!("the third request was not refused");
+        };
+        assert!(retry_after >= 1);
+        assert_eq!(state.map(|s| s.remaining), Some(0));
+        assert_eq!(seen.lock().unwrap().len(), 2);
     }
 }

@@ -6,17 +6,14 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
-use crate::stage::Next;
-use axum::extract::Request;
-use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::window::ceil_secs;
+use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::request_id::RequestContext;
+use crate::stage::{Check, Request};
 
 /// GCRA per client address.
 pub struct FloodGuard {
@@ -42,7 +39,7 @@ impl FloodGuard {
     }
 
     /// `Ok` to admit, or the seconds until this address may send again (at least 1).
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+    pub fn admit(&self, ip: IpAddr) -> Result<(), u64> {
         self.limiter.check_key(&ip).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             ceil_secs(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
@@ -61,15 +58,13 @@ impl FloodGuard {
     }
 }
 
-/// Layer: 429 `ip_rate_limited` for an address over its rate.
-pub async fn guard(guard: Arc<FloodGuard>, request: Request, next: impl Next) -> Response {
-    let Some(context) = request.extensions().get::<RequestContext>() else {
-        return next.run(request).await;
-    };
-    match guard.check(context.client_ip) {
-        Ok(()) => next.run(request).await,
-        Err(retry_after) => {
-            GatewayError::IpRateLimited { retry_after }.into_response(context.id_str())
-        }
+/// Check: 429 `ip_rate_limited` for an address over its rate.
+impl Check for FloodGuard {
+    fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
+        let Some(context) = RequestContext::of(request) else {
+            return Ok(());
+        };
+        self.admit(context.client_ip)
+            .map_err(|retry_after| GatewayError::IpRateLimited { retry_after })
     }
 }

@@ -20,14 +20,14 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerSettings;
+use crate::context::ConnInfo;
 use crate::metrics::Metrics;
-use crate::request_id::ConnInfo;
-use crate::stage::Served;
+use crate::pipeline::Served;
 
 use super::Policies;
 use super::framing::{Findings, FramingGuard};
 use super::io::WriteDeadline;
-use super::tls::CertStore;
+use crate::tls::CertStore;
 
 /// HTTP/2 streams a client may have open on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;

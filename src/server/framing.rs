@@ -24,43 +24,11 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub use crate::head_limit::Violation;
+
 /// Bytes kept of each head line: enough for the longest header name looked at
 /// (`transfer-encoding`) and a `Content-Length` value.
 pub const LINE_KEEP: usize = 64;
-
-/// Why a request's framing is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Violation {
-    /// `Content-Length` and `Transfer-Encoding` in one head.
-    LengthWithTransferEncoding,
-    /// A head line (or an empty line before the head) ended by LF without CR.
-    BareLineFeed,
-}
-
-impl Violation {
-    /// The rule named in the 400 answer and the audit record.
-    pub fn rule(self) -> &'static str {
-        match self {
-            Violation::LengthWithTransferEncoding => "content_length_with_transfer_encoding",
-            Violation::BareLineFeed => "bare_lf_line_ending",
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            Violation::LengthWithTransferEncoding => 1,
-            Violation::BareLineFeed => 2,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Violation> {
-        match code {
-            1 => Some(Violation::LengthWithTransferEncoding),
-            2 => Some(Violation::BareLineFeed),
-            _ => None,
-        }
-    }
-}
 
 /// What the guard found on one connection, shared with that connection's service.
 #[derive(Debug, Default)]

@@ -10,7 +10,6 @@ pub mod framing;
 pub mod io;
 pub mod policy;
 pub mod reload;
-pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,9 +26,9 @@ use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::otlp::SpanExport;
+use crate::tls::CertStore;
 use policy::{Policy, Shared};
 pub use reload::Reloader;
-use tls::CertStore;
 
 /// The policy in force, swapped whole by a reload; requests load it as they arrive.
 pub type Policies = Arc<ArcSwap<Policy>>;

@@ -13,6 +13,7 @@ use crate::auth::Authenticator;
 use crate::auth::jwks::KeyStore;
 use crate::auth::revocation::Revocations;
 use crate::config::{Config, RateLimitSettings};
+use crate::context::ClientAddress;
 use crate::headers::SecurityHeaders;
 use crate::metrics::Metrics;
 use crate::otlp::SpanExport;
@@ -20,12 +21,11 @@ use crate::pipeline::{self, Pipeline, Stages};
 use crate::proxy::Upstream;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::per_ip::FloodGuard;
-use crate::request_id::ClientAddress;
 use crate::validate::Validator;
 
 use super::StartError;
 use super::conn::ConnSettings;
-use super::tls::CertStore;
+use crate::tls::CertStore;
 
 /// What every policy shares and no reload replaces.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use crate::config::{Config, DEFAULT_TLS_WATCH_INTERVAL};
 
 use super::Policies;
 use super::policy::{Policy, Shared};
-use super::tls::Rotation;
+use crate::tls::Rotation;
 
 /// How often the revocation list file is checked: a revocation applies within about this time.
 pub const REVOCATION_WATCH_INTERVAL: Duration = Duration::from_secs(1);

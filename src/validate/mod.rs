@@ -11,26 +11,24 @@ pub mod normalize;
 pub mod rules;
 
 use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::stage::Next;
 use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::{Method, header};
 use http_body::Body as _;
-use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{Layer, Service};
 
-use crate::audit::Outcome;
-use crate::body_deadline;
 use crate::config::ValidationSettings;
+use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::request_id::RequestContext;
+use crate::stage::{Request, Response, StageResult, take_ready};
 use body::{BodyProblem, check_json, check_query};
 use rules::{Action, Rule};
 
@@ -102,102 +100,275 @@ fn injection(rule: &Rule) -> GatewayError {
     }
 }
 
-/// Layer: the checks of the module documentation, in order; the body is forwarded unchanged.
-pub async fn validate(validator: Arc<Validator>, request: Request, next: impl Next) -> Response {
-    // The id as a header value: a reference-counted clone, made text only on a refusal.
-    let context_id = request
-        .extensions()
-        .get::<RequestContext>()
-        .map(|c| c.id.clone());
-    let id = IdText(context_id);
-    let mut logged: Option<Rule> = None;
-    if let Some(query) = request.uri().query()
-        && let Some(rule) = check_query(query, &validator.settings.rules)
-    {
-        validator.matched(rule);
-        if rule.action == Action::Block {
-            return injection(rule).into_response(id.text());
+/// What the head alone decides: refuse, pass on without reading, or read the body (of this
+/// kind, reserving this much of the buffer budget).
+enum HeadVerdict {
+    Pass,
+    Read { kind: MediaKind, reserve: usize },
+}
+
+impl Validator {
+    /// The checks the request head allows: the query string, the method, the declared length
+    /// and the media type.
+    fn check_head(&self, request: &Request) -> Result<HeadVerdict, GatewayError> {
+        if let Some(query) = request.uri().query()
+            && let Some(rule) = check_query(query, &self.settings.rules)
+        {
+            self.matched(rule);
+            if rule.action == Action::Block {
+                return Err(injection(rule));
+            }
+            note_rule(request, rule);
         }
-        logged = Some(rule.clone());
-    }
-    let empty = request.body().size_hint().exact() == Some(0);
-    let needs_body = matches!(
-        *request.method(),
-        Method::POST | Method::PUT | Method::PATCH
-    );
-    if empty && !needs_body {
-        return forward(request, next, logged).await;
-    }
-    let max = validator.settings.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return GatewayError::BodyTooLarge.into_response(id.text());
-    }
-    let kind = validator.media_kind(&request);
-    if empty {
-        return if kind == MediaKind::OtherAllowed {
-            forward(request, next, logged).await
-        } else {
-            GatewayError::InvalidJson("empty_body").into_response(id.text())
-        };
-    }
-    if kind == MediaKind::Unsupported {
-        return GatewayError::UnsupportedMediaType.into_response(id.text());
-    }
-    // Room in the buffer budget for the whole body (the declared length, or the most allowed),
-    // held until the body is forwarded; no room within BUFFER_WAIT is a 503, never an OOM.
-    let reserve = declared.map_or(max, |n| n as usize).max(1);
-    let Some(reserved) = reserve_buffer(&validator.buffer_budget, reserve).await else {
-        return GatewayError::Overloaded.into_response(id.text());
-    };
-    let (parts, body) = request.into_parts();
-    let bytes = match read_body(body, max, reserve).await {
-        Ok(bytes) => bytes,
-        Err(BodyRead::TooLarge) => return GatewayError::BodyTooLarge.into_response(id.text()),
-        Err(BodyRead::Failed(e)) => {
-            let error = body_deadline::client_fault(&e)
-                .unwrap_or(GatewayError::InvalidJson("body_unreadable"));
-            return error.into_response(id.text());
+        let empty = request.body().size_hint().exact() == Some(0);
+        let needs_body = matches!(
+            *request.method(),
+            Method::POST | Method::PUT | Method::PATCH
+        );
+        if empty && !needs_body {
+            return Ok(HeadVerdict::Pass);
         }
-    };
-    if kind == MediaKind::Json {
-        let settings = &validator.settings;
-        match check_json(
-            &bytes,
-            &settings.rules,
-            settings.max_json_depth,
-            settings.max_input_chars,
-        ) {
-            Ok(findings) => {
-                if let Some(rule) = findings.logged {
-                    validator.matched(&rule);
-                    logged = logged.or(Some(rule));
+        let max = self.settings.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        let kind = self.media_kind(request);
+        if empty {
+            return if kind == MediaKind::OtherAllowed {
+                Ok(HeadVerdict::Pass)
+            } else {
+                Err(GatewayError::InvalidJson("empty_body"))
+            };
+        }
+        if kind == MediaKind::Unsupported {
+            return Err(GatewayError::UnsupportedMediaType);
+        }
+        // Room in the buffer budget for the whole body (the declared length, or the most
+        // allowed), held until the body is forwarded; no room within BUFFER_WAIT is a 503.
+        let reserve = declared.map_or(max, |n| n as usize).max(1);
+        Ok(HeadVerdict::Read { kind, reserve })
+    }
+
+    /// The checks of the whole body; the request goes on with the body it arrived with, now
+    /// also in its context for later stages.
+    fn check_body(
+        &self,
+        mut parts: http::request::Parts,
+        bytes: Bytes,
+        kind: MediaKind,
+        reserved: OwnedSemaphorePermit,
+    ) -> Result<Request, GatewayError> {
+        if kind == MediaKind::Json {
+            let settings = &self.settings;
+            match check_json(
+                &bytes,
+                &settings.rules,
+                settings.max_json_depth,
+                settings.max_input_chars,
+            ) {
+                Ok(findings) => {
+                    if let Some(rule) = findings.logged {
+                        self.matched(&rule);
+                        if let Some(context) = parts.extensions.get::<RequestContext>() {
+                            context.facts.note_rule(Cow::Owned(rule.id));
+                        }
+                    }
+                }
+                Err(BodyProblem::InvalidJson(reason)) => {
+                    return Err(GatewayError::InvalidJson(reason));
+                }
+                Err(BodyProblem::TooLong) => return Err(GatewayError::InputTooLong),
+                Err(BodyProblem::Injection(rule)) => {
+                    self.matched(&rule);
+                    return Err(injection(&rule));
                 }
             }
-            Err(BodyProblem::InvalidJson(reason)) => {
-                return GatewayError::InvalidJson(reason).into_response(id.text());
-            }
-            Err(BodyProblem::TooLong) => {
-                return GatewayError::InputTooLong.into_response(id.text());
-            }
-            Err(BodyProblem::Injection(rule)) => {
-                validator.matched(&rule);
-                return injection(&rule).into_response(id.text());
+        }
+        if let Some(context) = parts.extensions.get_mut::<RequestContext>() {
+            context.body = Some(bytes.clone());
+        }
+        Ok(Request::from_parts(
+            parts,
+            Body::new(BudgetedBody {
+                data: Some(bytes),
+                reserved: Some(reserved),
+            }),
+        ))
+    }
+}
+
+/// Records a shadow-mode match in the request's audit facts.
+fn note_rule(request: &Request, rule: &Rule) {
+    if let Some(context) = RequestContext::of(request) {
+        context.facts.note_rule(Cow::Owned(rule.id.clone()));
+    }
+}
+
+/// Layer: the checks of the module documentation, in order; the body is forwarded unchanged.
+#[derive(Debug, Clone)]
+pub struct ValidationLayer {
+    validator: Arc<Validator>,
+}
+
+impl ValidationLayer {
+    /// The layer for `validator`.
+    pub fn new(validator: Arc<Validator>) -> ValidationLayer {
+        ValidationLayer { validator }
+    }
+}
+
+impl<S> Layer<S> for ValidationLayer {
+    type Service = Validate<S>;
+
+    fn layer(&self, inner: S) -> Validate<S> {
+        Validate {
+            validator: self.validator.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`ValidationLayer`].
+#[derive(Debug, Clone)]
+pub struct Validate<S> {
+    validator: Arc<Validator>,
+    inner: S,
+}
+
+impl<S> Service<Request> for Validate<S>
+where
+    S: Service<Request, Response = Response, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = GatewayError;
+    #[allow(clippy::type_complexity)]
+    type Future = Either<
+        Ready<StageResult>,
+        Either<S::Future, Either<ValidateFuture<S, S::Future>, BoxFuture<'static, StageResult>>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let (kind, reserve) = match self.validator.check_head(&request) {
+            Err(refusal) => return Either::Left(ready(Err(refusal))),
+            Ok(HeadVerdict::Pass) => return Either::Right(Either::Left(self.inner.call(request))),
+            Ok(HeadVerdict::Read { kind, reserve }) => (kind, reserve),
+        };
+        let validator = self.validator.clone();
+        let inner = take_ready(&mut self.inner);
+        let units = u32::try_from(reserve).unwrap_or(u32::MAX);
+        let (parts, body) = request.into_parts();
+        let reader = BodyReader::new(body, validator.settings.max_body_bytes, reserve);
+        match validator
+            .buffer_budget
+            .clone()
+            .try_acquire_many_owned(units)
+        {
+            Ok(reserved) => Either::Right(Either::Right(Either::Left(ValidateFuture::Reading {
+                reader,
+                read: Some(ReadThen {
+                    validator,
+                    parts,
+                    kind,
+                    reserved,
+                    inner,
+                }),
+            }))),
+            // Boxed: only while the budget is taken (a flood of large bodies).
+            Err(_) => Either::Right(Either::Right(Either::Right(Box::pin(async move {
+                let budget = validator.buffer_budget.clone();
+                let reserved = tokio::time::timeout(BUFFER_WAIT, budget.acquire_many_owned(units))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or(GatewayError::Overloaded)?;
+                ValidateFuture::Reading {
+                    reader,
+                    read: Some(ReadThen {
+                        validator,
+                        parts,
+                        kind,
+                        reserved,
+                        inner,
+                    }),
+                }
+                .await
+            })))),
+        }
+    }
+}
+
+/// What follows the reading of a body: its checks, then the rest of the stack.
+pub struct ReadThen<S> {
+    validator: Arc<Validator>,
+    parts: http::request::Parts,
+    kind: MediaKind,
+    reserved: OwnedSemaphorePermit,
+    inner: S,
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Validate`] for a request whose body is read: the body arrives,
+    /// is checked whole, and the request goes on.
+    #[project = ValidateProj]
+    #[allow(missing_docs)] // the variants say what their fields are
+    pub enum ValidateFuture<S, F> {
+        /// The body is arriving.
+        Reading { reader: BodyReader, read: Option<ReadThen<S>> },
+        /// The checked request is with the rest of the stack.
+        Forwarding { #[pin] inner: F },
+    }
+}
+
+impl<S> Future for ValidateFuture<S, S::Future>
+where
+    S: Service<Request, Response = Response, Error = GatewayError>,
+{
+    type Output = StageResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StageResult> {
+        loop {
+            match self.as_mut().project() {
+                ValidateProj::Reading { reader, read } => {
+                    let bytes = match std::task::ready!(reader.poll_read(cx)) {
+                        Ok(bytes) => bytes,
+                        Err(BodyRead::TooLarge) => {
+                            return Poll::Ready(Err(GatewayError::BodyTooLarge));
+                        }
+                        Err(BodyRead::Failed(e)) => {
+                            let error = GatewayError::client_fault(&e)
+                                .unwrap_or(GatewayError::InvalidJson("body_unreadable"));
+                            return Poll::Ready(Err(error));
+                        }
+                    };
+                    let Some(then) = read.take() else {
+                        return Poll::Ready(Err(GatewayError::Internal("body read twice")));
+                    };
+                    let ReadThen {
+                        validator,
+                        parts,
+                        kind,
+                        reserved,
+                        mut inner,
+                    } = then;
+                    let request = validator.check_body(parts, bytes, kind, reserved)?;
+                    self.set(ValidateFuture::Forwarding {
+                        inner: inner.call(request),
+                    });
+                }
+                ValidateProj::Forwarding { inner } => return inner.poll(cx),
             }
         }
     }
-    let request = Request::from_parts(
-        parts,
-        Body::new(BudgetedBody {
-            data: Some(bytes),
-            reserved: Some(reserved),
-        }),
-    );
-    forward(request, next, logged).await
 }
 
 /// A buffered body that gives its room in the buffer budget back once it has been sent on.
@@ -211,12 +382,12 @@ impl http_body::Body for BudgetedBody {
     type Error = std::convert::Infallible;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let data = self.data.take();
         self.reserved = None;
-        std::task::Poll::Ready(data.map(|d| Ok(http_body::Frame::data(d))))
+        Poll::Ready(data.map(|d| Ok(http_body::Frame::data(d))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -239,79 +410,166 @@ enum BodyRead {
 /// Reads a whole body of at most `max` bytes into one buffer sized for `expected` bytes, so a
 /// body costs its own size in memory once (collecting chunks and then joining them costs it
 /// twice). A body that arrives in one frame is kept as it is, without a copy.
-async fn read_body(mut body: Body, max: usize, expected: usize) -> Result<Bytes, BodyRead> {
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<bytes::BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(BodyRead::Failed)?.into_data() else {
-            continue;
-        };
-        let held = first.as_ref().map_or(0, Bytes::len) + joined.as_ref().map_or(0, |j| j.len());
-        if held + data.len() > max {
-            return Err(BodyRead::TooLarge);
-        }
-        match (&mut first, &mut joined) {
-            (None, None) => first = Some(data),
-            (Some(_), None) => {
-                let mut buffer =
-                    bytes::BytesMut::with_capacity(expected.min(max).max(held + data.len()));
-                if let Some(head) = first.take() {
-                    buffer.extend_from_slice(&head);
-                }
-                buffer.extend_from_slice(&data);
-                joined = Some(buffer);
-            }
-            (_, Some(buffer)) => buffer.extend_from_slice(&data),
+pub struct BodyReader {
+    body: Body,
+    max: usize,
+    expected: usize,
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl BodyReader {
+    fn new(body: Body, max: usize, expected: usize) -> BodyReader {
+        BodyReader {
+            body,
+            max,
+            expected,
+            first: None,
+            joined: None,
         }
     }
-    Ok(match (first, joined) {
-        (_, Some(buffer)) => buffer.freeze(),
-        (Some(only), None) => only,
-        (None, None) => Bytes::new(),
-    })
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, BodyRead>> {
+        loop {
+            let Some(frame) = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) else {
+                return Poll::Ready(Ok(match (self.first.take(), self.joined.take()) {
+                    (_, Some(buffer)) => buffer.freeze(),
+                    (Some(only), None) => only,
+                    (None, None) => Bytes::new(),
+                }));
+            };
+            let data = match frame {
+                Err(e) => return Poll::Ready(Err(BodyRead::Failed(e))),
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+            };
+            let held = self.first.as_ref().map_or(0, Bytes::len)
+                + self.joined.as_ref().map_or(0, |j| j.len());
+            if held + data.len() > self.max {
+                return Poll::Ready(Err(BodyRead::TooLarge));
+            }
+            match (&mut self.first, &mut self.joined) {
+                (None, None) => self.first = Some(data),
+                (Some(_), None) => {
+                    let mut buffer =
+                        BytesMut::with_capacity(self.expected.min(self.max).max(held + data.len()));
+                    if let Some(head) = self.first.take() {
+                        buffer.extend_from_slice(&head);
+                    }
+                    buffer.extend_from_slice(&data);
+                    self.joined = Some(buffer);
+                }
+                (_, Some(buffer)) => buffer.extend_from_slice(&data),
+            }
+        }
+    }
 }
 
 /// How long a request waits for room in the buffer budget before it is refused with 503.
 pub const BUFFER_WAIT: Duration = Duration::from_secs(2);
 
-/// Takes `bytes` of the buffer budget, waiting up to [`BUFFER_WAIT`].
-async fn reserve_buffer(budget: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
-    let units = u32::try_from(bytes).unwrap_or(u32::MAX);
-    if let Ok(permit) = budget.clone().try_acquire_many_owned(units) {
-        return Some(permit);
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+    use tower::{Layer, ServiceExt};
+
+    use super::{ValidationLayer, Validator};
+    use crate::config::ValidationSettings;
+    use crate::context::RequestContext;
+    use crate::error::GatewayError;
+    use crate::metrics::Metrics;
+    use crate::stage::test_support::request;
+    use crate::stage::{Request, Response};
+    use crate::validate::rules::{RuleOptions, RuleSet};
+
+    fn layer(max_buffered_bytes: usize) -> ValidationLayer {
+        let settings = ValidationSettings {
+            max_body_bytes: 64,
+            max_buffered_bytes,
+            max_input_chars: 40,
+            max_json_depth: 4,
+            rules: Arc::new(RuleSet::new(&RuleOptions::default()).unwrap()),
+            allowed_content_types: Vec::new(),
+        };
+        ValidationLayer::new(Arc::new(Validator::new(settings, Arc::new(Metrics::new()))))
     }
-    tokio::time::timeout(BUFFER_WAIT, budget.clone().acquire_many_owned(units))
-        .await
-        .ok()
-        .and_then(Result::ok)
-}
 
-/// The request id, as text only when an error needs it.
-struct IdText(Option<http::HeaderValue>);
-
-impl IdText {
-    fn text(&self) -> &str {
-        self.0
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("unknown")
+    fn json(body: &'static str) -> Request {
+        let mut request = request("POST", "/", body);
+        request
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        request
     }
-}
 
-/// Forwards; a shadow-mode match goes into the audit record's `rule`.
-async fn forward(request: Request, next: impl Next, logged: Option<Rule>) -> Response {
-    let mut response = next.run(request).await;
-    if let Some(rule) = logged {
-        let rule = Some(Cow::Owned(rule.id));
-        match response.extensions_mut().get_mut::<Outcome>() {
-            Some(outcome) => outcome.rule = rule,
-            None => {
-                response.extensions_mut().insert(Outcome {
-                    rule,
-                    ..Outcome::default()
-                });
-            }
+    /// Echoes the body it receives, and says whether the context holds the same bytes.
+    async fn echo(request: Request) -> Result<Response, GatewayError> {
+        let in_context = RequestContext::of(&request)
+            .and_then(|c| c.body.clone())
+            .unwrap_or_default();
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, in_context, "the context holds another body");
+        Ok(Response::new(axum::body::Body::from(bytes)))
+    }
+
+    #[tokio::test]
+    async fn a_valid_body_goes_on_unchanged_and_is_in_the_context() {
+        let response = layer(1024)
+            .layer(tower::service_fn(echo))
+            .oneshot(json(r#"{"q":"hello"}"#))
+            .await
+            .unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], br#"{"q":"hello"}"#);
+    }
+
+    #[tokio::test]
+    async fn each_body_check_refuses_with_its_error() {
+        type Expected = fn(&GatewayError) -> bool;
+        let cases: [(Request, Expected); 5] = [
+            (json("{"), |e| matches!(e, GatewayError::InvalidJson(_))),
+            (json(r#"{"a":[[[[["deep"]]]]]}"#), |e| {
+                matches!(e, GatewayError::InvalidJson("too_deep"))
+            }),
+            (
+                json(r#"{"a":"0123456789012345678901234567890123456789x"}"#),
+                |e| matches!(e, GatewayError::InputTooLong),
+            ),
+            (json(r#"{"a":"<script>alert(1)</script>"}"#), |e| {
+                matches!(e, GatewayError::InjectionDetected { .. })
+            }),
+            (request("POST", "/", "plain"), |e| {
+                matches!(e, GatewayError::UnsupportedMediaType)
+            }),
+        ];
+        for (request, expected) in cases {
+            let refused = layer(1024)
+                .layer(tower::service_fn(echo))
+                .oneshot(request)
+                .await;
+            let error = refused.expect_err("refused");
+            assert!(expected(&error), "{error:?}");
         }
+        let large =
+            json(r#"{"a":"0123456789012345678901234567890123456789012345678901234567890"}"#);
+        let refused = layer(1024)
+            .layer(tower::service_fn(echo))
+            .oneshot(large)
+            .await;
+        assert!(matches!(refused, Err(GatewayError::BodyTooLarge)));
     }
-    response
+
+    #[tokio::test(start_paused = true)]
+    async fn no_room_in_the_buffer_budget_is_a_503_after_the_wait() {
+        // A budget smaller than the body: the wait cannot end with room.
+        let refused = layer(4)
+            .layer(tower::service_fn(echo))
+            .oneshot(json(r#"{"q":"hello"}"#))
+            .await;
+        assert!(matches!(refused, Err(GatewayError::Overloaded)));
+    }
 }

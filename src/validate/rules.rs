@@ -11,6 +11,8 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::RegexSet;
 
+pub use crate::error::{CODE_INJECTION, CUSTOM, OBFUSCATION, PROMPT_INJECTION, SCRIPT_INJECTION};
+
 /// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -39,17 +41,6 @@ pub enum Pattern {
     /// A regular expression over normalised text (lower case, single spaces).
     Regex(String),
 }
-
-/// The category names clients see.
-pub const PROMPT_INJECTION: &str = "prompt injection";
-/// Script injection (XSS).
-pub const SCRIPT_INJECTION: &str = "script injection";
-/// Code injection.
-pub const CODE_INJECTION: &str = "code injection";
-/// Obfuscation that no honest client needs.
-pub const OBFUSCATION: &str = "obfuscated input";
-/// Operator-added rules.
-pub const CUSTOM: &str = "disallowed content";
 
 /// Id of the rule for text still changing after the maximum decoding rounds.
 pub const LAYERED_ENCODING: &str = "obfuscation.layered_encoding";

@@ -1,4 +1,7 @@
-//! The authenticated identity, as it travels in request extensions.
+//! The authenticated identity, as it travels in the request context.
+//!
+//! A leaf of the module graph: authentication makes a [`Principal`], and every later stage (and
+//! the audit record) reads it from the [`RequestContext`](crate::context::RequestContext).
 
 use std::sync::Arc;
 

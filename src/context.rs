@@ -1,0 +1,377 @@
+//! The per-request context: one typed value every stage reads and fills, instead of scattered
+//! request extensions.
+//!
+//! Guards against untraceable requests, forged ids and lost facts: the id is always made here (a
+//! client-sent `x-request-id` is replaced), travels upstream, and names the request in every
+//! response, error body and audit record. What later stages learn (the principal, the buffered
+//! body, the decision and its rule, the upstream's status, bytes received) lives in the same
+//! context; the part the audit record reports ([`Facts`]) is shared with the audit layer, so a
+//! request whose client leaves early is still recorded with what was known.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::HeaderValue;
+use http::header::HeaderName;
+use ipnet::IpNet;
+use tower::{Layer, Service};
+
+use crate::outcome::{Decision, Outcome};
+use crate::principal::Principal;
+use crate::trace::TraceContext;
+
+/// Header carrying the request id, both upstream and back to the client.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Facts about the connection a request arrived on, set by the connection handler.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's socket address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The shape of a route's refusals: the one choice the error renderer makes per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// RFC 9457 `application/problem+json`: every route that speaks no protocol of its own.
+    #[default]
+    Problem,
+}
+
+/// What every stage knows about a request: one value in the request extensions, made by
+/// [`ContextLayer`] before any other stage runs. (A clone shares the [`Facts`].)
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The gateway-generated id, ready to send as a header.
+    pub id: HeaderValue,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    /// When the gateway received the request head.
+    pub started: Instant,
+    /// Wall-clock time of `started`, for the audit record.
+    pub received_at: SystemTime,
+    /// The request's place in a distributed trace.
+    pub trace: TraceContext,
+    /// How refusals on this request's route are written.
+    pub dialect: Dialect,
+    /// The authenticated identity, once authentication admitted the request.
+    pub principal: Option<Arc<Principal>>,
+    /// The request body, when validation read it whole: later stages read it here instead of
+    /// reading or parsing the body again.
+    pub body: Option<Bytes>,
+    /// What the audit record reports, shared with the audit layer.
+    pub facts: Arc<Facts>,
+}
+
+impl RequestContext {
+    /// A context for a request from `client_ip`, started now, with a fresh id and trace.
+    pub fn new(client_ip: IpAddr, tls: bool, trace: TraceContext) -> RequestContext {
+        RequestContext {
+            id: new_id(),
+            client_ip,
+            tls,
+            started: Instant::now(),
+            received_at: SystemTime::now(),
+            trace,
+            dialect: Dialect::Problem,
+            principal: None,
+            body: None,
+            facts: Arc::default(),
+        }
+    }
+
+    /// The context of `request`, if [`ContextLayer`] gave it one.
+    pub fn of<B>(request: &http::Request<B>) -> Option<&RequestContext> {
+        request.extensions().get::<RequestContext>()
+    }
+
+    /// The context of `request`, mutably.
+    pub fn of_mut<B>(request: &mut http::Request<B>) -> Option<&mut RequestContext> {
+        request.extensions_mut().get_mut::<RequestContext>()
+    }
+
+    /// The request id as text.
+    pub fn id_str(&self) -> &str {
+        // Made from a UUID's ASCII form, so this is always valid text.
+        self.id.to_str().unwrap_or("unknown")
+    }
+
+    /// Records the authenticated identity, for later stages and the audit record.
+    pub fn set_principal(&mut self, principal: Arc<Principal>) {
+        self.facts.set_user(&principal.user);
+        self.principal = Some(principal);
+    }
+}
+
+/// What the stages learn about a request that its audit record reports: shared between the
+/// request (which may be dropped before it ends) and the audit layer.
+#[derive(Debug, Default)]
+pub struct Facts {
+    bytes_in: AtomicU64,
+    /// 0 until the upstream answered.
+    upstream_status: AtomicU16,
+    user: OnceLock<Arc<str>>,
+    /// Set by a refusal or a shadow-mode match; most requests never lock it.
+    decided: Mutex<Option<Outcome>>,
+    /// The connection must close after the answer (an unread body could not be drained).
+    close: AtomicBool,
+}
+
+impl Facts {
+    /// Counts request body bytes received.
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Request body bytes received so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Records the authenticated user.
+    pub fn set_user(&self, user: &Arc<str>) {
+        let _ = self.user.set(user.clone());
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.user.get().cloned()
+    }
+
+    /// Marks the connection as one that must close after the answer.
+    pub fn close_connection(&self) {
+        self.close.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection must close after the answer.
+    pub fn must_close(&self) -> bool {
+        self.close.load(Ordering::Relaxed)
+    }
+
+    /// Records the status the upstream answered with.
+    pub fn set_upstream_status(&self, status: u16) {
+        self.upstream_status.store(status, Ordering::Relaxed);
+    }
+
+    /// Records the gateway's own decision (a refusal), replacing any earlier note.
+    pub fn decide(&self, outcome: Outcome) {
+        if let Some(status) = outcome.upstream_status {
+            self.upstream_status.store(status, Ordering::Relaxed);
+        }
+        *self.decided.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+    }
+
+    /// Records a rule that matched without deciding (shadow mode); a refusal's rule wins.
+    pub fn note_rule(&self, rule: std::borrow::Cow<'static, str>) {
+        let mut decided = self.decided.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcome = decided.get_or_insert_with(Outcome::default);
+        if outcome.rule.is_none() {
+            outcome.rule = Some(rule);
+        }
+    }
+
+    /// The outcome as known now: a recorded decision, else `allowed`; with the upstream status.
+    pub fn take_outcome(&self) -> Outcome {
+        let mut outcome = self
+            .decided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or(Outcome {
+                decision: Decision::Allowed,
+                ..Outcome::default()
+            });
+        let status = self.upstream_status.load(Ordering::Relaxed);
+        if status != 0 {
+            outcome.upstream_status = Some(status);
+        }
+        outcome
+    }
+}
+
+/// A fresh request id: a random UUID (v4), hyphenated.
+pub fn new_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-id"))
+}
+
+/// Who the client is: the socket peer, or, behind trusted proxies, the address they forwarded.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddress {
+    trusted: Vec<IpNet>,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+impl ClientAddress {
+    /// Believes `X-Forwarded-For` only from `trusted` proxies.
+    pub fn new(trusted: Vec<IpNet>) -> ClientAddress {
+        ClientAddress { trusted }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address: when the peer is a trusted proxy, `X-Forwarded-For` is walked from
+    /// the right past trusted hops only; the first untrusted address is the client. Without
+    /// trusted proxies a client-sent `X-Forwarded-For` is ignored.
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let hop = hop.trim();
+            let Some(ip) = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+            else {
+                break;
+            };
+            client = ip;
+            if !self.is_trusted(ip) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// Layer: gives every request its [`RequestContext`] (id, client address, trace context) and
+/// sets the id and the `traceparent` the upstream will see; the first stage of the pipeline.
+#[derive(Debug, Clone)]
+pub struct ContextLayer {
+    client_address: Arc<ClientAddress>,
+}
+
+impl ContextLayer {
+    /// Resolves client addresses with `client_address` (trusted proxies).
+    pub fn new(client_address: Arc<ClientAddress>) -> ContextLayer {
+        ContextLayer { client_address }
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> ContextService<S> {
+        ContextService {
+            client_address: self.client_address.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`ContextLayer`].
+#[derive(Debug, Clone)]
+pub struct ContextService<S> {
+    client_address: Arc<ClientAddress>,
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for ContextService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+        let conn = request.extensions().get::<ConnInfo>().copied();
+        let client_ip = conn.map_or(IpAddr::from([0, 0, 0, 0]), |c| {
+            self.client_address.resolve(c.peer.ip(), request.headers())
+        });
+        let context = RequestContext::new(
+            client_ip,
+            conn.is_some_and(|c| c.tls),
+            TraceContext::from_headers(request.headers()),
+        );
+        context.trace.propagate(request.headers_mut());
+        // The client's id is replaced; the id is echoed on the response by the propagation layer.
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), context.id.clone());
+        request.extensions_mut().insert(context);
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tower::{Layer, ServiceExt};
+
+    use super::{ClientAddress, ConnInfo, ContextLayer, RequestContext};
+
+    #[tokio::test]
+    async fn every_request_gets_a_fresh_id_and_its_client_address() {
+        let seen: Arc<Mutex<Vec<(String, String, bool)>>> = Arc::default();
+        let record = seen.clone();
+        let inner = tower::service_fn(move |request: http::Request<()>| {
+            let context = RequestContext::of(&request).unwrap();
+            record.lock().unwrap().push((
+                context.id_str().to_owned(),
+                context.client_ip.to_string(),
+                context.tls,
+            ));
+            assert_eq!(request.headers()["x-request-id"], context.id);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        });
+        let trusted = ClientAddress::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let layer = ContextLayer::new(Arc::new(trusted));
+        for _ in 0..2 {
+            let mut request = http::Request::builder()
+                .header("x-request-id", "client-chosen")
+                .header("x-forwarded-for", "203.0.113.9, 10.1.1.1")
+                .body(())
+                .unwrap();
+            request.extensions_mut().insert(ConnInfo {
+                peer: "10.2.2.2:4000".parse().unwrap(),
+                tls: true,
+            });
+            layer.layer(inner.clone()).oneshot(request).await.unwrap();
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_ne!(seen[0].0, seen[1].0, "ids repeat");
+        assert!(seen.iter().all(|(id, ip, tls)| {
+            id != "client-chosen" && id.len() == 36 && ip == "203.0.113.9" && *tls
+        }));
+    }
+
+    #[test]
+    fn a_refusal_wins_over_a_shadow_rule_and_the_upstream_status_is_kept() {
+        let facts = super::Facts::default();
+        facts.note_rule("shadow.rule".into());
+        facts.set_upstream_status(201);
+        let outcome = facts.take_outcome();
+        assert_eq!(outcome.decision, crate::outcome::Decision::Allowed);
+        assert_eq!(outcome.rule.as_deref(), Some("shadow.rule"));
+        assert_eq!(outcome.upstream_status, Some(201));
+    }
+}
