@@ -1,5 +1,7 @@
 //! Configuration loading: the reference config, clear errors, nothing echoed.
 
+use std::path::{Path, PathBuf};
+
 use portcullis::config::{Config, ConfigError};
 
 use crate::common::examples;
@@ -293,6 +295,198 @@ fn systemd_unit_runs_the_gateway_hardened() {
         assert!(source.starts_with("/etc/portcullis/"), "{credential}");
         let path = format!("/run/credentials/portcullis.service/{name}");
         assert!(unit.contains(&format!("\"{path}\"")), "{path} not shown");
+    }
+}
+
+/// `README.md`, then every Markdown file under `docs/`, in name order.
+fn documentation_files() -> Vec<PathBuf> {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir("docs")
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    assert!(docs.len() >= 5, "{docs:?}");
+    let mut files = vec![PathBuf::from("README.md")];
+    files.extend(docs);
+    files
+}
+
+/// A README section: from its `## ` heading to the next one.
+fn readme_section(title: &str) -> String {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let heading = format!("\n## {title}\n");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("README: no {heading:?}"));
+    let section = &readme[start + heading.len()..];
+    section[..section.find("\n## ").unwrap_or(section.len())].to_owned()
+}
+
+#[test]
+fn every_toml_snippet_in_the_documentation_parses() {
+    let mut found = std::collections::BTreeMap::new();
+    for path in documentation_files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        let snippets = examples::fenced_blocks(&text, "toml");
+        assert_eq!(
+            snippets.len(),
+            text.matches("```toml").count(),
+            "{name}: a ```toml fence the reader did not find goes untested"
+        );
+        for (line, snippet) in &snippets {
+            // A snippet that shows only some sections is checked with the one required section
+            // added; like the files in `config/`, every key must be known and every value of the
+            // right type.
+            let whole = if snippet
+                .lines()
+                .any(|l| l.trim_start().starts_with("[upstream]"))
+            {
+                snippet.clone()
+            } else {
+                format!("{snippet}\n{MINIMAL}")
+            };
+            portcullis::config::parse_raw(&whole, &format!("{name} (```toml at line {line})"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        found.insert(name, snippets.len());
+    }
+    // The files that show TOML today: a snippet moved elsewhere must still be found and parsed.
+    for name in ["README.md", "docs/operations.md"] {
+        let count = found.get(name).copied().unwrap_or(0);
+        assert!(count >= 1, "no ```toml snippet found in {name}: {found:?}");
+    }
+}
+
+#[test]
+fn readme_minimal_production_config_passes_check_config_strict() {
+    let section = readme_section("Minimal production config");
+    let toml = match examples::fenced_blocks(&section, "toml").as_slice() {
+        [(_, toml)] => toml.clone(),
+        blocks => panic!("expected one ```toml block, found {}", blocks.len()),
+    };
+    let raw = portcullis::config::parse_raw(&toml, "README.md").unwrap_or_else(|e| panic!("{e}"));
+    let tls = raw.server.tls.expect("[server.tls]");
+    let jwks_file = raw.auth.expect("[auth]").jwks_file.expect("auth.jwks_file");
+    // The section's commands make every file the config names, at the path it names, and check
+    // the config exactly as this test does.
+    let commands: String = examples::fenced_blocks(&section, "sh")
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert!(
+        commands.contains("portcullis check-config --strict --config portcullis.toml"),
+        "{commands}"
+    );
+    for file in [&tls.cert_file, &tls.key_file, &jwks_file] {
+        assert!(Path::new(file).is_relative(), "{file}");
+        assert!(commands.contains(file.as_str()), "no command makes {file}");
+    }
+
+    // The same files made here instead: a certificate and key, and a JWK set with one ES256 key.
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir(&pki_dir).unwrap();
+    let pki = crate::common::TestPki::create(&pki_dir);
+    let place = |file: &str| {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        path
+    };
+    std::fs::rename(&pki.cert_file, place(&tls.cert_file)).unwrap();
+    std::fs::rename(&pki.key_file, place(&tls.key_file)).unwrap();
+    let key = crate::common::keys::TestKey::es256("key-1");
+    std::fs::write(place(&jwks_file), crate::common::keys::jwks(&[&key])).unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), toml).unwrap();
+
+    // Relative paths resolve against the working directory, as the README says.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check-config", "--strict", "--config", "portcullis.toml"])
+        .current_dir(dir.path())
+        .env_remove("PORTCULLIS_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("result: OK, 0 warnings"), "{stdout}");
+    assert!(
+        !stdout.contains("\nWARN ") && !stdout.contains("\nFAIL "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn readme_is_short_with_contents_and_links_every_docs_file() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines (at most 300): move detail to docs/"
+    );
+    let targets: Vec<String> = examples::link_targets(&readme)
+        .into_iter()
+        .map(|(_, target)| target)
+        .collect();
+    let links_to =
+        |targets: &[String], file: &str| targets.iter().any(|t| t.split('#').next() == Some(file));
+    // The table of contents links every section.
+    for (level, anchor) in examples::heading_anchors(&readme) {
+        if level == 2 && anchor != "contents" {
+            assert!(
+                targets.contains(&format!("#{anchor}")),
+                "the README's contents do not link #{anchor}"
+            );
+        }
+    }
+    for path in documentation_files().into_iter().skip(1) {
+        let doc = path.display().to_string();
+        assert!(links_to(&targets, &doc), "README.md does not link {doc}");
+        let text = std::fs::read_to_string(path).unwrap();
+        let back: Vec<String> = examples::link_targets(&text)
+            .into_iter()
+            .map(|(_, target)| target)
+            .collect();
+        assert!(
+            links_to(&back, "../README.md"),
+            "{doc} does not link back to the README"
+        );
+    }
+}
+
+#[test]
+fn documentation_links_and_anchors_resolve() {
+    for path in documentation_files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        for (line, target) in examples::link_targets(&text) {
+            if target.starts_with("https://") || target.starts_with("http://") {
+                continue;
+            }
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let linked = if file.is_empty() {
+                path.clone()
+            } else {
+                path.parent().unwrap().join(file)
+            };
+            assert!(
+                linked.exists(),
+                "{name} line {line}: {target}: no such file"
+            );
+            if let Some(anchor) = anchor {
+                let linked_text = std::fs::read_to_string(linked).unwrap();
+                assert!(
+                    examples::heading_anchors(&linked_text)
+                        .iter()
+                        .any(|(_, a)| a == anchor),
+                    "{name} line {line}: {target}: no such heading"
+                );
+            }
+        }
     }
 }
 
