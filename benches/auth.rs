@@ -19,10 +19,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::auth::Authenticator;
 use portcullis::auth::jwt::{Policy, verify};
-use portcullis::auth::keys::{KeySet, hmac_key, keys_from_jwks};
-use portcullis::config::secret::Secret;
 use portcullis::config::{AuthSettings, TokenLocation};
+use portcullis::keys::{KeySet, hmac_key, keys_from_jwks};
 use portcullis::metrics::Metrics;
+use portcullis::secret::Secret;
 use serde_json::json;
 
 const ALGORITHMS: [Algorithm; 5] = [

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis::config::secret::Secret;
 use portcullis::rate_limit::memory::{Limit, MemoryStore};
 use portcullis::rate_limit::redis::{RedisStore, key};
+use portcullis::secret::Secret;
 
 const LIMIT: Limit = Limit {
     requests: u32::MAX,

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use portcullis::detect::rules::{RuleOptions, RuleSet};
 use portcullis::validate::body::check_json;
-use portcullis::validate::rules::{RuleOptions, RuleSet};
 
 const SENTENCES: [&str; 6] = [
     "Please summarise the quarterly report and list the three biggest risks.",
@@ -60,7 +60,7 @@ criterion_group!(benches, bench_validation);
 criterion_main!(benches, parts);
 
 fn bench_parts(c: &mut Criterion) {
-    use portcullis::validate::normalize::normalize;
+    use portcullis::detect::normalize::normalize;
     let rules = RuleSet::new(&RuleOptions::default()).unwrap();
     let texts: Vec<String> = SENTENCES.iter().map(|s| s.repeat(3)).collect();
     let normalized: Vec<String> = texts

@@ -353,7 +353,7 @@ async fn healthcheck(config_path: PathBuf, path: &'static str) -> ExitCode {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    match crate::admin::probe(addr, path).await {
+    match crate::server::admin::probe(addr, path).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("portcullis: {path} says not ready");

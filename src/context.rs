@@ -25,6 +25,11 @@ use crate::outcome::{Decision, Outcome};
 use crate::principal::Principal;
 use crate::trace::TraceContext;
 
+/// A request as the pipeline's stages see it.
+pub type Request = http::Request<axum::body::Body>;
+/// A response as the pipeline's stages return it.
+pub type Response = http::Response<axum::body::Body>;
+
 /// Header carrying the request id, both upstream and back to the client.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -318,6 +323,22 @@ where
         request.extensions_mut().insert(context);
         self.inner.call(request)
     }
+}
+
+/// A request with a fresh context, as [`ContextLayer`] would make it: for the layers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_request(method: &str, uri: &str, body: &'static str) -> Request {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(axum::body::Body::from(body))
+        .unwrap_or_default();
+    request.extensions_mut().insert(RequestContext::new(
+        IpAddr::from([192, 0, 2, 1]),
+        true,
+        TraceContext::from_headers(&HeaderMap::new()),
+    ));
+    request
 }
 
 #[cfg(test)]

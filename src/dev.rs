@@ -26,12 +26,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 
-use crate::auth::keys::{VerifyingKey, keys_from_jwks};
 use crate::auth::mint::{self, TokenRequest};
 use crate::config::auth::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_TTL, DEFAULT_LEEWAY, DEFAULT_USER_CLAIM,
 };
 use crate::config::{AuthSettings, Config, TlsSettings, TokenLocation};
+use crate::keys::{VerifyingKey, keys_from_jwks};
 use crate::server::{self, Gateway, StartError};
 use crate::tls;
 

@@ -20,12 +20,16 @@ use serde::Serialize;
 use tower::{Layer, Service};
 
 use crate::context::{Dialect, Facts, RequestContext};
+use crate::context::{Request, Response};
+use crate::detect::rules::{CODE_INJECTION, OBFUSCATION, PROMPT_INJECTION, SCRIPT_INJECTION};
 use crate::fault::{BodyTimeout, ErrorChain, MalformedBody, caused_by};
 use crate::headers::{RateLimitState, number_value};
 use crate::outcome::{Decision, Outcome, Refusal};
-use crate::stage::{Request, Response, StageResult};
 
 pub use crate::fault::BoxError;
+
+/// What a stage inside the error layer answers: a response, or a refusal still to be rendered.
+pub type StageResult = Result<Response, GatewayError>;
 
 /// Media type of every error body the gateway writes.
 pub const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
@@ -338,17 +342,6 @@ impl GatewayError {
     }
 }
 
-/// Category of an injection rule that targets the model.
-pub const PROMPT_INJECTION: &str = "prompt injection";
-/// Category of an injection rule that targets a browser.
-pub const SCRIPT_INJECTION: &str = "script injection";
-/// Category of an injection rule that targets an interpreter or shell.
-pub const CODE_INJECTION: &str = "code injection";
-/// Category of encodings layered to hide content.
-pub const OBFUSCATION: &str = "obfuscated input";
-/// Category of operator-defined rules.
-pub const CUSTOM: &str = "disallowed content";
-
 /// Turns a refusal into the response the client receives: THE one place that does.
 ///
 /// The body is written in the route's `dialect` (today RFC 9457 problem+json) with fixed texts
@@ -621,10 +614,8 @@ mod tests {
     use tower::{Layer, Service, ServiceExt};
 
     use super::{CatchPanicLayer, GatewayError, RenderErrorsLayer};
-    use crate::context::RequestContext;
+    use crate::context::{Request, RequestContext, Response, test_request as request};
     use crate::outcome::{Decision, Refusal};
-    use crate::stage::test_support::request;
-    use crate::stage::{Request, Response};
 
     async fn json_of(response: Response) -> serde_json::Value {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -689,9 +680,9 @@ mod tests {
             Ok::<Response, Infallible>(Response::default())
         });
         let mut service = CatchPanicLayer.layer(panics);
-        let request = request("GET", "/boom", "");
-        let facts = RequestContext::of(&request).unwrap().facts.clone();
-        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        let boom = request("GET", "/boom", "");
+        let facts = RequestContext::of(&boom).unwrap().facts.clone();
+        let response = service.ready().await.unwrap().call(boom).await.unwrap();
         assert_eq!(response.status(), 500);
         let body = json_of(response).await.to_string();
         assert!(!body.contains("secret"), "{body}");
@@ -700,7 +691,7 @@ mod tests {
             .ready()
             .await
             .unwrap()
-            .call(crate::stage::test_support::request("GET", "/", ""))
+            .call(request("GET", "/", ""))
             .await
             .unwrap();
         assert_eq!(fine.status(), 200);

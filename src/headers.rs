@@ -16,9 +16,9 @@ use tower::{Layer, Service};
 
 pub use crate::config::GATEWAY_HEADER_PREFIX;
 use crate::config::HeaderSettings;
+use crate::context::{Request, Response};
 use crate::context::{RequestContext, X_REQUEST_ID};
 use crate::principal::Principal;
-use crate::stage::{Request, Response};
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -520,8 +520,7 @@ mod layer_tests {
 
     use super::{SecurityHeaders, SecurityHeadersLayer};
     use crate::config::HeaderSettings;
-    use crate::stage::test_support::request;
-    use crate::stage::{Request, Response};
+    use crate::context::{Request, Response, test_request as request};
 
     #[tokio::test]
     async fn every_response_gets_the_security_headers_and_loses_server() {

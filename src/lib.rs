@@ -32,26 +32,28 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body_deadline;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod detect;
 pub mod dev;
 pub mod error;
 pub mod fault;
 pub mod file_stamp;
 pub mod head_limit;
 pub mod headers;
+pub mod keys;
 pub mod metrics;
-pub mod otlp;
 pub mod outcome;
 pub mod pipeline;
 pub mod principal;
 pub mod proxy;
 pub mod rate_limit;
+pub mod revocation;
+pub mod secret;
 pub mod server;
 pub mod stage;
 pub mod tls;

@@ -11,18 +11,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
 use futures_util::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
+pub use crate::context::{Request, Response};
 use crate::error::GatewayError;
-
-/// A request as the stages see it.
-pub type Request = http::Request<Body>;
-/// A response as the stages return it.
-pub type Response = http::Response<Body>;
-/// What a stage inside the error layer answers: a response, or a refusal still to be rendered.
-pub type StageResult = Result<Response, GatewayError>;
+pub use crate::error::StageResult;
 
 /// A check made on the request head alone (no waiting): the request passes on, or is refused.
 pub trait Check: Send + Sync + 'static {
@@ -113,7 +107,7 @@ pub(crate) mod test_support {
     use std::sync::{Arc, Mutex};
 
     use super::{Request, Response, StageResult};
-    use crate::context::RequestContext;
+    pub(crate) use crate::context::test_request as request;
     use crate::error::GatewayError;
 
     /// What the stand-in saw: the requests that reached it.
@@ -146,21 +140,6 @@ pub(crate) mod test_support {
             }
         });
         (service, seen)
-    }
-
-    /// A request with a fresh context, as the context layer would make it.
-    pub fn request(method: &str, uri: &str, body: &'static str) -> Request {
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(axum::body::Body::from(body))
-            .unwrap_or_default();
-        request.extensions_mut().insert(RequestContext::new(
-            std::net::IpAddr::from([192, 0, 2, 1]),
-            true,
-            crate::trace::TraceContext::from_headers(&http::HeaderMap::new()),
-        ));
-        request
     }
 }
 

@@ -27,17 +27,17 @@ use serde_json::{Map, Value, json};
 use portcullis::audit::chain;
 use portcullis::auth::Principal;
 use portcullis::auth::jwt::{self, Failure, Policy};
-use portcullis::auth::keys::{KeySet, hmac_key, keys_from_jwks};
-use portcullis::auth::revocation::RevokedList;
-use portcullis::config::secret::Secret;
 use portcullis::config::{Config, HeaderSettings};
 use portcullis::context::{Dialect, RequestContext};
+use portcullis::detect::normalize::normalize;
+use portcullis::detect::rules::{self, Action, RuleOptions, RuleSet};
 use portcullis::error::GatewayError;
 use portcullis::headers::{self, Forwarding, SecurityHeaders};
+use portcullis::keys::{KeySet, hmac_key, keys_from_jwks};
+use portcullis::revocation::RevokedList;
+use portcullis::secret::Secret;
 use portcullis::server::framing::{Findings, Tracker};
 use portcullis::validate::body::{BodyProblem, check_json, check_query, scan};
-use portcullis::validate::normalize::normalize;
-use portcullis::validate::rules::{self, Action, RuleOptions, RuleSet};
 
 /// `config`: any text as a config file. `Config::from_toml` returns `Ok` or `Err`, never panics.
 pub fn config(data: &[u8]) {

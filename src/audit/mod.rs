@@ -8,6 +8,7 @@
 //! an edited, deleted or reordered line is found by `portcullis audit-verify` ([`chain`]).
 
 pub mod chain;
+pub mod otlp;
 mod writer;
 
 use std::borrow::Cow;
@@ -29,10 +30,10 @@ use crate::context::{Facts, RequestContext};
 use crate::error::GatewayError;
 use crate::fault::{UpstreamIdleTimeout, caused_by};
 use crate::metrics::Metrics;
-use crate::otlp::SpanExport;
 pub use crate::outcome::{Decision, Outcome, StreamEnd};
 use crate::stage::{Check, Request, Response};
 use crate::trace::{TraceContext, TraceId};
+use otlp::SpanExport;
 pub use writer::{AuditSink, WRITER_POLL_INTERVAL};
 
 /// One audit line.

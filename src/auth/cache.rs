@@ -13,7 +13,7 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use sha2::{Digest, Sha256};
 
-use super::keys::KeySet;
+use crate::keys::KeySet;
 use crate::principal::Principal;
 
 /// A token's cache key: its SHA-256.

@@ -11,16 +11,15 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{StatusCode, Uri};
+use http::StatusCode;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
-use rustls_pki_types::CertificateDer;
 
-use super::keys::{KeySet, VerifyingKey, keys_from_jwks};
+use crate::keys::{KeySet, VerifyingKey, keys_from_jwks};
 use crate::metrics::Metrics;
 use crate::tls;
 
@@ -33,16 +32,7 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Wait before retrying a failed refresh (capped at `jwks_refresh`).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-/// Where and how often to fetch the remote JWK set.
-#[derive(Debug, Clone)]
-pub struct RemoteJwksSettings {
-    /// The HTTPS URL.
-    pub uri: Uri,
-    /// Refresh interval.
-    pub refresh: Duration,
-    /// Extra CAs trusted for the fetch, besides the system roots.
-    pub extra_roots: Vec<CertificateDer<'static>>,
-}
+pub use crate::config::auth::RemoteJwksSettings;
 
 struct Remote {
     settings: RemoteJwksSettings,

@@ -13,7 +13,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use super::keys::{KeySet, Lookup, VerifyingKey};
+use crate::keys::{KeySet, Lookup, VerifyingKey};
 use crate::principal::{Principal, X_PORTCULLIS_SCOPES, X_PORTCULLIS_USER};
 
 /// Tokens longer than this are refused without being parsed.

@@ -60,7 +60,7 @@ pub fn signing_key_from_file(path: &Path, algorithm: Algorithm) -> Result<Encodi
         .map_err(|e| format!("cannot read {} ({})", path.display(), e.kind()))?;
     let key = match algorithm.family() {
         AlgorithmFamily::Hmac => {
-            let secret = crate::config::secret::Secret::from_bytes(bytes)
+            let secret = crate::secret::Secret::from_bytes(bytes)
                 .ok_or_else(|| format!("{} is empty", path.display()))?;
             Ok(EncodingKey::from_secret(secret.expose()))
         }

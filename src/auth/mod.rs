@@ -9,9 +9,7 @@
 pub mod cache;
 pub mod jwks;
 pub mod jwt;
-pub mod keys;
 pub mod mint;
-pub mod revocation;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,11 +23,11 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 pub use crate::principal::Principal;
+use crate::revocation::Revocations;
 use crate::stage::{Request, Response, StageResult, take_ready};
 use cache::TokenCache;
 use jwks::KeyStore;
 use jwt::{Failure, MAX_TOKEN_BYTES, Policy, Refusal};
-use revocation::Revocations;
 
 /// Everything the authentication stage needs, built once from `[auth]`.
 #[derive(Debug)]

@@ -10,12 +10,23 @@ use jsonwebtoken::Algorithm;
 
 use super::GATEWAY_HEADER_PREFIX;
 use super::raw::RawAuth;
-use super::secret::Secret;
 use super::{ConfigError, Locator};
-use crate::auth::jwks::RemoteJwksSettings;
-use crate::auth::keys::{VerifyingKey, hmac_key, keys_from_jwks};
-use crate::auth::revocation::RevokedList;
+use crate::keys::{VerifyingKey, hmac_key, keys_from_jwks};
+use crate::revocation::RevokedList;
+use crate::secret::Secret;
 use crate::tls;
+use rustls_pki_types::CertificateDer;
+
+/// Where and how often to fetch the remote JWK set.
+#[derive(Debug, Clone)]
+pub struct RemoteJwksSettings {
+    /// The HTTPS URL.
+    pub uri: Uri,
+    /// Refresh interval.
+    pub refresh: Duration,
+    /// Extra CAs trusted for the fetch, besides the system roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
 
 /// Default clock skew tolerated on `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);

@@ -9,7 +9,7 @@ pub mod auth;
 pub mod checklist;
 pub mod rate_limit;
 pub mod raw;
-pub mod secret;
+
 pub mod validation;
 
 use std::fmt;
@@ -22,11 +22,11 @@ use http::HeaderValue;
 use http::uri::{Authority, Scheme, Uri};
 use rustls_pki_types::CertificateDer;
 
+use crate::secret::Secret;
 use crate::tls;
 pub use auth::{AuthSettings, TokenLocation};
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
 use raw::RawConfig;
-use secret::Secret;
 pub use validation::ValidationSettings;
 
 /// Prefix of the headers only the gateway may set towards the upstream (identity headers).

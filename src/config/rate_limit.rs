@@ -6,9 +6,17 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::raw::{RawRateLimit, RawServer};
-use super::secret::Secret;
 use super::{ConfigError, Locator};
-use crate::rate_limit::memory::Limit;
+use crate::secret::Secret;
+
+/// One limit: `requests` per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Requests admitted in any window.
+    pub requests: u32,
+    /// Window length.
+    pub window: Duration,
+}
 
 /// Default window of the per-user limit.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);

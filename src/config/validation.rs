@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::raw::{RawPattern, RawValidation};
 use super::{ConfigError, Locator};
-use crate::validate::rules::{Action, ExtraRule, Pattern, RuleOptions, RuleSet};
+use crate::detect::rules::{Action, ExtraRule, Pattern, RuleOptions, RuleSet};
 
 /// Default largest body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;

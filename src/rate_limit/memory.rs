@@ -10,20 +10,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dashmap::DashMap;
 
 use super::window::{Verdict, Window, ceil_secs, slot_ms};
 
-/// One limit: `requests` per `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    /// Requests admitted in any window.
-    pub requests: u32,
-    /// Window length.
-    pub window: Duration,
-}
+pub use crate::config::rate_limit::Limit;
 
 impl Limit {
     fn window_ms(&self) -> u64 {
@@ -171,6 +164,8 @@ impl MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const LIMIT: Limit = Limit {

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::memory::Limit;
 use super::window::{COUNTED, SLOTS, Verdict, ceil_secs, slot_ms};
-use crate::config::secret::Secret;
+use crate::secret::Secret;
 
 /// Prefix of every key the limiter writes.
 pub const KEY_PREFIX: &str = "portcullis:rl:";

@@ -21,11 +21,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::admin;
+pub mod admin;
 use crate::audit::AuditSink;
+use crate::audit::otlp::SpanExport;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::otlp::SpanExport;
 use crate::tls::CertStore;
 use policy::{Policy, Shared};
 pub use reload::Reloader;

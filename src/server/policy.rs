@@ -8,19 +8,19 @@
 
 use std::sync::Arc;
 
+use crate::audit::otlp::SpanExport;
 use crate::audit::{AuditSink, Auditor};
 use crate::auth::Authenticator;
 use crate::auth::jwks::KeyStore;
-use crate::auth::revocation::Revocations;
 use crate::config::{Config, RateLimitSettings};
 use crate::context::ClientAddress;
 use crate::headers::SecurityHeaders;
 use crate::metrics::Metrics;
-use crate::otlp::SpanExport;
 use crate::pipeline::{self, Pipeline, Stages};
 use crate::proxy::Upstream;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::per_ip::FloodGuard;
+use crate::revocation::Revocations;
 use crate::validate::Validator;
 
 use super::StartError;

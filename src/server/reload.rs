@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::auth::revocation::ListUpdate;
 use crate::config::{Config, DEFAULT_TLS_WATCH_INTERVAL};
+use crate::revocation::ListUpdate;
 
 use super::Policies;
 use super::policy::{Policy, Shared};

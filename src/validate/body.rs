@@ -8,8 +8,8 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::normalize::normalize;
-use super::rules::{Action, Rule, RuleSet};
+use crate::detect::normalize::normalize;
+use crate::detect::rules::{Action, Rule, RuleSet};
 
 /// Why a body is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,8 +228,8 @@ pub fn check_query<'r>(query: &str, rules: &'r RuleSet) -> Option<&'r Rule> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rules::RuleOptions;
     use super::*;
+    use crate::detect::rules::RuleOptions;
 
     fn check(body: &str, depth: usize, chars: usize) -> Result<Findings, BodyProblem> {
         let rules = RuleSet::new(&RuleOptions::default()).unwrap();

@@ -7,8 +7,6 @@
 //! The decision is made on the whole buffered body; the upstream receives the original bytes.
 
 pub mod body;
-pub mod normalize;
-pub mod rules;
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -26,11 +24,11 @@ use tower::{Layer, Service};
 
 use crate::config::ValidationSettings;
 use crate::context::RequestContext;
+use crate::detect::rules::{Action, Rule};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::stage::{Request, Response, StageResult, take_ready};
 use body::{BodyProblem, check_json, check_query};
-use rules::{Action, Rule};
 
 /// The validation stage.
 #[derive(Debug)]
@@ -480,11 +478,11 @@ mod tests {
     use super::{ValidationLayer, Validator};
     use crate::config::ValidationSettings;
     use crate::context::RequestContext;
+    use crate::detect::rules::{RuleOptions, RuleSet};
     use crate::error::GatewayError;
     use crate::metrics::Metrics;
     use crate::stage::test_support::request;
     use crate::stage::{Request, Response};
-    use crate::validate::rules::{RuleOptions, RuleSet};
 
     fn layer(max_buffered_bytes: usize) -> ValidationLayer {
         let settings = ValidationSettings {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use portcullis::detect::normalize::normalize;
+use portcullis::detect::rules::{RuleOptions, RuleSet};
 use portcullis::validate::body::{BodyProblem, check_json};
-use portcullis::validate::normalize::normalize;
-use portcullis::validate::rules::{RuleOptions, RuleSet};
 use proptest::prelude::*;
 use serde_json::Value;
 

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::file_stamp::FileStamp;
 
-use super::Principal;
+use crate::principal::Principal;
 
 /// The revoked token ids and subjects.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

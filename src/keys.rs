@@ -13,7 +13,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicK
 use jsonwebtoken::{Algorithm, DecodingKey};
 use sha2::{Digest, Sha256};
 
-use crate::config::secret::Secret;
+use crate::secret::Secret;
 
 /// The RSA algorithms an RSA key without an `alg` may verify.
 const RSA_FAMILY: [Algorithm; 6] = [

@@ -11,7 +11,16 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::RegexSet;
 
-pub use crate::error::{CODE_INJECTION, CUSTOM, OBFUSCATION, PROMPT_INJECTION, SCRIPT_INJECTION};
+/// The category names clients see: prompt injection.
+pub const PROMPT_INJECTION: &str = "prompt injection";
+/// Script injection (XSS).
+pub const SCRIPT_INJECTION: &str = "script injection";
+/// Code injection.
+pub const CODE_INJECTION: &str = "code injection";
+/// Obfuscation that no honest client needs.
+pub const OBFUSCATION: &str = "obfuscated input";
+/// Operator-added rules.
+pub const CUSTOM: &str = "disallowed content";
 
 /// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
