@@ -21,7 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-pub mod admin;
+pub(crate) mod admin;
 use crate::audit::AuditSink;
 use crate::audit::otlp::SpanExport;
 use crate::config::Config;
