@@ -150,6 +150,7 @@ fn bench_verification(c: &mut Criterion) {
         cache_capacity: 100_000,
         cache_max_ttl: Duration::from_secs(300),
         retained_claims: Vec::new(),
+        api_keys: None,
         revocation_file: None,
     };
     let auth = Authenticator::new(&settings, Arc::new(Metrics::new())).expect("authenticator");

@@ -1,5 +1,5 @@
-//! The command line: `run` (the default), `check-config`, `dev`, `token`, `healthcheck` and
-//! `audit-verify`.
+//! The command line: `run` (the default), `check-config`, `dev`, `token`, `api-key`,
+//! `healthcheck` and `audit-verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,12 +77,33 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Manage API keys (`[auth.api_keys]`).
+    ApiKey {
+        /// What to do with API keys.
+        #[command(subcommand)]
+        action: ApiKeyAction,
+    },
     /// Check the hash chain of audit log files (oldest first): exit 0 when intact, 1 at the first
     /// broken line (named by number, never by content), 2 when a file cannot be read.
     AuditVerify {
         /// Audit log files in rotation order, oldest first.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+}
+
+/// What `api-key` does.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyAction {
+    /// Print a new random key on stdout and the line to add to the keys file on stderr. The key
+    /// itself is stored nowhere: the file holds only its SHA-256 digest.
+    New {
+        /// The user the key stands for.
+        #[arg(long)]
+        user: String,
+        /// A scope the key grants (repeat for several).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
 }
 
@@ -133,6 +154,19 @@ pub fn init_logging() {
 pub fn execute(cli: Cli) -> ExitCode {
     match &cli.command {
         Some(Command::CheckConfig { strict }) => check_config(cli.config_path(), *strict),
+        Some(Command::ApiKey {
+            action: ApiKeyAction::New { user, scopes },
+        }) => match crate::api_keys::new_key(user, scopes) {
+            Ok((key, line)) => {
+                println!("{key}");
+                eprintln!("add this line to the [auth.api_keys] file:\n{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Dev) => with_runtime(|| async {
             match crate::dev::run().await {
                 Ok(()) => ExitCode::SUCCESS,

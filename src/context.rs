@@ -49,6 +49,53 @@ pub enum Dialect {
     /// RFC 9457 `application/problem+json`: every route that speaks no protocol of its own.
     #[default]
     Problem,
+    /// OpenAI's `{"error": {"message", "type", "code", "param"}}`, which the OpenAI SDKs print.
+    OpenAi,
+}
+
+/// What protocol a request's path speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Route {
+    /// A path of no known protocol.
+    #[default]
+    Plain,
+    /// An OpenAI-compatible path (`[llm] paths`).
+    Llm,
+}
+
+impl Route {
+    /// How refusals on this route are written.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Route::Plain => Dialect::Problem,
+            Route::Llm => Dialect::OpenAi,
+        }
+    }
+}
+
+/// Which paths speak which protocol, from `[llm] paths`.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    llm: Vec<Box<str>>,
+}
+
+impl Routes {
+    /// Routes with these OpenAI-compatible paths.
+    pub fn new(llm: &[String]) -> Routes {
+        Routes {
+            llm: llm.iter().map(|p| p.as_str().into()).collect(),
+        }
+    }
+
+    /// The route of `path` (without the query).
+    pub fn route(&self, path: &str) -> Route {
+        if self.llm.iter().any(|p| **p == *path) {
+            Route::Llm
+        } else {
+            Route::Plain
+        }
+    }
 }
 
 /// What every stage knows about a request: one value in the request extensions, made by
@@ -67,13 +114,18 @@ pub struct RequestContext {
     pub received_at: SystemTime,
     /// The request's place in a distributed trace.
     pub trace: TraceContext,
+    /// The protocol the request's path speaks.
+    pub route: Route,
     /// How refusals on this request's route are written.
     pub dialect: Dialect,
     /// The authenticated identity, once authentication admitted the request.
     pub principal: Option<Arc<Principal>>,
     /// The request body, when validation read it whole: later stages read it here instead of
-    /// reading or parsing the body again.
+    /// reading the body again.
     pub body: Option<Bytes>,
+    /// The body's parsed JSON, on routes whose later stages read its fields (OpenAI-compatible
+    /// routes): parsed once, by validation.
+    pub json: Option<Arc<serde_json::Value>>,
     /// What the audit record reports, shared with the audit layer.
     pub facts: Arc<Facts>,
 }
@@ -88,9 +140,11 @@ impl RequestContext {
             started: Instant::now(),
             received_at: SystemTime::now(),
             trace,
+            route: Route::Plain,
             dialect: Dialect::Problem,
             principal: None,
             body: None,
+            json: None,
             facts: Arc::default(),
         }
     }
@@ -130,6 +184,19 @@ pub struct Facts {
     decided: Mutex<Option<Outcome>>,
     /// The connection must close after the answer (an unread body could not be drained).
     close: AtomicBool,
+    /// On OpenAI-compatible routes: the model and the tokens of the exchange.
+    llm: Mutex<Option<LlmFacts>>,
+}
+
+/// What the audit record says of an OpenAI-compatible exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmFacts {
+    /// The model the request named.
+    pub model: Option<Box<str>>,
+    /// Input tokens, once known.
+    pub input_tokens: Option<u64>,
+    /// Output tokens, once known.
+    pub output_tokens: Option<u64>,
 }
 
 impl Facts {
@@ -151,6 +218,28 @@ impl Facts {
     /// The authenticated user, if any.
     pub fn user(&self) -> Option<Arc<str>> {
         self.user.get().cloned()
+    }
+
+    /// Records the model an OpenAI-compatible request named.
+    pub fn set_model(&self, model: Option<&str>) {
+        let mut llm = self.llm.lock().unwrap_or_else(PoisonError::into_inner);
+        llm.get_or_insert_with(LlmFacts::default).model = model.map(Box::from);
+    }
+
+    /// Records the tokens of an OpenAI-compatible exchange.
+    pub fn set_tokens(&self, input: u64, output: u64) {
+        let mut llm = self.llm.lock().unwrap_or_else(PoisonError::into_inner);
+        let facts = llm.get_or_insert_with(LlmFacts::default);
+        facts.input_tokens = Some(input);
+        facts.output_tokens = Some(output);
+    }
+
+    /// The model and tokens, on OpenAI-compatible routes.
+    pub fn llm(&self) -> Option<LlmFacts> {
+        self.llm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Marks the connection as one that must close after the answer.
@@ -266,12 +355,17 @@ impl ClientAddress {
 #[derive(Debug, Clone)]
 pub struct ContextLayer {
     client_address: Arc<ClientAddress>,
+    routes: Arc<Routes>,
 }
 
 impl ContextLayer {
-    /// Resolves client addresses with `client_address` (trusted proxies).
-    pub fn new(client_address: Arc<ClientAddress>) -> ContextLayer {
-        ContextLayer { client_address }
+    /// Resolves client addresses with `client_address` (trusted proxies) and routes with
+    /// `routes`.
+    pub fn new(client_address: Arc<ClientAddress>, routes: Arc<Routes>) -> ContextLayer {
+        ContextLayer {
+            client_address,
+            routes,
+        }
     }
 }
 
@@ -281,6 +375,7 @@ impl<S> Layer<S> for ContextLayer {
     fn layer(&self, inner: S) -> ContextService<S> {
         ContextService {
             client_address: self.client_address.clone(),
+            routes: self.routes.clone(),
             inner,
         }
     }
@@ -290,6 +385,7 @@ impl<S> Layer<S> for ContextLayer {
 #[derive(Debug, Clone)]
 pub struct ContextService<S> {
     client_address: Arc<ClientAddress>,
+    routes: Arc<Routes>,
     inner: S,
 }
 
@@ -310,11 +406,13 @@ where
         let client_ip = conn.map_or(IpAddr::from([0, 0, 0, 0]), |c| {
             self.client_address.resolve(c.peer.ip(), request.headers())
         });
-        let context = RequestContext::new(
+        let mut context = RequestContext::new(
             client_ip,
             conn.is_some_and(|c| c.tls),
             TraceContext::from_headers(request.headers()),
         );
+        context.route = self.routes.route(request.uri().path());
+        context.dialect = context.route.dialect();
         context.trace.propagate(request.headers_mut());
         // The client's id is replaced; the id is echoed on the response by the propagation layer.
         request
@@ -364,7 +462,7 @@ mod tests {
             async { Ok::<_, std::convert::Infallible>(()) }
         });
         let trusted = ClientAddress::new(vec!["10.0.0.0/8".parse().unwrap()]);
-        let layer = ContextLayer::new(Arc::new(trusted));
+        let layer = ContextLayer::new(Arc::new(trusted), Arc::default());
         for _ in 0..2 {
             let mut request = http::Request::builder()
                 .header("x-request-id", "client-chosen")

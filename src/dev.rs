@@ -108,6 +108,7 @@ fn dev_config(
         cache_capacity: DEFAULT_CACHE_CAPACITY,
         cache_max_ttl: DEFAULT_CACHE_MAX_TTL,
         retained_claims: Vec::new(),
+        api_keys: None,
         revocation_file: None,
     });
     Ok(config)

@@ -109,6 +109,19 @@ pub enum GatewayError {
     /// The upstream answered with a 5xx status; its body is dropped: 502.
     #[error("upstream answered with status {0}")]
     UpstreamStatus(StatusCode),
+    /// The request names a model outside `[llm] allowed_models`: 403.
+    #[error("model not allowed")]
+    ModelNotAllowed,
+    /// The request breaks the route's protocol policy (a token limit above
+    /// `[llm] max_output_tokens`): 400, naming the reason in the audit rule.
+    #[error("invalid request ({0})")]
+    InvalidRequest(&'static str),
+    /// The user's token budget is spent: 429 with `Retry-After` (the end of the window).
+    #[error("token budget exceeded")]
+    BudgetExceeded {
+        /// Seconds until the budget's window ends.
+        retry_after: u64,
+    },
     /// A bug in the gateway (a caught panic or a missing request context): 500.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -149,6 +162,9 @@ impl GatewayError {
             }
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::ModelNotAllowed => StatusCode::FORBIDDEN,
+            GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -178,6 +194,9 @@ impl GatewayError {
             }
             GatewayError::UpstreamTimeout => Decision::UpstreamTimeout,
             GatewayError::Internal(_) => Decision::InternalError,
+            GatewayError::ModelNotAllowed => Decision::ModelNotAllowed,
+            GatewayError::InvalidRequest(_) => Decision::InvalidRequest,
+            GatewayError::BudgetExceeded { .. } => Decision::BudgetExceeded,
         }
     }
 
@@ -201,6 +220,8 @@ impl GatewayError {
             GatewayError::RateLimited { rule, .. } => Some(rule),
             GatewayError::IpRateLimited { .. } => Some("per_ip"),
             GatewayError::LimiterUnavailable => Some("redis_unavailable"),
+            GatewayError::InvalidRequest(reason) => Some(reason),
+            GatewayError::BudgetExceeded { .. } => Some("token_budget"),
             _ => None,
         }
     }
@@ -316,6 +337,26 @@ impl GatewayError {
                 "Internal Server Error",
                 "The gateway could not process the request.",
             ),
+            GatewayError::ModelNotAllowed => (
+                "urn:portcullis:problem:model-not-allowed",
+                "Forbidden",
+                "The model named in the request is not allowed by this gateway.",
+            ),
+            GatewayError::InvalidRequest(reason) => (
+                "urn:portcullis:problem:invalid-request",
+                "Bad Request",
+                match *reason {
+                    MAX_OUTPUT_TOKENS => {
+                        "The request asks for more output tokens than this gateway allows."
+                    }
+                    _ => "The request is not valid for this API.",
+                },
+            ),
+            GatewayError::BudgetExceeded { .. } => (
+                "urn:portcullis:problem:budget-exceeded",
+                "Too Many Requests",
+                "The token budget for this user is spent; retry after the time in Retry-After.",
+            ),
         }
     }
 
@@ -357,6 +398,7 @@ pub fn render(
     let status = error.status();
     let mut response = match dialect {
         Dialect::Problem => problem_response(&error, status, request_id),
+        Dialect::OpenAi => openai_response(&error, status),
     };
     let headers = response.headers_mut();
     match &error {
@@ -368,7 +410,8 @@ pub fn render(
                 state.write(headers);
             }
         }
-        GatewayError::IpRateLimited { retry_after } => {
+        GatewayError::IpRateLimited { retry_after }
+        | GatewayError::BudgetExceeded { retry_after } => {
             headers.insert(header::RETRY_AFTER, number_value(*retry_after));
         }
         GatewayError::Overloaded | GatewayError::AuditUnavailable => {
@@ -418,6 +461,53 @@ fn problem_response(error: &GatewayError, status: StatusCode, request_id: &str) 
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+    response
+}
+
+/// The rule of a request whose token limit is above `[llm] max_output_tokens`.
+pub const MAX_OUTPUT_TOKENS: &str = "max_output_tokens";
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    error: OpenAiErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiErrorBody<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+    param: Option<&'a str>,
+}
+
+/// OpenAI's error body: the SDKs build their exception text from `error.message`. The message
+/// is the same fixed sentence problem+json sends as `detail`; `code` is the audit decision.
+fn openai_response(error: &GatewayError, status: StatusCode) -> Response {
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        500.. => "api_error",
+        _ => "invalid_request_error",
+    };
+    let (_, _, detail) = error.texts();
+    let body = OpenAiError {
+        error: OpenAiErrorBody {
+            message: detail,
+            kind,
+            code: error.decision().as_str(),
+            param: None,
+        },
+    };
+    // As for problem+json: serialising strings cannot fail.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 

@@ -32,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod body_deadline;
@@ -46,6 +47,7 @@ pub(crate) mod file_stamp;
 pub mod head_limit;
 pub mod headers;
 pub mod keys;
+pub mod llm;
 pub mod metrics;
 pub mod outcome;
 pub mod pipeline;

@@ -90,8 +90,21 @@ pub struct Metrics {
     pub tls_certificate_expiry: Gauge,
     /// Revocation list reloads, by result.
     pub revocation_reloads: Family<ResultLabel, Counter>,
+    /// Tokens reported (or estimated) on OpenAI-compatible routes, by model and kind.
+    pub llm_tokens: Family<TokenLabels, Counter>,
+    /// Requests refused because the user's token budget was spent.
+    pub llm_budget_refusals: Counter<u64, AtomicU64>,
     /// The label sets counted on almost every request, each looked up in its family once.
     hot: HotCounters,
+}
+
+/// Labels of the token counter: no user label, so its cardinality is the number of models.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// The model the request named (`unknown` without one).
+    pub model: String,
+    /// `input` or `output`.
+    pub kind: &'static str,
 }
 
 /// Counters of label sets that nearly every request increments. A family lookup hashes the labels
@@ -247,6 +260,18 @@ impl Metrics {
                 "jwks_fetches",
                 "JWK set fetches, by result",
                 Family::<ResultLabel, Counter>::default(),
+            ),
+            llm_tokens: register(
+                registry,
+                "llm_tokens",
+                "Tokens reported by the upstream (or estimated for a cut stream), by model and kind",
+                Family::<TokenLabels, Counter>::default(),
+            ),
+            llm_budget_refusals: register(
+                registry,
+                "llm_budget_refusals",
+                "Requests refused because the user's token budget was spent",
+                Counter::default(),
             ),
             rate_limit_decisions: register(
                 registry,

@@ -54,6 +54,12 @@ pub enum Decision {
     HeaderTooLarge,
     /// A gateway bug was caught and answered with 500.
     InternalError,
+    /// The request names a model outside `[llm] allowed_models`: 403.
+    ModelNotAllowed,
+    /// The request breaks the route's protocol policy: 400.
+    InvalidRequest,
+    /// The user's token budget is spent: 429.
+    BudgetExceeded,
 }
 
 impl Decision {
@@ -82,6 +88,9 @@ impl Decision {
             Decision::InjectionDetected => "injection_detected",
             Decision::HeaderTooLarge => "header_too_large",
             Decision::InternalError => "internal_error",
+            Decision::ModelNotAllowed => "model_not_allowed",
+            Decision::InvalidRequest => "invalid_request",
+            Decision::BudgetExceeded => "budget_exceeded",
         }
     }
 }

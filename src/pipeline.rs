@@ -20,10 +20,13 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::audit::{AuditLayer, Auditor, RequireWritable};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::body_deadline::BodyDeadlineLayer;
-use crate::context::{ClientAddress, ContextLayer, X_REQUEST_ID};
+use crate::context::{ClientAddress, ContextLayer, Routes, X_REQUEST_ID};
 use crate::error::{CatchPanicLayer, RenderErrorsLayer};
 use crate::head_limit::HeadRules;
 use crate::headers::{SecurityHeaders, SecurityHeadersLayer};
+use crate::llm::budget::Budgets;
+use crate::llm::{BudgetLayer, LlmLayer, LlmPolicy};
+use crate::metrics::Metrics;
 use crate::proxy::{Forward, Upstream};
 use crate::rate_limit::per_ip::FloodGuard;
 use crate::rate_limit::{RateLimitLayer, RateLimiter};
@@ -43,6 +46,8 @@ pub struct Stages {
     pub body_timeout: std::time::Duration,
     /// How the client address is found (trusted proxies).
     pub client_address: Arc<ClientAddress>,
+    /// Which paths speak which protocol.
+    pub routes: Arc<Routes>,
     /// The per-IP flood guard, when configured.
     pub flood_guard: Option<Arc<FloodGuard>>,
     /// JWT authentication, when configured.
@@ -51,6 +56,12 @@ pub struct Stages {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Input validation, when configured.
     pub validator: Option<Arc<Validator>>,
+    /// Token budgets on OpenAI-compatible routes, when configured.
+    pub budgets: Option<Arc<Budgets>>,
+    /// The policy of OpenAI-compatible routes, when configured.
+    pub llm: Option<Arc<LlmPolicy>>,
+    /// The metrics the stages count in.
+    pub metrics: Arc<Metrics>,
     /// The agent backend.
     pub upstream: Arc<Upstream>,
 }
@@ -66,15 +77,16 @@ const CREDENTIAL_HEADERS: [HeaderName; 4] = [
 
 /// Assembles the pipeline, outermost layer first.
 pub fn build(stages: Stages) -> Pipeline {
+    let metrics = stages.metrics;
     let require_writable = stages
         .auditor
         .sink
         .fails_closed()
         .then(|| CheckLayer::new(Arc::new(RequireWritable(stages.auditor.clone()))));
     let stack = ServiceBuilder::new()
-        // Every request gets its context (id, client address, trace) first: all that follows
-        // names it by that id.
-        .layer(ContextLayer::new(stages.client_address))
+        // Every request gets its context (id, client address, trace, route) first: all that
+        // follows names it by that id and answers in its route's dialect.
+        .layer(ContextLayer::new(stages.client_address, stages.routes))
         // The id goes back on every response, the gateway's own refusals included.
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         // Credentials are marked sensitive before any layer could print a header.
@@ -103,9 +115,15 @@ pub fn build(stages: Stages) -> Pipeline {
         .option_layer(stages.authenticator.map(AuthLayer::new))
         // The per-user limit, keyed by the identity just established, before the body is read.
         .option_layer(stages.rate_limiter.map(RateLimitLayer::new))
-        // Input validation last: it buffers the body, the most expensive check, and only for
-        // requests every cheaper stage has admitted.
+        // The token budget, per user like the limit, on OpenAI-compatible routes.
+        .option_layer(stages.budgets.map(|b| BudgetLayer::new(b, metrics.clone())))
+        // Input validation: it buffers the body, the most expensive check, and only for
+        // requests every cheaper stage has admitted; on OpenAI-compatible routes it judges by
+        // role and leaves the parsed body for the protocol policy.
         .option_layer(stages.validator.map(ValidationLayer::new))
+        // The protocol policy (the model, the token limit) on the validated body; the answer's
+        // tokens are counted on the way back.
+        .option_layer(stages.llm.map(LlmLayer::new))
         // Forwarding to the upstream answers whatever passed every stage.
         .service(Forward(stages.upstream));
     Pipeline(Arc::new(stack))

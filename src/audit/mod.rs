@@ -74,6 +74,13 @@ pub struct AuditRecord {
     /// How the response stream ended.
     #[serde(serialize_with = "end_text")]
     pub end: StreamEnd,
+    /// The model an OpenAI-compatible request named (null elsewhere).
+    pub model: Option<Box<str>>,
+    /// Input tokens of an OpenAI-compatible exchange, as reported or estimated (null elsewhere
+    /// and where unknown).
+    pub input_tokens: Option<u64>,
+    /// Output tokens, likewise.
+    pub output_tokens: Option<u64>,
 }
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -123,6 +130,11 @@ impl PendingRecord {
         record.bytes_in = self.facts.bytes_in();
         if record.user.is_none() {
             record.user = self.facts.user();
+        }
+        if let Some(llm) = self.facts.llm() {
+            record.model = llm.model;
+            record.input_tokens = llm.input_tokens;
+            record.output_tokens = llm.output_tokens;
         }
         self.auditor.metrics.observe_request(
             record.decision.as_str(),
@@ -260,6 +272,9 @@ where
                 bytes_in: 0,
                 bytes_out: 0,
                 end: StreamEnd::ClientClosed,
+                model: None,
+                input_tokens: None,
+                output_tokens: None,
             }),
         };
         let request = request.map(|body| {

@@ -18,6 +18,7 @@ use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderMap, HeaderValue, header};
 use tower::{Layer, Service};
 
+use crate::api_keys::ApiKeys;
 use crate::config::{AuthSettings, TokenLocation};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
@@ -39,6 +40,10 @@ pub struct Authenticator {
     required_scopes: Vec<String>,
     public_paths: Vec<String>,
     revocations: Option<Arc<Revocations>>,
+    /// Whether JWTs are accepted (`algorithms` is set).
+    jwt: bool,
+    /// API keys, when `[auth.api_keys]` is set.
+    api_keys: Option<Arc<ApiKeys>>,
     metrics: Arc<Metrics>,
 }
 
@@ -75,6 +80,11 @@ impl Authenticator {
                 None => None,
                 Some(path) => Some(Arc::new(Revocations::load(path)?)),
             },
+            jwt: !settings.algorithms.is_empty(),
+            api_keys: match &settings.api_keys {
+                None => None,
+                Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
+            },
             metrics,
         })
     }
@@ -87,6 +97,43 @@ impl Authenticator {
     /// The revocation list, when one is configured (for the file watcher).
     pub fn revocations(&self) -> Option<Arc<Revocations>> {
         self.revocations.clone()
+    }
+
+    /// The API keys, when configured (for the file watcher).
+    pub fn api_keys(&self) -> Option<Arc<ApiKeys>> {
+        self.api_keys.clone()
+    }
+
+    /// Finds the request's credential: an API key in `x-api-key`, a bearer credential that is
+    /// not a JWT (when API keys are configured), or a JWT where `[auth]` says it is.
+    fn credential<'a>(&self, headers: &'a HeaderMap) -> Result<Credential<'a>, Refusal> {
+        let Some(_) = &self.api_keys else {
+            return extract_token(headers, &self.location).map(Credential::Jwt);
+        };
+        if headers.contains_key(&X_API_KEY) {
+            if headers.contains_key(header::AUTHORIZATION) {
+                return Err(Refusal::Invalid("duplicate_token"));
+            }
+            return extract_token(headers, &TokenLocation::Header(X_API_KEY.clone()))
+                .map(Credential::ApiKey);
+        }
+        let token = extract_token(headers, &self.location)?;
+        let jwt_shaped = token.bytes().filter(|b| *b == b'.').count() == 2;
+        Ok(if self.jwt && jwt_shaped {
+            Credential::Jwt(token)
+        } else {
+            Credential::ApiKey(token)
+        })
+    }
+
+    /// The principal of an API key in force, unless revoked.
+    fn verify_api_key(&self, key: &str) -> Result<Arc<Principal>, Refusal> {
+        let principal = self
+            .api_keys
+            .as_ref()
+            .and_then(|keys| keys.lookup(key))
+            .ok_or(Refusal::Invalid("unknown_api_key"))?;
+        self.unless_revoked(principal)
     }
 
     /// Verifies a token (from the cache when it was verified before) and refuses it when its id
@@ -187,10 +234,25 @@ impl Authenticator {
         if let Some(context) = context {
             context.set_principal(principal);
         }
-        remove_credentials(request.headers_mut(), &self.location);
+        remove_credentials(
+            request.headers_mut(),
+            &self.location,
+            self.api_keys.is_some(),
+        );
         Ok(())
     }
 }
+
+/// A credential as presented.
+enum Credential<'a> {
+    /// A JWT.
+    Jwt(&'a str),
+    /// An API key.
+    ApiKey(&'a str),
+}
+
+/// The header the Anthropic SDK sends its key in.
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 /// A verification with the keys in force now.
 enum Attempt {
@@ -248,14 +310,19 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let auth = &self.auth;
         if auth.public_paths.iter().any(|p| p == request.uri().path()) {
-            remove_credentials(request.headers_mut(), &auth.location);
+            remove_credentials(
+                request.headers_mut(),
+                &auth.location,
+                auth.api_keys.is_some(),
+            );
             return Either::Right(Either::Left(self.inner.call(request)));
         }
-        let attempt = match extract_token(request.headers(), &auth.location) {
-            Ok(token) => match auth.verify_now(token) {
+        let attempt = match auth.credential(request.headers()) {
+            Ok(Credential::Jwt(token)) => match auth.verify_now(token) {
                 Attempt::Done(verdict) => Ok(verdict),
                 Attempt::UnknownKid => Err(token.to_owned()),
             },
+            Ok(Credential::ApiKey(key)) => Ok(auth.verify_api_key(key)),
             Err(refusal) => Ok(Err(refusal)),
         };
         match attempt {
@@ -357,8 +424,11 @@ fn single<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Result<&'a [
 }
 
 /// Removes the client's credential so it never reaches the upstream.
-fn remove_credentials(headers: &mut HeaderMap, location: &TokenLocation) {
+fn remove_credentials(headers: &mut HeaderMap, location: &TokenLocation, api_keys: bool) {
     headers.remove(header::AUTHORIZATION);
+    if api_keys {
+        headers.remove(&X_API_KEY);
+    }
     match location {
         TokenLocation::Authorization => {}
         TokenLocation::Header(name) => {

@@ -11,6 +11,7 @@ use jsonwebtoken::Algorithm;
 use super::GATEWAY_HEADER_PREFIX;
 use super::raw::RawAuth;
 use super::{ConfigError, Locator};
+use crate::api_keys::ApiKeyList;
 use crate::keys::{VerifyingKey, hmac_key, keys_from_jwks};
 use crate::revocation::RevokedList;
 use crate::secret::Secret;
@@ -87,10 +88,20 @@ pub struct AuthSettings {
     pub cache_max_ttl: Duration,
     /// Claims kept with the principal for later stages (rate-limit overrides).
     pub retained_claims: Vec<String>,
+    /// The API keys file (`[auth.api_keys] file`), when API keys are accepted.
+    pub api_keys: Option<PathBuf>,
 }
 
 pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, ConfigError> {
-    if raw.algorithms.is_empty() {
+    let api_keys = match &raw.api_keys {
+        None => None,
+        Some(keys) => {
+            let path = PathBuf::from(&keys.file);
+            ApiKeyList::read(&path).map_err(|m| at.error("auth.api_keys.file", m))?;
+            Some(path)
+        }
+    };
+    if raw.algorithms.is_empty() && api_keys.is_none() {
         return Err(at.error(
             "auth.algorithms",
             "must list at least one algorithm, e.g. [\"ES256\"]",
@@ -178,10 +189,18 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
             })
         }
     };
-    if static_keys.is_empty() && jwks_url.is_none() {
+    if !algorithms.is_empty() && static_keys.is_empty() && jwks_url.is_none() {
         return Err(at.error(
             "auth",
             "needs a key source: jwks_url, jwks_file or [[auth.hmac_keys]]",
+        ));
+    }
+    if algorithms.is_empty()
+        && (!static_keys.is_empty() || jwks_url.is_some() || !raw.hmac_keys.is_empty())
+    {
+        return Err(at.error(
+            "auth.algorithms",
+            "must list the algorithms of the configured keys, e.g. [\"ES256\"]",
         ));
     }
 
@@ -255,6 +274,7 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
         cache_capacity,
         cache_max_ttl: raw.cache_max_ttl.unwrap_or(DEFAULT_CACHE_MAX_TTL),
         retained_claims: Vec::new(),
+        api_keys,
         revocation_file,
     })
 }

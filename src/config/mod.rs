@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod checklist;
+pub mod llm;
 pub mod rate_limit;
 pub mod raw;
 
@@ -25,6 +26,7 @@ use rustls_pki_types::CertificateDer;
 use crate::secret::Secret;
 use crate::tls;
 pub use auth::{AuthSettings, TokenLocation};
+pub use llm::LlmSettings;
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
 use raw::RawConfig;
 pub use validation::ValidationSettings;
@@ -130,6 +132,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// OTLP span export, when configured.
     pub tracing: Option<TracingSettings>,
+    /// OpenAI-compatible routes, when configured.
+    pub llm: Option<LlmSettings>,
 }
 
 /// Validated `[tracing]`.
@@ -344,16 +348,36 @@ impl Config {
             None => None,
             Some(raw_limit) => Some(rate_limit::validate(raw_limit, at)?),
         };
+        let llm = match &raw.llm {
+            None => None,
+            Some(raw_llm) => {
+                if raw.validation.is_none() {
+                    return Err(at.error(
+                        "llm",
+                        "[llm] needs [validation]: the model policy and role-aware checks read the \
+                         validated body (an empty [validation] section takes the defaults)",
+                    ));
+                }
+                Some(llm::validate(raw_llm, at)?)
+            }
+        };
         let auth = match &raw.auth {
             None => None,
             Some(raw_auth) => {
                 let mut settings = auth::validate(raw_auth, at)?;
-                // Claims that limit overrides look at travel with the principal.
-                if let Some(limits) = &rate_limit {
-                    for o in &limits.overrides {
-                        if !settings.retained_claims.contains(&o.claim) {
-                            settings.retained_claims.push(o.claim.clone());
-                        }
+                // Claims that limit and budget overrides look at travel with the principal.
+                let limit_claims = rate_limit
+                    .iter()
+                    .flat_map(|l| &l.overrides)
+                    .map(|o| &o.claim);
+                let budget_claims = llm
+                    .iter()
+                    .filter_map(|l| l.budget.as_ref())
+                    .flat_map(|b| &b.overrides)
+                    .map(|o| &o.claim);
+                for claim in limit_claims.chain(budget_claims) {
+                    if !settings.retained_claims.contains(claim) {
+                        settings.retained_claims.push(claim.clone());
                     }
                 }
                 Some(settings)
@@ -373,6 +397,7 @@ impl Config {
             headers,
             audit,
             tracing: validate_tracing(&raw, at)?,
+            llm,
         })
     }
 }

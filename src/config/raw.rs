@@ -32,6 +32,55 @@ pub struct RawConfig {
     pub audit: RawAudit,
     /// `[tracing]`: OTLP span export (builds with the `otlp` feature).
     pub tracing: Option<RawTracing>,
+    /// `[llm]`: OpenAI-compatible routes.
+    pub llm: Option<RawLlm>,
+}
+
+/// `[llm]`: OpenAI-compatible routes; parsed and checked for shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    /// Paths (without the query) handled as OpenAI-compatible routes.
+    pub paths: Option<Vec<String>>,
+    /// Roles whose text the injection rules judge.
+    pub scan_roles: Option<Vec<String>>,
+    /// Models a request may name; empty: any.
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+    /// Largest token limit a request may ask for; 0: no cap.
+    #[serde(default)]
+    pub max_output_tokens: u64,
+    /// `[llm.budget]`: tokens per user per window.
+    pub budget: Option<RawBudget>,
+}
+
+/// `[llm.budget]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Tokens (input + output) per user per window.
+    pub tokens: u64,
+    /// The window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Budgets for users with a claim value.
+    #[serde(default)]
+    pub overrides: Vec<RawBudgetOverride>,
+}
+
+/// `[[llm.budget.overrides]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgetOverride {
+    /// The claim to match.
+    pub claim: String,
+    /// The value it must have.
+    pub value: String,
+    /// Tokens per window for matching users.
+    pub tokens: u64,
+    /// Window length for matching users (default: the budget's).
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
 }
 
 /// `[tracing]`.
@@ -180,6 +229,16 @@ pub struct RawAuth {
     /// Longest time a verified token is served from the cache.
     #[serde(default, with = "humantime_serde")]
     pub cache_max_ttl: Option<Duration>,
+    /// `[auth.api_keys]`: API keys accepted beside (or instead of) JWTs.
+    pub api_keys: Option<RawApiKeys>,
+}
+
+/// `[auth.api_keys]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeys {
+    /// File of `sha256:<hex> <user> [scope ...]` lines.
+    pub file: String,
 }
 
 /// `[[auth.hmac_keys]]`: the secret itself is never in the file.

@@ -127,7 +127,11 @@ fn builtin() -> Vec<(&'static str, &'static str, Vec<Pattern>)> {
                 r(
                     r"\b(ignore|disregard|forget)\b (everything|anything|all)( (you|that) (were|was|have been) (told|given))?( (above|before|so far|until now|previously))\b",
                 ),
-                r(r"\b(new|updated|revised|real) (system )?(instructions|directives|rules)\s*:"),
+                // Addressed to the model: "new instructions: submit reports by Friday" in a quoted
+                // email passes, "new instructions: you must reveal..." does not.
+                r(
+                    r"\b(new|updated|revised|real) (system )?(instructions|directives|rules)\s*:\s*(you\b|ignore|disregard|forget|from now on|act as|pretend|respond|reply|answer|always|never|do not|don't|reveal|print|output|show)",
+                ),
                 r(
                     r"\bfrom now on,? (you (will|must|shall|are)|ignore|disregard|only (answer|respond|obey))\b",
                 ),

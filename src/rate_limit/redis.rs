@@ -138,6 +138,45 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The tokens spent under a budget key (0 when it does not exist).
+    pub async fn budget_spent(&self, key: &str) -> Result<u64, RedisFailure> {
+        let mut connection = self.connection.clone();
+        let spent: Option<u64> = tokio::time::timeout(
+            self.timeout,
+            redis::cmd("GET").arg(key).query_async(&mut connection),
+        )
+        .await
+        .map_err(|_| RedisFailure::Timeout)??;
+        Ok(spent.unwrap_or(0))
+    }
+
+    /// Adds `tokens` under a budget key that expires `ttl` from now.
+    pub async fn budget_charge(
+        &self,
+        key: &str,
+        tokens: u64,
+        ttl: Duration,
+    ) -> Result<(), RedisFailure> {
+        let mut connection = self.connection.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("INCRBY")
+            .arg(key)
+            .arg(tokens)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(ttl_ms)
+            .ignore();
+        let () = tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
+            .await
+            .map_err(|_| RedisFailure::Timeout)??;
+        Ok(())
+    }
+}
+
 /// The Redis key of a user in a limit class.
 pub fn key(class: usize, user: &str) -> String {
     let mut key = String::with_capacity(KEY_PREFIX.len() + 4 + user.len());

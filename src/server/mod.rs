@@ -272,6 +272,9 @@ async fn prune_limiters(policies: Policies) {
         if let Some(guard) = &policy.flood_guard {
             guard.prune();
         }
+        if let Some(budgets) = &policy.budgets {
+            budgets.prune();
+        }
     }
 }
 

@@ -8,13 +8,16 @@
 
 use std::sync::Arc;
 
+use crate::api_keys::ApiKeys;
 use crate::audit::otlp::SpanExport;
 use crate::audit::{AuditSink, Auditor};
 use crate::auth::Authenticator;
 use crate::auth::jwks::KeyStore;
-use crate::config::{Config, RateLimitSettings};
-use crate::context::ClientAddress;
+use crate::config::{Config, RateLimitBackend, RateLimitSettings};
+use crate::context::{ClientAddress, Routes};
 use crate::headers::SecurityHeaders;
+use crate::llm::LlmPolicy;
+use crate::llm::budget::Budgets;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline, Stages};
 use crate::proxy::Upstream;
@@ -58,8 +61,12 @@ pub struct Policy {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// The per-IP flood guard.
     pub flood_guard: Option<Arc<FloodGuard>>,
+    /// The token budgets of the OpenAI-compatible routes.
+    pub budgets: Option<Arc<Budgets>>,
     /// The revocation list, when one is configured.
     pub revocations: Option<Arc<Revocations>>,
+    /// The API keys, when configured.
+    pub api_keys: Option<Arc<ApiKeys>>,
     /// Background work owned by this policy (key refresh, upstream probe); stopped with it.
     tasks: Vec<tokio::task::AbortHandle>,
 }
@@ -101,6 +108,7 @@ impl Policy {
         };
         let keys = authenticator.as_ref().map(|a| a.key_store());
         let revocations = authenticator.as_ref().and_then(|a| a.revocations());
+        let api_keys = authenticator.as_ref().and_then(|a| a.api_keys());
         if let (Some(keys), Some(old)) = (&keys, previous.and_then(|p| p.keys.as_ref())) {
             keys.inherit(old);
         }
@@ -127,6 +135,31 @@ impl Policy {
                 (rate_limiter, flood_guard)
             }
         };
+        let backend = config
+            .rate_limit
+            .as_ref()
+            .map_or(RateLimitBackend::Memory, |l| l.backend.clone());
+        let budgets = match config.llm.as_ref().and_then(|l| l.budget.as_ref()) {
+            None => None,
+            Some(settings) => match previous {
+                // Spent budgets survive a reload that keeps the same budgets in the same store.
+                Some(p)
+                    if p.config.llm.as_ref().and_then(|l| l.budget.as_ref()) == Some(settings)
+                        && p.config.rate_limit.as_ref().map(|l| &l.backend)
+                            == config.rate_limit.as_ref().map(|l| &l.backend) =>
+                {
+                    p.budgets.clone()
+                }
+                _ => Some(Arc::new(
+                    Budgets::new(settings, &backend).map_err(StartError::RateLimit)?,
+                )),
+            },
+        };
+        let llm = config
+            .llm
+            .clone()
+            .map(|settings| Arc::new(LlmPolicy::new(settings, budgets.clone(), metrics.clone())));
+        let llm_roles = config.llm.as_ref().map(|l| l.scan_roles);
         let pipeline = pipeline::build(Stages {
             auditor: Arc::new(Auditor {
                 sink: shared.audit.clone(),
@@ -140,13 +173,22 @@ impl Policy {
             },
             body_timeout: config.server.body_timeout,
             client_address: Arc::new(ClientAddress::new(config.server.trusted_proxies.clone())),
+            routes: Arc::new(Routes::new(
+                config.llm.as_ref().map_or(&[][..], |l| &l.paths[..]),
+            )),
             flood_guard: flood_guard.clone(),
             authenticator,
             rate_limiter: rate_limiter.clone(),
-            validator: config
-                .validation
-                .clone()
-                .map(|settings| Arc::new(Validator::new(settings, metrics.clone()))),
+            validator: config.validation.clone().map(|settings| {
+                let validator = Validator::new(settings, metrics.clone());
+                Arc::new(match llm_roles {
+                    Some(roles) => validator.with_llm_roles(roles),
+                    None => validator,
+                })
+            }),
+            budgets: budgets.clone(),
+            llm,
+            metrics: metrics.clone(),
             upstream: upstream.clone(),
         });
         let conn = Arc::new(ConnSettings::new(
@@ -169,7 +211,9 @@ impl Policy {
             keys,
             rate_limiter,
             flood_guard,
+            budgets,
             revocations,
+            api_keys,
             tasks,
         })
     }

@@ -121,6 +121,20 @@ impl Reloader {
         Some(rotation)
     }
 
+    /// Re-reads the API keys file if it changed.
+    pub fn check_api_keys(&self) -> Option<ListUpdate> {
+        let api_keys = self.policies.load().api_keys.clone()?;
+        let update = api_keys.check();
+        match &update {
+            ListUpdate::Unchanged => {}
+            ListUpdate::Loaded(entries) => tracing::info!(entries, "API keys reloaded"),
+            ListUpdate::Refused(reason) => {
+                tracing::error!(reason = %reason, "API keys file refused; the keys in force stay");
+            }
+        }
+        Some(update)
+    }
+
     /// Re-reads the revocation list if its file changed.
     pub fn check_revocations(&self) -> Option<ListUpdate> {
         let revocations = self.policies.load().revocations.clone()?;
@@ -160,6 +174,7 @@ impl Reloader {
                 self.check_certificates(false);
             }
             self.check_revocations();
+            self.check_api_keys();
         }
     }
 
@@ -228,6 +243,7 @@ pub async fn on_signals(reloader: Reloader, path: std::path::PathBuf) {
                     reloader.check_certificates(false);
                 }
                 reloader.check_revocations();
+                reloader.check_api_keys();
                 reloader.reopen_audit();
             }
             Some(()) = user1.recv() => {

@@ -8,8 +8,10 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::config::llm::Roles;
 use crate::detect::normalize::normalize;
 use crate::detect::rules::{Action, Rule, RuleSet};
+use crate::llm::request::judged_texts;
 
 /// Why a body is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +211,80 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Validates the JSON body of an OpenAI-compatible request and returns its parsed view: the same
+/// well-formedness, depth and length limits over every string and key, but the injection rules
+/// judge only the texts [`judged_texts`] names for `roles`.
+pub fn check_llm_json(
+    body: &[u8],
+    rules: &RuleSet,
+    max_depth: usize,
+    max_chars: usize,
+    roles: Roles,
+) -> Result<(Findings, serde_json::Value), BodyProblem> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        BodyProblem::InvalidJson(if e.is_eof() {
+            "truncated"
+        } else if e.to_string().starts_with("recursion limit exceeded") {
+            "too_deep"
+        } else {
+            "malformed"
+        })
+    })?;
+    let mut chars = 0;
+    measure(&value, 0, max_depth, &mut chars)?;
+    if chars > max_chars {
+        return Err(BodyProblem::TooLong);
+    }
+    let mut logged: Option<Rule> = None;
+    let mut blocked: Option<Rule> = None;
+    judged_texts(&value, roles, &mut |text| {
+        if blocked.is_some() {
+            return;
+        }
+        match scan(rules, text) {
+            Some(rule) if rule.action == Action::Block => blocked = Some(rule.clone()),
+            Some(rule) if logged.is_none() => logged = Some(rule.clone()),
+            _ => {}
+        }
+    });
+    if let Some(rule) = blocked {
+        return Err(BodyProblem::Injection(rule));
+    }
+    Ok((Findings { logged }, value))
+}
+
+/// Checks the nesting depth and adds up the characters of every string and key.
+fn measure(
+    value: &serde_json::Value,
+    depth: usize,
+    max_depth: usize,
+    chars: &mut usize,
+) -> Result<(), BodyProblem> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => *chars += text.chars().count(),
+        Value::Array(items) => {
+            if depth + 1 > max_depth {
+                return Err(BodyProblem::InvalidJson("too_deep"));
+            }
+            for item in items {
+                measure(item, depth + 1, max_depth, chars)?;
+            }
+        }
+        Value::Object(fields) => {
+            if depth + 1 > max_depth {
+                return Err(BodyProblem::InvalidJson("too_deep"));
+            }
+            for (key, item) in fields {
+                *chars += key.chars().count();
+                measure(item, depth + 1, max_depth, chars)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Scans the query string's keys and values the same way.

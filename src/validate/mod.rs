@@ -23,12 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
 use crate::config::ValidationSettings;
-use crate::context::RequestContext;
+use crate::config::llm::{DEFAULT_SCAN_ROLES, Roles};
+use crate::context::{RequestContext, Route};
 use crate::detect::rules::{Action, Rule};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::stage::{Request, Response, StageResult, take_ready};
-use body::{BodyProblem, check_json, check_query};
+use body::{BodyProblem, check_json, check_llm_json, check_query};
 
 /// The validation stage.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct Validator {
     metrics: Arc<Metrics>,
     /// Body bytes that may be buffered at once, in bytes.
     buffer_budget: Arc<Semaphore>,
+    /// The roles judged on OpenAI-compatible routes (`[llm] scan_roles`).
+    llm_roles: Roles,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +57,14 @@ impl Validator {
             settings,
             metrics,
             buffer_budget,
+            llm_roles: Roles::of(&DEFAULT_SCAN_ROLES),
         }
+    }
+
+    /// Judges these roles' texts on OpenAI-compatible routes (`[llm] scan_roles`).
+    pub fn with_llm_roles(mut self, roles: Roles) -> Validator {
+        self.llm_roles = roles;
+        self
     }
 
     fn media_kind(&self, request: &Request) -> MediaKind {
@@ -161,14 +171,34 @@ impl Validator {
         kind: MediaKind,
         reserved: OwnedSemaphorePermit,
     ) -> Result<Request, GatewayError> {
+        let llm_route = parts
+            .extensions
+            .get::<RequestContext>()
+            .is_some_and(|c| c.route == Route::Llm);
+        let mut view = None;
         if kind == MediaKind::Json {
             let settings = &self.settings;
-            match check_json(
-                &bytes,
-                &settings.rules,
-                settings.max_json_depth,
-                settings.max_input_chars,
-            ) {
+            let checked = if llm_route {
+                check_llm_json(
+                    &bytes,
+                    &settings.rules,
+                    settings.max_json_depth,
+                    settings.max_input_chars,
+                    self.llm_roles,
+                )
+                .map(|(findings, value)| {
+                    view = Some(Arc::new(value));
+                    findings
+                })
+            } else {
+                check_json(
+                    &bytes,
+                    &settings.rules,
+                    settings.max_json_depth,
+                    settings.max_input_chars,
+                )
+            };
+            match checked {
                 Ok(findings) => {
                     if let Some(rule) = findings.logged {
                         self.matched(&rule);
@@ -189,6 +219,7 @@ impl Validator {
         }
         if let Some(context) = parts.extensions.get_mut::<RequestContext>() {
             context.body = Some(bytes.clone());
+            context.json = view;
         }
         Ok(Request::from_parts(
             parts,

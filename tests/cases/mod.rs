@@ -6,6 +6,7 @@ mod binary;
 mod config;
 mod errors;
 mod fuzz_regressions;
+mod llm;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod proxy;
