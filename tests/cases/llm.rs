@@ -652,3 +652,41 @@ async fn two_gateways_sharing_redis_share_one_budget() {
         .await;
     assert_eq!(other.status, 200);
 }
+
+/// The official OpenAI Python SDK through the gateway: JSON and streamed chat, the Responses API,
+/// embeddings, the exception text of each refusal, and 50 concurrent async streams.
+#[tokio::test]
+async fn the_openai_sdk_works_through_the_gateway_and_prints_its_refusals() {
+    if !crate::common::python::has_module("openai") {
+        return;
+    }
+    let llm = llm_gateway(
+        "allowed_models = [\"gpt-test\", \"emb-test\"]\n\
+         [llm.budget]\ntokens = 1000000\nwindow = \"1h\"\n\
+         [[llm.budget.overrides]]\nclaim = \"tier\"\nvalue = \"tiny\"\ntokens = 1\n",
+        "",
+    )
+    .await;
+    let key = llm.add_api_key("sdk-user").await;
+    let mut tiny = claims("tiny-user");
+    tiny["tier"] = json!("tiny");
+    let tiny = llm.key.sign(&tiny);
+    let seen = crate::common::python::run(
+        "tests/sdk/openai_client.py",
+        vec![
+            llm.gateway.url("/v1"),
+            llm.gateway.pki.ca_file.display().to_string(),
+            key.clone(),
+            tiny,
+        ],
+    )
+    .await;
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    println!("OpenAI SDK exception texts:");
+    for status in ["401", "400", "403", "429"] {
+        println!("  {status}: {}", seen[status].as_str().unwrap());
+    }
+    assert_eq!(seen["concurrent_streams"], 50);
+    let audit = std::fs::read_to_string(&llm.gateway.audit_path).unwrap();
+    assert!(!audit.contains(&key), "the API key reached the audit log");
+}

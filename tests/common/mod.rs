@@ -6,6 +6,7 @@ pub mod jwks_server;
 pub mod keys;
 pub mod openai;
 pub mod pki;
+pub mod python;
 pub mod redis;
 pub mod upstream;
 
