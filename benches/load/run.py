@@ -16,6 +16,8 @@ Targets, all on 127.0.0.1 (--only picks some):
   - portcullis          the gateway: TLS, per-IP guard, ES256 JWT with a required scope and its
                         verified-token cache, per-user rate limit (high enough not to trigger), input
                         validation, security headers, audit log to a file
+  - portcullis-llm      portcullis with the request path as an [llm] route: role-aware validation,
+                        a model allow-list, a token budget, usage metering of the answer
   - portcullis-noval    the same without input validation (to price that stage)
   - portcullis-nolimit  the same without validation and rate limits (to price the limits)
   - portcullis-noauth   the same without rate limits and authentication (to price auth)
@@ -89,14 +91,14 @@ GATEWAY = os.path.join(ROOT, "target/release/portcullis")
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
          "portcullis": 19004, "portcullis-nolimit": 19005, "portcullis-noauth": 19006,
          "portcullis-noval": 19007, "haproxy-jwt": 19008, "haproxy-jwt-rs256": 19009,
-         "portcullis-b": 19010}
+         "portcullis-b": 19010, "portcullis-llm": 19011}
 ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903,
-               "portcullis-noval": 19904, "portcullis-b": 19905}
+               "portcullis-noval": 19904, "portcullis-b": 19905, "portcullis-llm": 19906}
 # For A/B work on the gateway itself: `--only portcullis,portcullis-b` with PORTCULLIS_BIN_B naming
 # another build runs both with the full pipeline, interleaved.
 GATEWAY_B = os.environ.get("PORTCULLIS_BIN_B", GATEWAY)
 ALL_TARGETS = ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "haproxy-jwt-rs256",
-               "portcullis", "portcullis-noval", "portcullis-nolimit", "portcullis-noauth"]
+               "portcullis", "portcullis-llm", "portcullis-noval", "portcullis-nolimit", "portcullis-noauth"]
 DEFAULT_TARGETS = {
     "keepalive": ALL_TARGETS,
     "close": ALL_TARGETS,
@@ -106,7 +108,7 @@ DEFAULT_TARGETS = {
     "instructions": ["portcullis", "portcullis-nolimit", "portcullis-noauth"],
 }
 CHECKS_TOKENS = {"haproxy-jwt", "haproxy-jwt-rs256", "portcullis", "portcullis-noval", "portcullis-nolimit",
-                 "portcullis-b"}
+                 "portcullis-b", "portcullis-llm"}
 PACED_TARGETS = ["nginx-proxy", "haproxy-jwt", "portcullis", "portcullis-b"]
 PACED_ROUNDS = 5
 NGINX_PLAIN, HAPROXY_JWT = "nginx-proxy", "haproxy-jwt"
@@ -375,7 +377,18 @@ burst = 10000000
 max_body_bytes = 1048576
 max_input_chars = 10000
 """
+    # The benchmark's path as an OpenAI-compatible route: role-aware validation, the model policy,
+    # a token budget and usage metering on the answer.
+    llm = """[llm]
+paths = ["/v1/chat"]
+allowed_models = ["agent-1"]
+max_output_tokens = 4096
+[llm.budget]
+tokens = 1000000000000
+window = "1d"
+"""
     return {"portcullis": auth + limits + validation, "portcullis-b": auth + limits + validation,
+            "portcullis-llm": auth + limits + validation + llm,
             "portcullis-noval": auth + limits, "portcullis-nolimit": auth, "portcullis-noauth": ""}
 
 
@@ -967,7 +980,8 @@ def main():
               + (f" (cache_capacity {cache_capacity} for {args.tokens} tokens)" if cache_capacity else ""))
     if report:
         med = report[0]
-        pairs = [("input validation", "portcullis", "portcullis-noval"),
+        pairs = [("[llm] route", "portcullis-llm", "portcullis"),
+                 ("input validation", "portcullis", "portcullis-noval"),
                  ("rate limits", "portcullis-noval", "portcullis-nolimit"),
                  ("authentication", "portcullis-nolimit", "portcullis-noauth")]
         for stage, on, off in pairs:
