@@ -89,14 +89,20 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
         Some(auth) => Item {
             status: Status::Pass,
             name: "authentication configured",
-            why: format!(
-                "a valid JWT ({}) is required on every path",
-                auth.algorithms
+            why: {
+                let algorithms = auth
+                    .algorithms
                     .iter()
                     .map(|a| format!("{a:?}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+                    .join(", ");
+                let credential = match (algorithms.is_empty(), auth.api_keys.is_some()) {
+                    (false, false) => format!("a valid JWT ({algorithms})"),
+                    (false, true) => format!("a valid JWT ({algorithms}) or API key"),
+                    _ => "a valid API key".to_owned(),
+                };
+                format!("{credential} is required on every path")
+            },
         },
     });
     items.push(rate_limit_item(config));

@@ -491,3 +491,36 @@ fn kubernetes_example_passes_check_config_strict() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("result: OK, 0 warnings"), "{out}");
 }
+
+#[test]
+fn api_key_new_prints_a_key_and_the_line_that_admits_it() {
+    let (code, stdout, stderr) =
+        portcullis(&["api-key", "new", "--user", "reports-bot", "--scope", "agent:use"]);
+    assert_eq!(code, 0, "{stderr}");
+    let key = stdout.trim();
+    assert!(key.starts_with("pcl_") && key.len() == 47, "{key}");
+    let line = stderr.lines().last().unwrap();
+    assert!(line.starts_with("sha256:") && line.ends_with(" reports-bot agent:use"), "{line}");
+    assert!(!stderr.contains(key), "the key was printed with its line");
+    let list = portcullis::api_keys::ApiKeyList::parse(line).unwrap();
+    assert_eq!(list.len(), 1);
+    let (_, again, _) = portcullis(&["api-key", "new", "--user", "reports-bot"]);
+    assert_ne!(again.trim(), key, "two keys alike");
+    // An [auth] with only API keys is a valid config.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("{line}\n")).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[upstream]\nurl = \"http://127.0.0.1:9\"\n\n[auth.api_keys]\nfile = \"{}\"\n",
+            keys.display()
+        ),
+    );
+    let (code, stdout, stderr) = portcullis(&["check-config", "--config", &config]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    std::fs::write(&keys, "sha256:not-hex reports-bot\n").unwrap();
+    let (code, stdout, stderr) = portcullis(&["check-config", "--config", &config]);
+    assert_ne!(code, 0);
+    assert!((stdout.clone() + &stderr).contains("auth.api_keys.file"), "{stdout}{stderr}");
+}
