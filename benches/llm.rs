@@ -16,7 +16,7 @@ use portcullis::config::llm::{DEFAULT_SCAN_ROLES, Roles};
 use portcullis::detect::rules::{RuleOptions, RuleSet};
 use portcullis::llm::request::LlmRequest;
 use portcullis::llm::usage::{Metered, MeteredBody, Settle};
-use portcullis::validate::body::{check_json, check_llm_json};
+use portcullis::validate::body::{Judge, check_json, check_json_view};
 
 const SENTENCES: [&str; 4] = [
     "Please summarise the quarterly report and list the three biggest risks.",
@@ -37,15 +37,19 @@ fn body(size: usize) -> Vec<u8> {
         messages.push(serde_json::json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": content}));
         i += 1;
     }
-    serde_json::to_vec(&serde_json::json!({"model": "gpt-test", "stream": true, "messages": messages}))
-        .unwrap()
+    serde_json::to_vec(
+        &serde_json::json!({"model": "gpt-test", "stream": true, "messages": messages}),
+    )
+    .unwrap()
 }
 
 fn bench_request(c: &mut Criterion) {
     let rules = RuleSet::new(&RuleOptions::default()).unwrap();
     let roles = Roles::of(&DEFAULT_SCAN_ROLES);
     let mut group = c.benchmark_group("llm_request");
-    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
     for (name, size) in [("1KiB", 1024), ("10KiB", 10 * 1024)] {
         let body = body(size);
         group.throughput(Throughput::Bytes(body.len() as u64));
@@ -53,9 +57,19 @@ fn bench_request(c: &mut Criterion) {
             b.iter(|| check_json(black_box(&body), &rules, 64, usize::MAX).is_ok())
         });
         group.bench_function(format!("role_aware_check/{name}"), |b| {
-            b.iter(|| check_llm_json(black_box(&body), &rules, 64, usize::MAX, roles).is_ok())
+            b.iter(|| {
+                check_json_view(
+                    black_box(&body),
+                    &rules,
+                    64,
+                    usize::MAX,
+                    Judge::Roles(roles),
+                )
+                .is_ok()
+            })
         });
-        let (_, view) = check_llm_json(&body, &rules, 64, usize::MAX, roles).unwrap();
+        let (_, view) =
+            check_json_view(&body, &rules, 64, usize::MAX, Judge::Roles(roles)).unwrap();
         group.bench_function(format!("request_facts/{name}"), |b| {
             b.iter(|| LlmRequest::of(black_box(&view)))
         });
@@ -87,15 +101,24 @@ fn stream(events: usize) -> Vec<bytes::Bytes> {
 }
 
 fn bench_usage(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let frames = stream(200);
     let bytes: usize = frames.iter().map(bytes::Bytes::len).sum();
     let mut group = c.benchmark_group("llm_usage");
-    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Bytes(bytes as u64));
     let body_of = |frames: &Vec<bytes::Bytes>| {
-        let frames = frames.clone().into_iter().map(|f| Ok::<_, std::io::Error>(http_body::Frame::data(f)));
-        axum::body::Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)))
+        let frames = frames
+            .clone()
+            .into_iter()
+            .map(|f| Ok::<_, std::io::Error>(http_body::Frame::data(f)));
+        axum::body::Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
     };
     group.bench_function("stream_200_events/relay_only", |b| {
         b.iter(|| runtime.block_on(body_of(&frames).collect()).unwrap())

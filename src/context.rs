@@ -186,6 +186,17 @@ pub struct Facts {
     close: AtomicBool,
     /// On OpenAI-compatible routes: the model and the tokens of the exchange.
     llm: Mutex<Option<LlmFacts>>,
+    /// What data-loss prevention found: redactions and rule ids.
+    dlp: Mutex<DlpFacts>,
+}
+
+/// What the audit record says of data-loss prevention.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DlpFacts {
+    /// Values replaced by `[REDACTED:<rule>]`, in the request and the response.
+    pub redactions: u64,
+    /// The rules that matched (each once), never the matched values.
+    pub rules: Vec<&'static str>,
 }
 
 /// What the audit record says of an OpenAI-compatible exchange.
@@ -237,6 +248,25 @@ impl Facts {
     /// The model and tokens, on OpenAI-compatible routes.
     pub fn llm(&self) -> Option<LlmFacts> {
         self.llm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records data-loss prevention findings.
+    pub fn add_dlp(&self, redactions: u64, rules: &[&'static str]) {
+        let mut dlp = self.dlp.lock().unwrap_or_else(PoisonError::into_inner);
+        dlp.redactions += redactions;
+        for rule in rules {
+            if !dlp.rules.contains(rule) {
+                dlp.rules.push(rule);
+            }
+        }
+    }
+
+    /// The data-loss prevention findings so far.
+    pub fn dlp(&self) -> DlpFacts {
+        self.dlp
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()

@@ -122,6 +122,13 @@ pub enum GatewayError {
         /// Seconds until the budget's window ends.
         retry_after: u64,
     },
+    /// A secret was found in the request body and `[dlp] request_action = "block"`: 400,
+    /// naming the detector in the audit rule, never the value.
+    #[error("secret detected ({rule})")]
+    SecretDetected {
+        /// The detector's rule id.
+        rule: &'static str,
+    },
     /// A bug in the gateway (a caught panic or a missing request context): 500.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -165,6 +172,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::SecretDetected { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -197,6 +205,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed => Decision::ModelNotAllowed,
             GatewayError::InvalidRequest(_) => Decision::InvalidRequest,
             GatewayError::BudgetExceeded { .. } => Decision::BudgetExceeded,
+            GatewayError::SecretDetected { .. } => Decision::SecretDetected,
         }
     }
 
@@ -222,6 +231,7 @@ impl GatewayError {
             GatewayError::LimiterUnavailable => Some("redis_unavailable"),
             GatewayError::InvalidRequest(reason) => Some(reason),
             GatewayError::BudgetExceeded { .. } => Some("token_budget"),
+            GatewayError::SecretDetected { rule } => Some(rule),
             _ => None,
         }
     }
@@ -351,6 +361,11 @@ impl GatewayError {
                     }
                     _ => "The request is not valid for this API.",
                 },
+            ),
+            GatewayError::SecretDetected { .. } => (
+                "urn:portcullis:problem:secret-detected",
+                "Bad Request",
+                "The request was refused: it contains a secret (a key, token or password).",
             ),
             GatewayError::BudgetExceeded { .. } => (
                 "urn:portcullis:problem:budget-exceeded",

@@ -41,6 +41,7 @@ pub mod config;
 pub mod context;
 pub mod detect;
 pub(crate) mod dev;
+pub mod dlp;
 pub mod error;
 pub mod fault;
 pub(crate) mod file_stamp;

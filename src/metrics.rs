@@ -94,8 +94,23 @@ pub struct Metrics {
     pub llm_tokens: Family<TokenLabels, Counter>,
     /// Requests refused because the user's token budget was spent.
     pub llm_budget_refusals: Counter<u64, AtomicU64>,
+    /// Data-loss prevention findings, by rule, direction and action.
+    pub dlp_findings: Family<DlpLabels, Counter>,
+    /// Answers not scanned because they arrived compressed.
+    pub dlp_unscanned: Counter<u64, AtomicU64>,
     /// The label sets counted on almost every request, each looked up in its family once.
     hot: HotCounters,
+}
+
+/// Labels of the data-loss prevention counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DlpLabels {
+    /// The rule id.
+    pub rule: &'static str,
+    /// `request` or `response`.
+    pub direction: &'static str,
+    /// `block`, `redact` or `shadow`.
+    pub action: &'static str,
 }
 
 /// Labels of the token counter: no user label, so its cardinality is the number of models.
@@ -267,6 +282,18 @@ impl Metrics {
                 "Tokens reported by the upstream (or estimated for a cut stream), by model and kind",
                 Family::<TokenLabels, Counter>::default(),
             ),
+            dlp_findings: register(
+                registry,
+                "dlp_findings",
+                "Data-loss prevention findings, by rule, direction and action",
+                Family::<DlpLabels, Counter>::default(),
+            ),
+            dlp_unscanned: register(
+                registry,
+                "dlp_unscanned",
+                "Answers not scanned for data-loss prevention because they arrived compressed",
+                Counter::default(),
+            ),
             llm_budget_refusals: register(
                 registry,
                 "llm_budget_refusals",
@@ -386,6 +413,17 @@ impl Metrics {
         self.request_latency.observe(latency.as_secs_f64());
         self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
+    }
+
+    /// Counts a data-loss prevention finding.
+    pub fn dlp_finding(&self, rule: &'static str, direction: &'static str, action: &'static str) {
+        self.dlp_findings
+            .get_or_create(&DlpLabels {
+                rule,
+                direction,
+                action,
+            })
+            .inc();
     }
 
     /// Counts one token verification.

@@ -60,6 +60,8 @@ pub enum Decision {
     InvalidRequest,
     /// The user's token budget is spent: 429.
     BudgetExceeded,
+    /// A secret was found in the request body: 400.
+    SecretDetected,
 }
 
 impl Decision {
@@ -91,6 +93,7 @@ impl Decision {
             Decision::ModelNotAllowed => "model_not_allowed",
             Decision::InvalidRequest => "invalid_request",
             Decision::BudgetExceeded => "budget_exceeded",
+            Decision::SecretDetected => "secret_detected",
         }
     }
 }

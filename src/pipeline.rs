@@ -21,6 +21,7 @@ use crate::audit::{AuditLayer, Auditor, RequireWritable};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::body_deadline::BodyDeadlineLayer;
 use crate::context::{ClientAddress, ContextLayer, Routes, X_REQUEST_ID};
+use crate::dlp::{Dlp, DlpLayer};
 use crate::error::{CatchPanicLayer, RenderErrorsLayer};
 use crate::head_limit::HeadRules;
 use crate::headers::{SecurityHeaders, SecurityHeadersLayer};
@@ -60,6 +61,8 @@ pub struct Stages {
     pub budgets: Option<Arc<Budgets>>,
     /// The policy of OpenAI-compatible routes, when configured.
     pub llm: Option<Arc<LlmPolicy>>,
+    /// Data-loss prevention, when configured.
+    pub dlp: Option<Arc<Dlp>>,
     /// The metrics the stages count in.
     pub metrics: Arc<Metrics>,
     /// The agent backend.
@@ -121,6 +124,9 @@ pub fn build(stages: Stages) -> Pipeline {
         // requests every cheaper stage has admitted; on OpenAI-compatible routes it judges by
         // role and leaves the parsed body for the protocol policy.
         .option_layer(stages.validator.map(ValidationLayer::new))
+        // Secrets in the validated body are caught before any policy forwards it; answers are
+        // redacted on the way back, as they stream.
+        .option_layer(stages.dlp.map(DlpLayer::new))
         // The protocol policy (the model, the token limit) on the validated body; the answer's
         // tokens are counted on the way back.
         .option_layer(stages.llm.map(LlmLayer::new))

@@ -81,6 +81,10 @@ pub struct AuditRecord {
     pub input_tokens: Option<u64>,
     /// Output tokens, likewise.
     pub output_tokens: Option<u64>,
+    /// Values data-loss prevention replaced, in the request and the response.
+    pub redactions: u64,
+    /// The data-loss prevention rules that matched, never the values.
+    pub dlp_rules: Vec<&'static str>,
 }
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -131,6 +135,9 @@ impl PendingRecord {
         if record.user.is_none() {
             record.user = self.facts.user();
         }
+        let dlp = self.facts.dlp();
+        record.redactions = dlp.redactions;
+        record.dlp_rules = dlp.rules;
         if let Some(llm) = self.facts.llm() {
             record.model = llm.model;
             record.input_tokens = llm.input_tokens;
@@ -275,6 +282,8 @@ where
                 model: None,
                 input_tokens: None,
                 output_tokens: None,
+                redactions: 0,
+                dlp_rules: Vec::new(),
             }),
         };
         let request = request.map(|body| {

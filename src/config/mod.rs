@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod checklist;
+pub mod dlp;
 pub mod llm;
 pub mod rate_limit;
 pub mod raw;
@@ -26,6 +27,7 @@ use rustls_pki_types::CertificateDer;
 use crate::secret::Secret;
 use crate::tls;
 pub use auth::{AuthSettings, TokenLocation};
+pub use dlp::DlpSettings;
 pub use llm::LlmSettings;
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
 use raw::RawConfig;
@@ -134,6 +136,8 @@ pub struct Config {
     pub tracing: Option<TracingSettings>,
     /// OpenAI-compatible routes, when configured.
     pub llm: Option<LlmSettings>,
+    /// Data-loss prevention, when configured.
+    pub dlp: Option<DlpSettings>,
 }
 
 /// Validated `[tracing]`.
@@ -361,6 +365,19 @@ impl Config {
                 Some(llm::validate(raw_llm, at)?)
             }
         };
+        let dlp = match &raw.dlp {
+            None => None,
+            Some(raw_dlp) => {
+                if raw.validation.is_none() {
+                    return Err(at.error(
+                        "dlp",
+                        "[dlp] needs [validation]: request bodies are scanned as validation \
+                         reads them (an empty [validation] section takes the defaults)",
+                    ));
+                }
+                Some(dlp::validate(raw_dlp, at)?)
+            }
+        };
         let auth = match &raw.auth {
             None => None,
             Some(raw_auth) => {
@@ -398,6 +415,7 @@ impl Config {
             audit,
             tracing: validate_tracing(&raw, at)?,
             llm,
+            dlp,
         })
     }
 }

@@ -34,6 +34,22 @@ pub struct RawConfig {
     pub tracing: Option<RawTracing>,
     /// `[llm]`: OpenAI-compatible routes.
     pub llm: Option<RawLlm>,
+    /// `[dlp]`: secrets and personal data in requests and responses.
+    pub dlp: Option<RawDlp>,
+}
+
+/// `[dlp]`; parsed and checked for shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDlp {
+    /// `block`, `redact` or `shadow`: what a secret in a request body does.
+    pub request_action: Option<String>,
+    /// `redact` or `shadow`: what a finding in a response does.
+    pub response_action: Option<String>,
+    /// `secrets`, `pii`.
+    pub detectors: Option<Vec<String>>,
+    /// One canary string a line.
+    pub canaries_file: Option<String>,
 }
 
 /// `[llm]`: OpenAI-compatible routes; parsed and checked for shape.

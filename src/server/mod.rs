@@ -68,6 +68,9 @@ pub enum StartError {
     /// The span exporter could not be set up.
     #[error("{0}")]
     Tracing(String),
+    /// Data-loss prevention could not be set up.
+    #[error("{0}")]
+    Dlp(String),
 }
 
 /// A gateway with its listeners bound, ready to serve.

@@ -15,6 +15,7 @@ use crate::auth::Authenticator;
 use crate::auth::jwks::KeyStore;
 use crate::config::{Config, RateLimitBackend, RateLimitSettings};
 use crate::context::{ClientAddress, Routes};
+use crate::dlp::Dlp;
 use crate::headers::SecurityHeaders;
 use crate::llm::LlmPolicy;
 use crate::llm::budget::Budgets;
@@ -160,6 +161,13 @@ impl Policy {
             .clone()
             .map(|settings| Arc::new(LlmPolicy::new(settings, budgets.clone(), metrics.clone())));
         let llm_roles = config.llm.as_ref().map(|l| l.scan_roles);
+        let dlp = match &config.dlp {
+            None => None,
+            Some(settings) => Some(Arc::new(
+                Dlp::new(settings.clone(), metrics.clone()).map_err(StartError::Dlp)?,
+            )),
+        };
+        let keep_view = dlp.is_some();
         let pipeline = pipeline::build(Stages {
             auditor: Arc::new(Auditor {
                 sink: shared.audit.clone(),
@@ -180,14 +188,18 @@ impl Policy {
             authenticator,
             rate_limiter: rate_limiter.clone(),
             validator: config.validation.clone().map(|settings| {
-                let validator = Validator::new(settings, metrics.clone());
-                Arc::new(match llm_roles {
-                    Some(roles) => validator.with_llm_roles(roles),
-                    None => validator,
-                })
+                let mut validator = Validator::new(settings, metrics.clone());
+                if let Some(roles) = llm_roles {
+                    validator = validator.with_llm_roles(roles);
+                }
+                if keep_view {
+                    validator = validator.with_json_view();
+                }
+                Arc::new(validator)
             }),
             budgets: budgets.clone(),
             llm,
+            dlp,
             metrics: metrics.clone(),
             upstream: upstream.clone(),
         });

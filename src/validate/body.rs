@@ -213,15 +213,24 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     }
 }
 
-/// Validates the JSON body of an OpenAI-compatible request and returns its parsed view: the same
-/// well-formedness, depth and length limits over every string and key, but the injection rules
-/// judge only the texts [`judged_texts`] names for `roles`.
-pub fn check_llm_json(
+/// Which texts of a parsed body the injection rules judge.
+#[derive(Debug, Clone, Copy)]
+pub enum Judge {
+    /// Every string value and key, as [`check_json`] does.
+    Everything,
+    /// The texts of an OpenAI-compatible request that these roles wrote ([`judged_texts`]).
+    Roles(Roles),
+}
+
+/// Validates a JSON body and returns its parsed view (for the stages after validation that read
+/// its fields): the same well-formedness, depth and length limits as [`check_json`] over every
+/// string and key, with the injection rules judging the texts `judge` names.
+pub fn check_json_view(
     body: &[u8],
     rules: &RuleSet,
     max_depth: usize,
     max_chars: usize,
-    roles: Roles,
+    judge: Judge,
 ) -> Result<(Findings, serde_json::Value), BodyProblem> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         BodyProblem::InvalidJson(if e.is_eof() {
@@ -239,7 +248,7 @@ pub fn check_llm_json(
     }
     let mut logged: Option<Rule> = None;
     let mut blocked: Option<Rule> = None;
-    judged_texts(&value, roles, &mut |text| {
+    let mut judge_text = |text: &str| {
         if blocked.is_some() {
             return;
         }
@@ -248,11 +257,31 @@ pub fn check_llm_json(
             Some(rule) if logged.is_none() => logged = Some(rule.clone()),
             _ => {}
         }
-    });
+    };
+    match judge {
+        Judge::Roles(roles) => judged_texts(&value, roles, &mut judge_text),
+        Judge::Everything => every_text(&value, &mut judge_text),
+    }
     if let Some(rule) = blocked {
         return Err(BodyProblem::Injection(rule));
     }
     Ok((Findings { logged }, value))
+}
+
+/// Calls `f` with every string value and key of `value`.
+fn every_text(value: &serde_json::Value, f: &mut impl FnMut(&str)) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => f(text),
+        Value::Array(items) => items.iter().for_each(|item| every_text(item, f)),
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                f(key);
+                every_text(item, f);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Checks the nesting depth and adds up the characters of every string and key.

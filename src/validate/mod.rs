@@ -29,7 +29,7 @@ use crate::detect::rules::{Action, Rule};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::stage::{Request, Response, StageResult, take_ready};
-use body::{BodyProblem, check_json, check_llm_json, check_query};
+use body::{BodyProblem, Judge, check_json, check_json_view, check_query};
 
 /// The validation stage.
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub struct Validator {
     buffer_budget: Arc<Semaphore>,
     /// The roles judged on OpenAI-compatible routes (`[llm] scan_roles`).
     llm_roles: Roles,
+    /// Whether every JSON body's parsed view is kept for later stages (data-loss prevention).
+    keep_view: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,15 @@ impl Validator {
             metrics,
             buffer_budget,
             llm_roles: Roles::of(&DEFAULT_SCAN_ROLES),
+            keep_view: false,
         }
+    }
+
+    /// Keeps every JSON body's parsed view in the request context (parsed once, here), for a
+    /// later stage that reads every string (data-loss prevention).
+    pub fn with_json_view(mut self) -> Validator {
+        self.keep_view = true;
+        self
     }
 
     /// Judges these roles' texts on OpenAI-compatible routes (`[llm] scan_roles`).
@@ -178,13 +188,20 @@ impl Validator {
         let mut view = None;
         if kind == MediaKind::Json {
             let settings = &self.settings;
-            let checked = if llm_route {
-                check_llm_json(
+            let judge = if llm_route {
+                Some(Judge::Roles(self.llm_roles))
+            } else if self.keep_view {
+                Some(Judge::Everything)
+            } else {
+                None
+            };
+            let checked = if let Some(judge) = judge {
+                check_json_view(
                     &bytes,
                     &settings.rules,
                     settings.max_json_depth,
                     settings.max_input_chars,
-                    self.llm_roles,
+                    judge,
                 )
                 .map(|(findings, value)| {
                     view = Some(Arc::new(value));

@@ -494,13 +494,22 @@ fn kubernetes_example_passes_check_config_strict() {
 
 #[test]
 fn api_key_new_prints_a_key_and_the_line_that_admits_it() {
-    let (code, stdout, stderr) =
-        portcullis(&["api-key", "new", "--user", "reports-bot", "--scope", "agent:use"]);
+    let (code, stdout, stderr) = portcullis(&[
+        "api-key",
+        "new",
+        "--user",
+        "reports-bot",
+        "--scope",
+        "agent:use",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let key = stdout.trim();
     assert!(key.starts_with("pcl_") && key.len() == 47, "{key}");
     let line = stderr.lines().last().unwrap();
-    assert!(line.starts_with("sha256:") && line.ends_with(" reports-bot agent:use"), "{line}");
+    assert!(
+        line.starts_with("sha256:") && line.ends_with(" reports-bot agent:use"),
+        "{line}"
+    );
     assert!(!stderr.contains(key), "the key was printed with its line");
     let list = portcullis::api_keys::ApiKeyList::parse(line).unwrap();
     assert_eq!(list.len(), 1);
@@ -522,5 +531,8 @@ fn api_key_new_prints_a_key_and_the_line_that_admits_it() {
     std::fs::write(&keys, "sha256:not-hex reports-bot\n").unwrap();
     let (code, stdout, stderr) = portcullis(&["check-config", "--config", &config]);
     assert_ne!(code, 0);
-    assert!((stdout.clone() + &stderr).contains("auth.api_keys.file"), "{stdout}{stderr}");
+    assert!(
+        (stdout.clone() + &stderr).contains("auth.api_keys.file"),
+        "{stdout}{stderr}"
+    );
 }
