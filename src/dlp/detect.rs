@@ -70,7 +70,7 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         rule: "secret.aws_secret_access_key",
-        regex: r#"(?i:aws[_ .-]?(?:secret[_ .-]?(?:access[_ .-]?)?key|sk)["']?\s*[:=]\s*["']?)([A-Za-z0-9/+]{40})\b"#,
+        regex: r#"(?i:aws[_ .-]?(?:secret[_ .-]?(?:access[_ .-]?)?key|sk)["']?\s*[:=]\s*["']?)([A-Za-z0-9/+]{40})"#,
         group: 1,
         check: Check::Entropy(4.0),
         pii: false,
@@ -84,14 +84,14 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         rule: "secret.gitlab_token",
-        regex: r"\bglpat-[A-Za-z0-9_-]{20,}\b",
+        regex: r"\bglpat-[A-Za-z0-9_-]{20,}",
         group: 0,
         check: Check::None,
         pii: false,
     },
     Pattern {
         rule: "secret.slack_token",
-        regex: r"\bxox[abposr]-[0-9A-Za-z-]{10,250}\b|https://hooks\.slack\.com/services/T[0-9A-Z]{8,}/B[0-9A-Z]{8,}/[0-9A-Za-z]{20,}",
+        regex: r"\bxox[abposr]-[0-9A-Za-z-]{10,250}|https://hooks\.slack\.com/services/T[0-9A-Z]{8,}/B[0-9A-Z]{8,}/[0-9A-Za-z]{20,}",
         group: 0,
         check: Check::None,
         pii: false,
@@ -188,11 +188,54 @@ pub struct Detectors {
     set: RegexSet,
     regexes: Vec<(usize, Regex)>,
     canaries: Option<AhoCorasick>,
+    canary_texts: Vec<String>,
+    pii: bool,
+    keyed: Regex,
 }
+
+/// How the secrets with a fixed prefix begin: text that may still grow into one of them is held.
+const SECRET_PREFIXES: &[&str] = &[
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AGPA",
+    "AIDA",
+    "AROA",
+    "ANPA",
+    "ANVA",
+    "AIPA",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxa-",
+    "xoxb-",
+    "xoxo-",
+    "xoxp-",
+    "xoxr-",
+    "xoxs-",
+    "https://hooks.slack.com/",
+    "sk_live_",
+    "rk_live_",
+    "sk-",
+    "AIza",
+    "pcl_",
+    "eyJ",
+    "-----BEGIN",
+];
+
+/// The words after which a value with no prefix of its own is a secret: an AWS secret key's
+/// keyword, or a URL's user name before its password.
+const KEYED: &str = r#"(?i)(?:aws[_ .-]?(?:secret[_ .-]?(?:access[_ .-]?)?key|sk)["']?\s*[:=]\s*["']?|\b[a-z][a-z0-9+.-]{1,20}://[^\s/:@]{1,64}:)$"#;
 
 impl Detectors {
     /// The secret detectors, the personal-data ones when `pii`, and `canaries` (literal strings).
     pub fn new(pii: bool, canaries: &[String]) -> Result<Detectors, String> {
+        let canaries_list = canaries;
         let chosen: Vec<usize> = PATTERNS
             .iter()
             .enumerate()
@@ -218,7 +261,52 @@ impl Detectors {
             set,
             regexes,
             canaries,
+            canary_texts: canaries_list.to_vec(),
+            pii,
+            keyed: Regex::new(KEYED)
+                .map_err(|e| format!("the detector patterns do not compile ({e})"))?,
         })
+    }
+
+    /// Where, in the trailing run `tail` of a stream's text (after `before`), a secret or
+    /// personal-data value could still be in progress: `None` when none can, so the run is
+    /// released. With personal data on, any run can (an e-mail's local part is any word); with
+    /// secrets only, a run that may still grow into a prefixed secret or a canary, or a value
+    /// that follows its key (`aws_secret_access_key = `, `scheme://user:`).
+    pub fn may_continue(&self, before: &str, tail: &str) -> Option<usize> {
+        if tail.is_empty() {
+            return None;
+        }
+        if self.pii {
+            return Some(0);
+        }
+        let compatible = |s: &str, p: &str| p.starts_with(s) || s.starts_with(p);
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        let mut previous: Option<char> = None;
+        let mut keyed_text = String::with_capacity(before.len() + tail.len());
+        keyed_text.push_str(before);
+        for (j, c) in tail.char_indices() {
+            // A value that follows its key, from where the key ends.
+            let after_key = match previous {
+                None => true,
+                Some(p) => matches!(p, ':' | '=' | '"' | '\'') || p.is_whitespace(),
+            };
+            if after_key && self.keyed.is_match(&keyed_text) {
+                return Some(j);
+            }
+            // A prefixed secret or a canary, from a word boundary.
+            if !previous.is_some_and(word) {
+                let s = &tail[j..];
+                if SECRET_PREFIXES.iter().any(|p| compatible(s, p))
+                    || self.canary_texts.iter().any(|c| compatible(s, c))
+                {
+                    return Some(j);
+                }
+            }
+            keyed_text.push(c);
+            previous = Some(c);
+        }
+        None
     }
 
     /// Every finding in `text`, by position, without overlaps (the earlier, then the longer, wins).

@@ -123,6 +123,17 @@ impl TextScanner {
         }
         self.pending.push_str(text);
         let mut hold = candidate_tail(&self.pending);
+        // A run that cannot grow into a match goes at once.
+        let before_start = floor_char_boundary(&self.pending, hold.saturating_sub(CONTEXT_BYTES));
+        let mut before = String::new();
+        if hold < CONTEXT_BYTES {
+            before.push_str(&self.context);
+        }
+        before.push_str(&self.pending[before_start..hold]);
+        hold = match detectors.may_continue(&before, &self.pending[hold..]) {
+            None => self.pending.len(),
+            Some(offset) => hold + offset,
+        };
         // A private-key block whose end has not arrived is held whole, up to its bound.
         if let Some(begin) = open_key_block(&self.pending) {
             if self.pending.len() - begin > MAX_KEY_BLOCK_BYTES {
@@ -396,6 +407,38 @@ mod tests {
         assert_eq!(out, "Hello there, how are you?");
         assert!(found.is_empty());
         assert!(held <= 5, "held {held} bytes of plain prose");
+    }
+
+    #[test]
+    fn values_after_their_key_are_held_even_without_a_prefix() {
+        let value = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKE";
+        let text =
+            format!("aws_secret_access_key = {value}\nand postgres://app:Sup3rS3cret@db/app ok");
+        for size in [1, 2, 3, 5, 8] {
+            let pieces: Vec<String> = text
+                .as_bytes()
+                .chunks(size)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
+            let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            let (out, found, _) = through(&pieces, false);
+            assert_eq!(
+                out,
+                "aws_secret_access_key = [REDACTED:secret.aws_secret_access_key]\nand postgres://app:[REDACTED:secret.url_password]@db/app ok",
+                "pieces of {size}"
+            );
+            assert_eq!(
+                found,
+                ["secret.aws_secret_access_key", "secret.url_password"]
+            );
+        }
+        // Ordinary words are not held when only secrets are looked for.
+        let d = detectors(false);
+        let mut scanner = TextScanner::default();
+        let mut found = Vec::new();
+        assert_eq!(scanner.push(d, "The quick", &mut found), "The quick");
+        assert_eq!(scanner.push(d, " sk", &mut found), " ");
+        assert_eq!(scanner.push(d, "ip it", &mut found), "skip it");
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod binary;
 mod config;
+mod dlp;
 mod errors;
 mod fuzz_regressions;
 mod llm;

@@ -96,7 +96,50 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
     });
     let model = body["model"].as_str().unwrap_or("unknown").to_owned();
     let stream = body["stream"] == true;
+    // Test instructions in the request: the deltas or content to answer with.
+    let deltas: Option<Vec<String>> = body["x_deltas"].as_array().map(|d| {
+        d.iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect()
+    });
     match path.as_str() {
+        "/v1/chat/completions" if stream && deltas.is_some() => {
+            let usage = body["stream_options"]["include_usage"] == true;
+            scripted_stream(
+                &model,
+                deltas.unwrap_or_default(),
+                usage,
+                body["x_gap_ms"].as_u64().unwrap_or(5),
+            )
+        }
+        "/v1/chat/completions" if body["x_content"].is_string() => json_answer(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": body["x_content"]}}],
+            "usage": usage(CHAT_USAGE),
+        })),
+        "/v1/text-stream" => {
+            let chunks: Vec<String> = body["chunks"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let stream =
+                futures_util::stream::unfold(chunks.into_iter(), |mut chunks| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    chunks
+                        .next()
+                        .map(|c| (Ok::<_, Infallible>(Bytes::from(c)), chunks))
+                });
+            Response::builder()
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+        "/v1/json-echo" => json_answer(body["answer"].clone()),
         "/v1/chat/completions" | "/v1/completions" if stream => {
             let usage = body["stream_options"]["include_usage"] == true;
             chat_stream(&model, usage, path == "/v1/completions")
@@ -205,6 +248,36 @@ fn chat_stream(model: &str, usage_chunk: bool, legacy: bool) -> Response {
     let stream = futures_util::stream::unfold(events.into_iter(), |mut events| async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
         events.next().map(|event| (Ok(Bytes::from(event)), events))
+    });
+    sse(stream)
+}
+
+/// Streams `deltas` as chat chunks `gap_ms` apart, then the finish chunk, the usage chunk when
+/// asked, and `[DONE]`.
+fn scripted_stream(model: &str, deltas: Vec<String>, usage_chunk: bool, gap_ms: u64) -> Response {
+    let mut events: Vec<String> = deltas
+        .iter()
+        .map(|text| {
+            let chunk = json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+            format!("data: {chunk}\n\n")
+        })
+        .collect();
+    let finish = json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1,
+        "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    events.push(format!("data: {finish}\n\n"));
+    if usage_chunk {
+        let chunk = json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [], "usage": usage(CHAT_USAGE)});
+        events.push(format!("data: {chunk}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    let stream = futures_util::stream::unfold(events.into_iter(), move |mut events| async move {
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        events
+            .next()
+            .map(|event| (Ok::<_, Infallible>(Bytes::from(event)), events))
     });
     sse(stream)
 }
