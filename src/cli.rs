@@ -1,4 +1,4 @@
-//! The command line: `run` (the default), `check-config`, `dev`, `token`, `api-key`,
+//! The command line: `run` (the default), `check-config`, `dev`, `token`, `api-key`, `scan`,
 //! `healthcheck` and `audit-verify`.
 
 use std::path::{Path, PathBuf};
@@ -83,6 +83,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ApiKeyAction,
     },
+    /// Run the secret detectors of [dlp] over files and directories (skipping .git and binary
+    /// files): print `file:line: rule` for each finding (never the value); exit 1 when something
+    /// is found, 2 when a path cannot be read. For pre-commit hooks and CI.
+    Scan {
+        /// Files and directories to scan.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Check the hash chain of audit log files (oldest first): exit 0 when intact, 1 at the first
     /// broken line (named by number, never by content), 2 when a file cannot be read.
     AuditVerify {
@@ -165,6 +173,20 @@ pub fn execute(cli: Cli) -> ExitCode {
             Err(e) => {
                 eprintln!("portcullis: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        Some(Command::Scan { paths }) => match crate::dlp::scan_paths(paths) {
+            Ok(findings) if findings.is_empty() => ExitCode::SUCCESS,
+            Ok(findings) => {
+                for f in &findings {
+                    println!("{}:{}: {}", f.path.display(), f.line, f.rule);
+                }
+                eprintln!("portcullis scan: {} secret(s) found", findings.len());
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("portcullis scan: {e}");
+                ExitCode::from(2)
             }
         },
         Some(Command::Dev) => with_runtime(|| async {

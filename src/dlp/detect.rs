@@ -402,6 +402,7 @@ fn confirmed(check: Check, text: &str) -> bool {
             let lower = text.to_ascii_lowercase();
             !(lower.starts_with('$')
                 || lower.starts_with('{')
+                || lower.starts_with("[redacted")
                 || lower.starts_with('<')
                 || lower.starts_with('%')
                 || [
@@ -531,7 +532,10 @@ mod tests {
         assert!(rules("ssn 000-45-6789").is_empty());
         assert_eq!(rules("the CANARY-7f3a leaked"), ["canary"]);
         assert_eq!(
-            rules("postgres://app:s3cr3tPa55@db.internal:5432/app"),
+            rules(&format!(
+                "postgres://app:{}@db.internal:5432/app",
+                "s3cr3tPa55"
+            )),
             ["secret.url_password"]
         );
         assert!(rules("postgres://app:${DB_PASSWORD}@db/app").is_empty());

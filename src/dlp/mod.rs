@@ -738,3 +738,62 @@ fn event_end(bytes: &[u8]) -> Option<usize> {
     }
     None
 }
+
+/// One finding of [`scan_paths`]: where, and which rule (never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFinding {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The line the match starts on (1-based).
+    pub line: usize,
+    /// The rule id.
+    pub rule: &'static str,
+}
+
+/// Bytes of a file's start looked at for a NUL byte, which marks it binary (skipped).
+const BINARY_PROBE: usize = 8192;
+
+/// Runs the secret detectors over files and directories (recursively, skipping `.git` and
+/// binary files). Unreadable paths are errors, named in the result.
+pub fn scan_paths(paths: &[std::path::PathBuf]) -> Result<Vec<FileFinding>, String> {
+    let detectors = Detectors::new(false, &[])?;
+    let mut findings = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = paths.iter().rev().cloned().collect();
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| format!("cannot read {} ({})", path.display(), e.kind()))?;
+        if meta.is_dir() {
+            if path.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
+            let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(&path)
+                .map_err(|e| format!("cannot read {} ({})", path.display(), e.kind()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            stack.extend(entries.into_iter().rev());
+            continue;
+        }
+        if !meta.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {} ({})", path.display(), e.kind()))?;
+        if bytes.iter().take(BINARY_PROBE).any(|b| *b == 0) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        for finding in detectors.find(&text) {
+            let line = 1 + text[..finding.start]
+                .bytes()
+                .filter(|b| *b == b'\n')
+                .count();
+            findings.push(FileFinding {
+                path: path.clone(),
+                line,
+                rule: finding.rule,
+            });
+        }
+    }
+    Ok(findings)
+}

@@ -536,3 +536,78 @@ fn api_key_new_prints_a_key_and_the_line_that_admits_it() {
         "{stdout}{stderr}"
     );
 }
+
+#[test]
+fn scan_finds_secrets_in_files_without_printing_them_and_the_hook_refuses_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // A key in the AWS format, made now: no such literal sits in the repository.
+    let key: String = format!(
+        "AKIA{}",
+        (0..16)
+            .map(|i| char::from(b'A' + ((i * 7 + 3) % 26) as u8))
+            .collect::<String>()
+    );
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(root.join("src/clean.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(
+        root.join("src/config.py"),
+        format!("import os\n\nAWS_KEY = \"{key}\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::write(root.join(".git/leak"), &key).unwrap();
+    std::fs::write(
+        root.join("image.bin"),
+        [b"\x00\x01".as_slice(), key.as_bytes()].concat(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = portcullis(&["scan", root.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let expected = format!(
+        "{}:3: secret.aws_access_key_id",
+        root.join("src/config.py").display()
+    );
+    assert_eq!(stdout.trim(), expected, "{stdout}");
+    assert!(!stdout.contains(&key) && !stderr.contains(&key));
+    let (code, _, _) = portcullis(&["scan", root.join("src/clean.rs").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = portcullis(&["scan", root.join("missing").to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+
+    // The ready pre-commit hook, in a real repository.
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(repo.path())
+            .output()
+            .unwrap()
+    };
+    if !git(&["init", "-q"]).status.success() {
+        println!("SKIPPED: git is not installed");
+        return;
+    }
+    let hook = std::fs::canonicalize("scripts/pre-commit").unwrap();
+    let run_hook = || {
+        Command::new(&hook)
+            .current_dir(repo.path())
+            .env("PORTCULLIS", BIN)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(repo.path().join("notes.md"), "nothing to see\n").unwrap();
+    git(&["add", "notes.md"]);
+    assert!(run_hook().status.success(), "a clean commit was refused");
+    std::fs::write(repo.path().join("deploy.env"), format!("KEY={key}\n")).unwrap();
+    git(&["add", "deploy.env"]);
+    let refused = run_hook();
+    assert!(!refused.status.success(), "a secret was committed");
+    let said = String::from_utf8_lossy(&refused.stdout).into_owned()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("deploy.env:1: secret.aws_access_key_id"),
+        "{said}"
+    );
+    assert!(!said.contains(&key));
+}
