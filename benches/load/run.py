@@ -18,6 +18,7 @@ Targets, all on 127.0.0.1 (--only picks some):
                         validation, security headers, audit log to a file
   - portcullis-llm      portcullis with the request path as an [llm] route: role-aware validation,
                         a model allow-list, a token budget, usage metering of the answer
+  - portcullis-dlp      portcullis with [dlp]: the secret detectors on every request body and answer
   - portcullis-noval    the same without input validation (to price that stage)
   - portcullis-nolimit  the same without validation and rate limits (to price the limits)
   - portcullis-noauth   the same without rate limits and authentication (to price auth)
@@ -91,14 +92,16 @@ GATEWAY = os.path.join(ROOT, "target/release/portcullis")
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
          "portcullis": 19004, "portcullis-nolimit": 19005, "portcullis-noauth": 19006,
          "portcullis-noval": 19007, "haproxy-jwt": 19008, "haproxy-jwt-rs256": 19009,
-         "portcullis-b": 19010, "portcullis-llm": 19011}
+         "portcullis-b": 19010, "portcullis-llm": 19011, "portcullis-dlp": 19012}
 ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903,
-               "portcullis-noval": 19904, "portcullis-b": 19905, "portcullis-llm": 19906}
+               "portcullis-noval": 19904, "portcullis-b": 19905, "portcullis-llm": 19906,
+               "portcullis-dlp": 19907}
 # For A/B work on the gateway itself: `--only portcullis,portcullis-b` with PORTCULLIS_BIN_B naming
 # another build runs both with the full pipeline, interleaved.
 GATEWAY_B = os.environ.get("PORTCULLIS_BIN_B", GATEWAY)
 ALL_TARGETS = ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "haproxy-jwt-rs256",
-               "portcullis", "portcullis-llm", "portcullis-noval", "portcullis-nolimit", "portcullis-noauth"]
+               "portcullis", "portcullis-llm", "portcullis-dlp", "portcullis-noval", "portcullis-nolimit",
+               "portcullis-noauth"]
 DEFAULT_TARGETS = {
     "keepalive": ALL_TARGETS,
     "close": ALL_TARGETS,
@@ -108,7 +111,7 @@ DEFAULT_TARGETS = {
     "instructions": ["portcullis", "portcullis-nolimit", "portcullis-noauth"],
 }
 CHECKS_TOKENS = {"haproxy-jwt", "haproxy-jwt-rs256", "portcullis", "portcullis-noval", "portcullis-nolimit",
-                 "portcullis-b", "portcullis-llm"}
+                 "portcullis-b", "portcullis-llm", "portcullis-dlp"}
 PACED_TARGETS = ["nginx-proxy", "haproxy-jwt", "portcullis", "portcullis-b"]
 PACED_ROUNDS = 5
 NGINX_PLAIN, HAPROXY_JWT = "nginx-proxy", "haproxy-jwt"
@@ -389,6 +392,8 @@ window = "1d"
 """
     return {"portcullis": auth + limits + validation, "portcullis-b": auth + limits + validation,
             "portcullis-llm": auth + limits + validation + llm,
+            # Secrets scanned in every request body and every (JSON) answer.
+            "portcullis-dlp": auth + limits + validation + "[dlp]\n",
             "portcullis-noval": auth + limits, "portcullis-nolimit": auth, "portcullis-noauth": ""}
 
 
@@ -981,6 +986,7 @@ def main():
     if report:
         med = report[0]
         pairs = [("[llm] route", "portcullis-llm", "portcullis"),
+                 ("[dlp]", "portcullis-dlp", "portcullis"),
                  ("input validation", "portcullis", "portcullis-noval"),
                  ("rate limits", "portcullis-noval", "portcullis-nolimit"),
                  ("authentication", "portcullis-nolimit", "portcullis-noauth")]
