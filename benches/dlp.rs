@@ -32,7 +32,9 @@ fn bench(c: &mut Criterion) {
     let secrets = Detectors::new(false, &[]).unwrap();
     let with_pii = Detectors::new(true, &[]).unwrap();
     let mut group = c.benchmark_group("dlp");
-    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
     let key = format!("{}{}", "AKIA", "Q7ZK2M4N6P8R0T2V");
     for (name, unit) in [("prose", PROSE), ("code", CODE), ("json", JSON)] {
         let text = text_of(unit, 64 * 1024);
@@ -42,9 +44,7 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| detectors.find(black_box(&text)).len())
             });
             // Token-sized pieces, as an OpenAI stream delivers them.
-            let pieces: Vec<&str> = text
-                .split_inclusive(' ')
-                .collect();
+            let pieces: Vec<&str> = text.split_inclusive(' ').collect();
             group.bench_function(format!("{name}/stream/{detectors_name}"), |b| {
                 b.iter(|| {
                     let mut scanner = TextScanner::default();
@@ -57,7 +57,11 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
-        let leaky = format!("{} {key} {}", &text[..text.len() / 2], &text[text.len() / 2..]);
+        let leaky = format!(
+            "{} {key} {}",
+            &text[..text.len() / 2],
+            &text[text.len() / 2..]
+        );
         group.bench_function(format!("{name}/whole_with_a_key/secrets"), |b| {
             b.iter(|| secrets.redact(black_box(&leaky)).1.len())
         });

@@ -428,3 +428,72 @@ impl Drop for AuditedBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tower::{Layer, ServiceExt};
+
+    use super::{AuditLayer, AuditSink, Auditor};
+    use crate::config::{AuditOutput, AuditSettings};
+    use crate::context::{RequestContext, Response, test_request as request};
+    use crate::metrics::Metrics;
+    use crate::outcome::Decision;
+
+    #[tokio::test]
+    async fn one_record_per_request_written_when_the_body_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let metrics = Arc::new(Metrics::new());
+        let settings = AuditSettings {
+            output: AuditOutput::File(path.clone()),
+            ..AuditSettings::default()
+        };
+        let sink = AuditSink::start(&settings, metrics.clone()).unwrap();
+        let auditor = Arc::new(Auditor {
+            sink: sink.clone(),
+            metrics,
+            spans: None,
+        });
+        // The rest of the stack: records a decision in the facts, answers with a body.
+        let inner = tower::service_fn(|request: crate::stage::Request| async move {
+            if let Some(context) = RequestContext::of(&request) {
+                context.facts.set_upstream_status(201);
+                context.facts.note_rule("shadow.rule".into());
+            }
+            Ok::<_, Infallible>(Response::new(axum::body::Body::from("twelve bytes")))
+        });
+        let incoming = request("POST", "/v1/x?token=secret", "four");
+        let id = RequestContext::of(&incoming).unwrap().id_str().to_owned();
+        let response = AuditLayer::new(auditor)
+            .layer(inner)
+            .oneshot(incoming)
+            .await
+            .unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .is_empty(),
+            "written before the body ended"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 12);
+        assert!(sink.flush(Duration::from_secs(5)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let record: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(record["request_id"], id);
+        assert_eq!(
+            record["path"], "/v1/x",
+            "the query string is never recorded"
+        );
+        assert_eq!(record["decision"], Decision::Allowed.as_str());
+        assert_eq!(record["rule"], "shadow.rule");
+        assert_eq!(record["upstream_status"], 201);
+        assert_eq!(record["bytes_out"], 12);
+        assert_eq!(record["end"], "complete");
+    }
+}

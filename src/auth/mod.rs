@@ -453,3 +453,140 @@ fn remove_credentials(headers: &mut HeaderMap, location: &TokenLocation, api_key
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use tower::{Layer, ServiceExt};
+
+    use super::{AuthLayer, Authenticator};
+    use crate::config::auth::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_TTL, DEFAULT_LEEWAY};
+    use crate::config::{AuthSettings, TokenLocation};
+    use crate::context::RequestContext;
+    use crate::error::GatewayError;
+    use crate::metrics::Metrics;
+    use crate::outcome::Refusal;
+    use crate::secret::Secret;
+    use crate::stage::test_support::{recording, request};
+
+    const SECRET: &[u8] = b"a test secret of thirty-two bytes!!";
+
+    fn layer(required_scopes: &[&str]) -> AuthLayer {
+        let secret = Secret::from_bytes(SECRET.to_vec()).unwrap();
+        let key = crate::keys::hmac_key("k1", &secret, &[Algorithm::HS256]).unwrap();
+        let settings = AuthSettings {
+            algorithms: vec![Algorithm::HS256],
+            issuer: None,
+            audiences: Vec::new(),
+            leeway: DEFAULT_LEEWAY,
+            user_claim: "sub".to_owned(),
+            required_scopes: required_scopes.iter().map(|s| (*s).to_owned()).collect(),
+            static_keys: vec![Arc::new(key)],
+            jwks_url: None,
+            forward_claims: Vec::new(),
+            token_location: TokenLocation::Authorization,
+            public_paths: vec!["/public".to_owned()],
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            cache_max_ttl: DEFAULT_CACHE_MAX_TTL,
+            retained_claims: Vec::new(),
+            api_keys: None,
+            revocation_file: None,
+        };
+        AuthLayer::new(Arc::new(
+            Authenticator::new(&settings, Arc::new(Metrics::new())).unwrap(),
+        ))
+    }
+
+    fn token(scopes: &[&str]) -> String {
+        super::mint::mint(
+            &EncodingKey::from_secret(SECRET),
+            &super::mint::TokenRequest {
+                algorithm: Algorithm::HS256,
+                kid: Some("k1".to_owned()),
+                subject: "alice".to_owned(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                ttl: Duration::from_secs(60),
+                issuer: None,
+                audience: None,
+            },
+        )
+        .unwrap()
+    }
+
+    fn with_token(path: &str, token: &str) -> crate::stage::Request {
+        let mut request = request("GET", path, "");
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_becomes_the_principal_and_never_travels_on() {
+        let (inner, seen) = recording("ok");
+        let checked = tower::service_fn(move |request: crate::stage::Request| {
+            let user = RequestContext::of(&request)
+                .and_then(|c| c.principal.as_ref())
+                .map(|p| p.user.to_string());
+            assert_eq!(user.as_deref(), Some("alice"));
+            inner.clone().oneshot(request)
+        });
+        let response = layer(&["agent:use"])
+            .layer(checked)
+            .oneshot(with_token("/x", &token(&["agent:use"])))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            seen.lock().unwrap()[0]
+                .headers
+                .get("authorization")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn each_refusal_is_its_error_and_nothing_goes_on() {
+        let (inner, seen) = recording("ok");
+        let layer = layer(&["agent:use"]);
+        let missing = layer
+            .layer(inner.clone())
+            .oneshot(request("GET", "/x", ""))
+            .await;
+        assert!(matches!(
+            missing,
+            Err(GatewayError::Unauthenticated(Refusal::Missing))
+        ));
+        let forged = format!("{}x", token(&["agent:use"]));
+        let forged = layer
+            .layer(inner.clone())
+            .oneshot(with_token("/x", &forged))
+            .await;
+        assert!(matches!(
+            forged,
+            Err(GatewayError::Unauthenticated(Refusal::Invalid(_)))
+        ));
+        let scopeless = layer
+            .layer(inner.clone())
+            .oneshot(with_token("/x", &token(&[])))
+            .await;
+        assert!(matches!(scopeless, Err(GatewayError::Forbidden)));
+        assert!(seen.lock().unwrap().is_empty());
+        // A public path needs no token, and loses any it carries.
+        let public = layer
+            .layer(inner)
+            .oneshot(with_token("/public", "whatever"))
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 200);
+        assert!(
+            seen.lock().unwrap()[0]
+                .headers
+                .get("authorization")
+                .is_none()
+        );
+    }
+}

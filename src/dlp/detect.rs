@@ -56,7 +56,7 @@ pub const MAX_KEY_BLOCK_BYTES: usize = 8 * 1024;
 const PATTERNS: &[Pattern] = &[
     Pattern {
         rule: "secret.private_key",
-        regex: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]{16,8192}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+        regex: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
         group: 0,
         check: Check::None,
         pii: false,
@@ -146,6 +146,13 @@ const PATTERNS: &[Pattern] = &[
         pii: false,
     },
     Pattern {
+        rule: "secret.connection_string_password",
+        regex: r"(?i:(?:server|host|data source|address|addr)\s*=[^\n]*?;\s*(?:password|pwd)\s*=\s*)([^;\s'\x22]{3,128})",
+        group: 1,
+        check: Check::UrlPassword,
+        pii: false,
+    },
+    Pattern {
         rule: "pii.email",
         regex: r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b",
         group: 0,
@@ -185,6 +192,9 @@ const PATTERNS: &[Pattern] = &[
 /// The detectors in force: the secrets (and, when chosen, personal data) patterns and canaries.
 #[derive(Debug)]
 pub struct Detectors {
+    /// Words one of which every secret pattern needs (case-folded); text with none skips the
+    /// regular expressions. Not used with the personal-data detectors, whose patterns need none.
+    anchors: Option<AhoCorasick>,
     set: RegexSet,
     regexes: Vec<(usize, Regex)>,
     canaries: Option<AhoCorasick>,
@@ -192,6 +202,39 @@ pub struct Detectors {
     pii: bool,
     keyed: Regex,
 }
+
+/// Every secret pattern contains one of these (ASCII case ignored).
+const ANCHORS: &[&str] = &[
+    "akia",
+    "asia",
+    "abia",
+    "acca",
+    "agpa",
+    "aida",
+    "aroa",
+    "anpa",
+    "anva",
+    "aipa",
+    "aws",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xox",
+    "hooks.slack.com",
+    "_live_",
+    "sk-",
+    "aiza",
+    "pcl_",
+    "eyj",
+    "-----begin",
+    "://",
+    "password",
+    "pwd",
+];
 
 /// How the secrets with a fixed prefix begin: text that may still grow into one of them is held.
 const SECRET_PREFIXES: &[&str] = &[
@@ -230,7 +273,7 @@ const SECRET_PREFIXES: &[&str] = &[
 
 /// The words after which a value with no prefix of its own is a secret: an AWS secret key's
 /// keyword, or a URL's user name before its password.
-const KEYED: &str = r#"(?i)(?:aws[_ .-]?(?:secret[_ .-]?(?:access[_ .-]?)?key|sk)["']?\s*[:=]\s*["']?|\b[a-z][a-z0-9+.-]{1,20}://[^\s/:@]{1,64}:)$"#;
+const KEYED: &str = r#"(?i)(?:aws[_ .-]?(?:secret[_ .-]?(?:access[_ .-]?)?key|sk)["']?\s*[:=]\s*["']?|\b[a-z][a-z0-9+.-]{1,20}://[^\s/:@]{1,64}:|\b(?:password|pwd)\s*=\s*)$"#;
 
 impl Detectors {
     /// The secret detectors, the personal-data ones when `pii`, and `canaries` (literal strings).
@@ -257,7 +300,18 @@ impl Detectors {
                     .map_err(|_| "the canaries cannot be matched".to_owned())?,
             )
         };
+        let anchors = if pii {
+            None
+        } else {
+            Some(
+                aho_corasick::AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(ANCHORS)
+                    .map_err(|_| "the detector anchors cannot be matched".to_owned())?,
+            )
+        };
         Ok(Detectors {
+            anchors,
             set,
             regexes,
             canaries,
@@ -321,8 +375,9 @@ impl Detectors {
                 });
             }
         }
-        let matched = self.set.matches(text);
-        if matched.matched_any() {
+        let anchored = self.anchors.as_ref().is_none_or(|a| a.is_match(text));
+        let matched = anchored.then(|| self.set.matches(text));
+        if let Some(matched) = matched.filter(regex::SetMatches::matched_any) {
             for (slot, (index, regex)) in self.regexes.iter().enumerate() {
                 if !matched.matched(slot) {
                     continue;
@@ -539,6 +594,14 @@ mod tests {
             ["secret.url_password"]
         );
         assert!(rules("postgres://app:${DB_PASSWORD}@db/app").is_empty());
+        assert_eq!(
+            rules(&format!(
+                "Server=db.internal;Database=app;User Id=app;Password={};",
+                "Tr0ub4dor3"
+            )),
+            ["secret.connection_string_password"]
+        );
+        assert!(rules("Server=db;Database=app;Password=${DB_PASSWORD};").is_empty());
         for benign in [
             "commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
             "id 123e4567-e89b-12d3-a456-426614174000",

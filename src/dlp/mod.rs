@@ -80,9 +80,11 @@ impl Dlp {
         let mut found: Vec<&'static str> = Vec::new();
         let mut rewritten: Option<Vec<u8>> = None;
         if let Some(view) = &context.json {
-            let mut redacted = (**view).clone();
-            redact_strings(&self.detectors, &mut redacted, &mut found, &[]);
+            // Read first; a copy is made only to redact.
+            find_in_strings(&self.detectors, view, &mut found);
             if !found.is_empty() && action == RequestAction::Redact {
+                let mut redacted = (**view).clone();
+                redact_strings(&self.detectors, &mut redacted, &mut Vec::new(), &[]);
                 rewritten = serde_json::to_vec(&redacted).ok();
                 context.json = Some(Arc::new(redacted));
             }
@@ -119,6 +121,20 @@ impl Dlp {
             *request.body_mut() = Body::from(body);
         }
         Ok(())
+    }
+}
+
+/// The findings in every string of `value` (keys are left alone).
+fn find_in_strings(detectors: &Detectors, value: &Value, found: &mut Vec<&'static str>) {
+    match value {
+        Value::String(text) => found.extend(detectors.find(text).iter().map(|f| f.rule)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| find_in_strings(detectors, item, found)),
+        Value::Object(fields) => fields
+            .values()
+            .for_each(|item| find_in_strings(detectors, item, found)),
+        _ => {}
     }
 }
 

@@ -68,3 +68,39 @@ impl Check for FloodGuard {
             .map_err(|retry_after| GatewayError::IpRateLimited { retry_after })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+
+    use tower::{Layer, ServiceExt};
+
+    use super::FloodGuard;
+    use crate::error::GatewayError;
+    use crate::stage::CheckLayer;
+    use crate::stage::test_support::{recording, request};
+
+    #[tokio::test]
+    async fn an_address_past_its_burst_is_refused_with_a_retry_time() {
+        let guard = Arc::new(FloodGuard::new(
+            NonZeroU32::new(1).unwrap(),
+            NonZeroU32::new(2).unwrap(),
+        ));
+        let (inner, seen) = recording("ok");
+        let layer = CheckLayer::new(guard);
+        for _ in 0..2 {
+            let admitted = layer
+                .layer(inner.clone())
+                .oneshot(request("GET", "/", ""))
+                .await;
+            assert_eq!(admitted.unwrap().status(), 200);
+        }
+        let refused = layer.layer(inner).oneshot(request("GET", "/", "")).await;
+        assert!(matches!(
+            refused,
+            Err(GatewayError::IpRateLimited { retry_after: 1 })
+        ));
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+}

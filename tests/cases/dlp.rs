@@ -176,6 +176,13 @@ fn samples(rng: &mut Rng, count: usize) -> Vec<(&'static str, String)> {
                 ),
             ),
             (
+                "secret.connection_string_password",
+                format!(
+                    "Server=db.internal;Database=app;User Id=app;Password={};",
+                    rng.from(ALNUM, 14)
+                ),
+            ),
+            (
                 "pii.email",
                 format!("{}@example.com", rng.from("abcdefghij", 8)),
             ),
@@ -258,6 +265,7 @@ fn detector_recall_and_false_positives() {
             + match rule {
                 "secret.aws_secret_access_key" => "aws_secret_access_key = ".len(),
                 "secret.url_password" => "postgres://app:".len(),
+                "secret.connection_string_password" => secret.find("Password=").unwrap_or(0) + 9,
                 _ => 0,
             };
         if found
@@ -500,6 +508,51 @@ async fn a_secret_split_across_3_to_20_stream_events_is_redacted() {
     println!(
         "{streams} streams, each secret split into 3, 7, 12 and 20 events (with and without the personal-data detectors): all redacted"
     );
+}
+
+#[tokio::test]
+async fn a_secret_split_across_responses_api_delta_events_is_redacted() {
+    let mut rng = Rng::seeded();
+    let (gateway, _upstream) = dlp_gateway("request_action = \"shadow\"").await;
+    let key = format!("sk-proj-{}", rng.from(URLSAFE, 64));
+    let text = format!("Your key: {key}. Keep it safe.");
+    for parts in [3, 9, 20] {
+        let deltas = split(&mut rng, &text, parts);
+        let body = json!({"model": "m", "stream": true, "input": "hi", "x_deltas": deltas});
+        let reply = post(&gateway, "/v1/responses", &body).await;
+        assert_eq!(reply.status, 200);
+        let raw = reply.text();
+        let (mut streamed, mut done, mut completed) = (String::new(), None, None);
+        for event in raw.split("\n\n").filter(|e| !e.trim().is_empty()) {
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            let value: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
+            match value["type"].as_str() {
+                Some("response.output_text.delta") => {
+                    streamed.push_str(value["delta"].as_str().unwrap())
+                }
+                Some("response.output_text.done") => {
+                    done = value["text"].as_str().map(str::to_owned)
+                }
+                Some("response.completed") => {
+                    completed = value["response"]["output"][0]["content"][0]["text"]
+                        .as_str()
+                        .map(str::to_owned)
+                }
+                _ => {}
+            }
+        }
+        let expected = "Your key: [REDACTED:secret.openai_api_key]. Keep it safe.";
+        assert_eq!(streamed, expected, "split as {deltas:?}");
+        assert_eq!(done.as_deref(), Some(expected));
+        assert_eq!(completed.as_deref(), Some(expected));
+        assert!(
+            !raw.contains(&key[8..24]),
+            "a piece of the key reached the client"
+        );
+    }
 }
 
 #[tokio::test]

@@ -155,7 +155,7 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
             "choices": [{"index": 0, "text": DELTAS.concat(), "finish_reason": "stop"}],
             "usage": usage(CHAT_USAGE),
         })),
-        "/v1/responses" if stream => responses_stream(&model),
+        "/v1/responses" if stream => responses_stream(&model, deltas),
         "/v1/responses" => json_answer(responses_object(&model)),
         "/v1/embeddings" => json_answer(json!({
             "object": "list", "model": model,
@@ -282,14 +282,16 @@ fn scripted_stream(model: &str, deltas: Vec<String>, usage_chunk: bool, gap_ms: 
     sse(stream)
 }
 
-fn responses_stream(model: &str) -> Response {
+fn responses_stream(model: &str, deltas: Option<Vec<String>>) -> Response {
+    let deltas: Vec<String> =
+        deltas.unwrap_or_else(|| DELTAS.iter().map(|d| (*d).to_owned()).collect());
     let mut events: Vec<String> = vec![format!(
         "event: response.created\ndata: {}\n\n",
         json!({"type": "response.created", "sequence_number": 0,
                "response": {"id": "resp_1", "object": "response", "created_at": 1,
                             "status": "in_progress", "model": model, "output": []}})
     )];
-    for (i, text) in DELTAS.iter().enumerate() {
+    for (i, text) in deltas.iter().enumerate() {
         events.push(format!(
             "event: response.output_text.delta\ndata: {}\n\n",
             json!({"type": "response.output_text.delta", "sequence_number": i + 1,
@@ -298,9 +300,15 @@ fn responses_stream(model: &str) -> Response {
         ));
     }
     events.push(format!(
+        "event: response.output_text.done\ndata: {}\n\n",
+        json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0,
+               "content_index": 0, "text": deltas.concat()})
+    ));
+    let mut done = responses_object(model);
+    done["output"][0]["content"][0]["text"] = json!(deltas.concat());
+    events.push(format!(
         "event: response.completed\ndata: {}\n\n",
-        json!({"type": "response.completed", "sequence_number": 4,
-               "response": responses_object(model)})
+        json!({"type": "response.completed", "sequence_number": deltas.len() + 2, "response": done})
     ));
     sse(futures_util::stream::iter(
         events.into_iter().map(|e| Ok(Bytes::from(e))),
