@@ -306,6 +306,7 @@ impl Detectors {
             Some(
                 aho_corasick::AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                     .build(ANCHORS)
                     .map_err(|_| "the detector anchors cannot be matched".to_owned())?,
             )

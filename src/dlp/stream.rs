@@ -44,32 +44,45 @@ pub struct JsonState {
 }
 
 impl JsonState {
-    /// The ranges of `text` that are inside strings, given the state at its start; the state at
-    /// its end is returned too.
-    fn string_ranges(mut self, text: &str) -> (Vec<(usize, usize)>, JsonState) {
-        let mut ranges = Vec::new();
-        let mut start = if self.in_string { Some(0) } else { None };
-        for (i, b) in text.bytes().enumerate() {
+    /// The state after `text`, given the state at its start; with `ranges`, the ranges of
+    /// `text` inside strings are pushed there. Jumps between quotes and backslashes (memchr)
+    /// rather than looking at every byte.
+    fn advance(mut self, text: &[u8], mut ranges: Option<&mut Vec<(usize, usize)>>) -> JsonState {
+        let mut at = 0;
+        let mut start = self.in_string.then_some(0);
+        while at < text.len() {
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
-                } else if b == b'\\' {
+                    at += 1;
+                    continue;
+                }
+                let Some(found) = memchr::memchr2(b'"', b'\\', &text[at..]) else {
+                    break;
+                };
+                at += found;
+                if text[at] == b'\\' {
                     self.escaped = true;
-                } else if b == b'"' {
+                } else {
                     self.in_string = false;
-                    if let Some(s) = start.take() {
-                        ranges.push((s, i));
+                    if let (Some(s), Some(r)) = (start.take(), ranges.as_deref_mut()) {
+                        r.push((s, at));
                     }
                 }
-            } else if b == b'"' {
+                at += 1;
+            } else {
+                let Some(found) = memchr::memchr(b'"', &text[at..]) else {
+                    break;
+                };
+                at += found + 1;
                 self.in_string = true;
-                start = Some(i + 1);
+                start = Some(at);
             }
         }
-        if let Some(s) = start {
-            ranges.push((s, text.len()));
+        if let (Some(s), Some(r)) = (start, ranges) {
+            r.push((s, text.len()));
         }
-        (ranges, self)
+        self
     }
 }
 
@@ -210,11 +223,15 @@ impl TextScanner {
     ) -> (String, Option<JsonState>) {
         let hold = floor_char_boundary(&self.pending, hold);
         let head = self.pending.get(..hold).unwrap_or_default();
+        // String ranges are worked out only when something may need them.
+        let any = findings.iter().any(|f| f.end <= hold);
         let (strings, next) = match json {
-            Some(state) => {
-                let (ranges, next) = state.string_ranges(head);
+            Some(state) if any => {
+                let mut ranges = Vec::new();
+                let next = state.advance(head.as_bytes(), Some(&mut ranges));
                 (Some(ranges), Some(next))
             }
+            Some(state) => (None, Some(state.advance(head.as_bytes(), None))),
             None => (None, None),
         };
         let taken: Vec<Finding> = findings
@@ -229,10 +246,16 @@ impl TextScanner {
             .collect();
         found.extend(taken.iter().map(|f| f.rule));
         let released = replace(head, &taken);
-        self.context.push_str(head);
-        if self.context.len() > CONTEXT_BYTES {
-            let cut = floor_char_boundary(&self.context, self.context.len() - CONTEXT_BYTES);
-            self.context.drain(..cut);
+        if head.len() >= CONTEXT_BYTES {
+            let from = floor_char_boundary(head, head.len() - CONTEXT_BYTES);
+            self.context.clear();
+            self.context.push_str(&head[from..]);
+        } else {
+            self.context.push_str(head);
+            if self.context.len() > CONTEXT_BYTES {
+                let cut = floor_char_boundary(&self.context, self.context.len() - CONTEXT_BYTES);
+                self.context.drain(..cut);
+            }
         }
         self.pending.drain(..hold);
         (released, next)
@@ -324,20 +347,18 @@ fn candidate(c: char) -> bool {
 /// trailing space after one may be followed by the next group), at most [`MAX_MATCH_BYTES`] long.
 fn candidate_tail(text: &str) -> usize {
     let floor = floor_char_boundary(text, text.len().saturating_sub(MAX_MATCH_BYTES));
-    let chars: Vec<(usize, char)> = text[floor..]
-        .char_indices()
-        .map(|(i, c)| (floor + i, c))
-        .collect();
     let groupish = |c: char| c.is_ascii_digit() || c.is_ascii_uppercase();
     let mut start = text.len();
-    let mut k = chars.len();
-    while k > 0 {
-        let (at, c) = chars[k - 1];
+    // The character after the one looked at (none at the end).
+    let mut after: Option<char> = None;
+    let mut chars = text[floor..].char_indices().rev().peekable();
+    while let Some((i, c)) = chars.next() {
+        let at = floor + i;
         if candidate(c) {
             start = at;
-        } else if c == ' ' && k >= 2 && groupish(chars[k - 2].1) {
-            let trailing = k == chars.len();
-            let joins_run = start == at + 1 && chars.get(k).is_some_and(|(_, a)| groupish(*a));
+        } else if c == ' ' && chars.peek().is_some_and(|(_, before)| groupish(*before)) {
+            let trailing = after.is_none();
+            let joins_run = start == at + 1 && after.is_some_and(groupish);
             if !(trailing || joins_run) {
                 break;
             }
@@ -345,7 +366,7 @@ fn candidate_tail(text: &str) -> usize {
         } else {
             break;
         }
-        k -= 1;
+        after = Some(c);
     }
     start
 }

@@ -654,7 +654,7 @@ async fn the_holdback_delays_text_by_at_most_one_event() {
     let deltas = [
         "The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".",
     ];
-    let gap = 30.0;
+    let gap = 50.0;
     for (name, scanned) in [("secrets", &secrets_only), ("secrets and pii", &with_pii)] {
         let (mut first_off, mut first_on, mut added) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
