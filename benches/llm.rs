@@ -54,7 +54,10 @@ fn bench_request(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     for (name, size) in [("1KiB", 1024), ("10KiB", 10 * 1024)] {
         let body = body(size);
-        assert!(check_json(&body, &rules, 64, usize::MAX).is_ok(), "both checks pass it");
+        assert!(
+            check_json(&body, &rules, 64, usize::MAX).is_ok(),
+            "both checks pass it"
+        );
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(format!("plain_check/{name}"), |b| {
             b.iter(|| check_json(black_box(&body), &rules, 64, usize::MAX).is_ok())

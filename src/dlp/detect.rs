@@ -56,7 +56,7 @@ pub const MAX_KEY_BLOCK_BYTES: usize = 8 * 1024;
 const PATTERNS: &[Pattern] = &[
     Pattern {
         rule: "secret.private_key",
-        regex: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+        regex: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]{16,}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
         group: 0,
         check: Check::None,
         pii: false,
