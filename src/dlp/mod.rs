@@ -31,6 +31,7 @@ use tower::{Layer, Service};
 use crate::config::dlp::{DlpSettings, RequestAction, ResponseAction};
 use crate::context::{Facts, RequestContext};
 use crate::error::GatewayError;
+use crate::llm::usage::event_end;
 use crate::metrics::Metrics;
 use crate::stage::{Request, Response, StageResult};
 use detect::Detectors;
@@ -739,20 +740,6 @@ fn sse_event(name: Option<&str>, value: &Value) -> Vec<u8> {
     out.extend_from_slice(value.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
     out
-}
-
-/// Where the first event in `bytes` ends (after its blank line), if it is complete.
-fn event_end(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while let Some(nl) = memchr::memchr(b'\n', bytes.get(at..)?) {
-        let next = at + nl + 1;
-        match bytes.get(next) {
-            Some(b'\n') => return Some(next + 1),
-            Some(b'\r') if bytes.get(next + 1) == Some(&b'\n') => return Some(next + 2),
-            _ => at = next,
-        }
-    }
-    None
 }
 
 /// One finding of [`scan_paths`]: where, and which rule (never the value).

@@ -220,8 +220,8 @@ impl EventReader {
     }
 }
 
-/// Where the first event in `bytes` ends (after its blank line), if it is complete.
-fn event_end(bytes: &[u8]) -> Option<usize> {
+/// Where the first SSE event in `bytes` ends (after its blank line), if it is complete.
+pub(crate) fn event_end(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
     while let Some(nl) = memchr::memchr(b'\n', &bytes[at..]) {
         let next = at + nl + 1;
