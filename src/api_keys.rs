@@ -11,18 +11,15 @@
 //! The file holds one key a line: `sha256:<64 lowercase hex> <user> [scope ...]`; blank lines and
 //! lines starting with `#` are ignored. `portcullis api-key new` makes a key and its line.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use arc_swap::ArcSwap;
 use base64::Engine;
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::file_stamp::FileStamp;
+use crate::file_stamp::{ListUpdate, WatchedFile};
 use crate::principal::{Principal, X_PORTCULLIS_SCOPES, X_PORTCULLIS_USER};
-use crate::revocation::ListUpdate;
 
 /// The prefix of every key `portcullis api-key new` makes.
 pub const KEY_PREFIX: &str = "pcl_";
@@ -142,47 +139,22 @@ pub fn new_key(user: &str, scopes: &[String]) -> Result<(String, String), String
 
 /// The keys in force, following their file.
 #[derive(Debug)]
-pub struct ApiKeys {
-    path: PathBuf,
-    list: ArcSwap<ApiKeyList>,
-    seen: Mutex<Option<FileStamp>>,
-}
+pub struct ApiKeys(WatchedFile<ApiKeyList>);
 
 impl ApiKeys {
     /// Loads the keys from `path`.
     pub fn load(path: &Path) -> Result<ApiKeys, String> {
-        let seen = FileStamp::of(path);
-        let list = ApiKeyList::read(path)?;
-        Ok(ApiKeys {
-            path: path.to_owned(),
-            list: ArcSwap::from_pointee(list),
-            seen: Mutex::new(seen),
-        })
+        WatchedFile::load(path, ApiKeyList::read, ApiKeyList::len).map(ApiKeys)
     }
 
     /// The principal of `key`, if it is a key in force.
     pub fn lookup(&self, key: &str) -> Option<Arc<Principal>> {
-        self.list.load().lookup(key)
+        self.0.current().lookup(key)
     }
 
     /// Re-reads the file if it changed since it was last read.
     pub fn check(&self) -> ListUpdate {
-        let Ok(mut seen) = self.seen.lock() else {
-            return ListUpdate::Unchanged;
-        };
-        let now = FileStamp::of(&self.path);
-        if now == *seen {
-            return ListUpdate::Unchanged;
-        }
-        *seen = now;
-        match ApiKeyList::read(&self.path) {
-            Ok(list) => {
-                let entries = list.len();
-                self.list.store(Arc::new(list));
-                ListUpdate::Loaded(entries)
-            }
-            Err(reason) => ListUpdate::Refused(reason),
-        }
+        self.0.check()
     }
 }
 

@@ -4,8 +4,11 @@
 //! swap Kubernetes uses to update a Secret mount counts as a change, as does an in-place edit.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, Guard};
 
 /// What identifies a file's content without reading it: device, inode, size, modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,5 +45,71 @@ impl FileStamp {
             len: meta.len(),
             modified: meta.modified().ok(),
         })
+    }
+}
+
+/// What a check of a watched file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListUpdate {
+    /// The file is as it was.
+    Unchanged,
+    /// The file was re-read; this many entries are in force.
+    Loaded(usize),
+    /// The file changed but could not be used; the content in force stays.
+    Refused(String),
+}
+
+/// A file's parsed content, re-read when the file changes; a change that cannot be read or
+/// parsed is refused and the content in force kept.
+#[derive(Debug)]
+pub struct WatchedFile<T> {
+    path: PathBuf,
+    value: ArcSwap<T>,
+    seen: Mutex<Option<FileStamp>>,
+    read: fn(&Path) -> Result<T, String>,
+    entries: fn(&T) -> usize,
+}
+
+impl<T> WatchedFile<T> {
+    /// Reads `path` with `read`; `entries` counts what a reload put in force.
+    pub fn load(
+        path: &Path,
+        read: fn(&Path) -> Result<T, String>,
+        entries: fn(&T) -> usize,
+    ) -> Result<WatchedFile<T>, String> {
+        let seen = FileStamp::of(path);
+        let value = read(path)?;
+        Ok(WatchedFile {
+            path: path.to_owned(),
+            value: ArcSwap::from_pointee(value),
+            seen: Mutex::new(seen),
+            read,
+            entries,
+        })
+    }
+
+    /// The content in force.
+    pub fn current(&self) -> Guard<Arc<T>> {
+        self.value.load()
+    }
+
+    /// Re-reads the file if it changed since it was last read.
+    pub fn check(&self) -> ListUpdate {
+        let Ok(mut seen) = self.seen.lock() else {
+            return ListUpdate::Unchanged;
+        };
+        let now = FileStamp::of(&self.path);
+        if now == *seen {
+            return ListUpdate::Unchanged;
+        }
+        *seen = now;
+        match (self.read)(&self.path) {
+            Ok(value) => {
+                let entries = (self.entries)(&value);
+                self.value.store(Arc::new(value));
+                ListUpdate::Loaded(entries)
+            }
+            Err(reason) => ListUpdate::Refused(reason),
+        }
     }
 }

@@ -10,12 +10,9 @@
 //! starting with `#` are ignored.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
-use arc_swap::ArcSwap;
-
-use crate::file_stamp::FileStamp;
+use crate::file_stamp::WatchedFile;
 
 use crate::principal::Principal;
 
@@ -86,61 +83,27 @@ impl RevokedList {
     }
 }
 
-/// What a check of the file did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListUpdate {
-    /// The file is as it was.
-    Unchanged,
-    /// The file was re-read; this many entries are in force.
-    Loaded(usize),
-    /// The file changed but could not be used; the list in force stays.
-    Refused(String),
-}
+pub use crate::file_stamp::ListUpdate;
 
 /// The revocation list in force, following its file.
 #[derive(Debug)]
-pub struct Revocations {
-    path: PathBuf,
-    list: ArcSwap<RevokedList>,
-    seen: Mutex<Option<FileStamp>>,
-}
+pub struct Revocations(WatchedFile<RevokedList>);
 
 impl Revocations {
     /// Loads the list from `path`.
     pub fn load(path: &Path) -> Result<Revocations, String> {
-        let seen = FileStamp::of(path);
-        let list = RevokedList::read(path)?;
-        Ok(Revocations {
-            path: path.to_owned(),
-            list: ArcSwap::from_pointee(list),
-            seen: Mutex::new(seen),
-        })
+        WatchedFile::load(path, RevokedList::read, RevokedList::len).map(Revocations)
     }
 
     /// Whether `principal`'s token id or subject is revoked.
     pub fn refuses(&self, principal: &Principal) -> bool {
-        let list = self.list.load();
+        let list = self.0.current();
         !list.is_empty() && list.refuses(principal)
     }
 
     /// Re-reads the file if it changed since it was last read.
     pub fn check(&self) -> ListUpdate {
-        let Ok(mut seen) = self.seen.lock() else {
-            return ListUpdate::Unchanged;
-        };
-        let now = FileStamp::of(&self.path);
-        if now == *seen {
-            return ListUpdate::Unchanged;
-        }
-        *seen = now;
-        match RevokedList::read(&self.path) {
-            Ok(list) => {
-                let entries = list.len();
-                self.list.store(Arc::new(list));
-                ListUpdate::Loaded(entries)
-            }
-            Err(reason) => ListUpdate::Refused(reason),
-        }
+        self.0.check()
     }
 }
 
