@@ -98,6 +98,7 @@ fn principal(user: &str, scopes: Vec<String>) -> Option<Principal> {
         claims: Vec::new(),
         subject: None,
         token_id: None,
+        audiences: None,
     })
 }
 

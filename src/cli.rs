@@ -91,6 +91,15 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Review and approve MCP tool definitions pinned in `[mcp] pins_file`.
+    McpPins {
+        /// The pins file (default: `[mcp] pins_file` of the config).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: McpPinsAction,
+    },
     /// Check the hash chain of audit log files (oldest first): exit 0 when intact, 1 at the first
     /// broken line (named by number, never by content), 2 when a file cannot be read.
     AuditVerify {
@@ -115,12 +124,86 @@ pub enum ApiKeyAction {
     },
 }
 
+/// What `mcp-pins` does.
+#[derive(Debug, Subcommand)]
+pub enum McpPinsAction {
+    /// List the pinned tools: `pinned` or `changed` (a new definition waits for approval).
+    List,
+    /// Show a tool's pinned definition and, when it changed, the new one.
+    Show {
+        /// The tool's name.
+        name: String,
+    },
+    /// Approve the new definition of changed tools: they are listed and callable again.
+    Approve {
+        /// The tools' names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
 impl Cli {
     fn config_path(&self) -> &Path {
         self.config
             .as_deref()
             .unwrap_or_else(|| Path::new(DEFAULT_CONFIG))
     }
+}
+
+/// Runs `portcullis mcp-pins` on the pins file `path`; returns what to print.
+fn mcp_pins(path: &Path, action: &McpPinsAction) -> Result<String, String> {
+    use crate::mcp::pins::PinFile;
+    use serde_json::Value;
+    use std::fmt::Write as _;
+    let mut file = PinFile::read(path)?;
+    let mut out = String::new();
+    match action {
+        McpPinsAction::List => {
+            for (name, pin) in &file.tools {
+                let state = if pin.pending.is_some() { "changed" } else { "pinned" };
+                let _ = writeln!(out, "{state}\t{name}");
+            }
+        }
+        McpPinsAction::Show { name } => {
+            let pin = file
+                .tools
+                .get(name)
+                .ok_or_else(|| format!("no tool {name:?} is pinned"))?;
+            let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+            let _ = writeln!(out, "pinned ({}):\n{}", pin.sha256, pretty(&pin.definition));
+            if let Some(pending) = &pin.pending {
+                let _ = writeln!(
+                    out,
+                    "changed to ({}), waiting for approval:\n{}",
+                    pending.sha256,
+                    pretty(&pending.definition)
+                );
+            }
+        }
+        McpPinsAction::Approve { names } => {
+            for name in names {
+                if !file.approve(name) {
+                    return Err(format!("{name:?} has no changed definition to approve"));
+                }
+                let _ = writeln!(out, "approved\t{name}");
+            }
+            file.write(path)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `[mcp] pins_file` of the config at `path`, read without validating the rest (the operator
+/// approving a tool need not hold the gateway's secrets).
+fn pins_file_of(path: &Path) -> Result<PathBuf, String> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {} ({})", path.display(), e.kind()))?;
+    let raw = crate::config::parse_raw(&source, &path.display().to_string())
+        .map_err(|e| e.to_string())?;
+    raw.mcp
+        .and_then(|m| m.pins_file)
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("{} sets no [mcp] pins_file; give --file", path.display()))
 }
 
 /// Library log targets a client can make warn at will, capped at `error` unless `PORTCULLIS_LOG`
@@ -175,6 +258,28 @@ pub fn execute(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::McpPins { file, action }) => {
+            let file = match file {
+                Some(file) => file.clone(),
+                None => match pins_file_of(cli.config_path()) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        eprintln!("portcullis mcp-pins: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            match mcp_pins(&file, action) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis mcp-pins: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Scan { paths }) => match crate::dlp::scan_paths(paths) {
             Ok(findings) if findings.is_empty() => ExitCode::SUCCESS,
             Ok(findings) => {

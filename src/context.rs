@@ -51,6 +51,8 @@ pub enum Dialect {
     Problem,
     /// OpenAI's `{"error": {"message", "type", "code", "param"}}`, which the OpenAI SDKs print.
     OpenAi,
+    /// A JSON-RPC 2.0 error response carrying the request's `id`, which the MCP SDKs print.
+    JsonRpc,
 }
 
 /// What protocol a request's path speaks.
@@ -62,6 +64,8 @@ pub enum Route {
     Plain,
     /// An OpenAI-compatible path (`[llm] paths`).
     Llm,
+    /// An MCP endpoint (`[mcp] paths`).
+    Mcp,
 }
 
 impl Route {
@@ -70,14 +74,26 @@ impl Route {
         match self {
             Route::Plain => Dialect::Problem,
             Route::Llm => Dialect::OpenAi,
+            Route::Mcp => Dialect::JsonRpc,
         }
     }
 }
 
-/// Which paths speak which protocol, from `[llm] paths`.
+/// What a refusal on an MCP endpoint tells an OAuth client (RFC 9728 § 5.1): where the
+/// protected resource metadata is, and which scopes to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpEndpoint {
+    /// The metadata URL of this endpoint, when the gateway is the resource server.
+    pub resource_metadata: Option<Box<str>>,
+    /// `[mcp] scopes_supported`, space-separated; empty when none.
+    pub scope: Box<str>,
+}
+
+/// Which paths speak which protocol, from `[llm] paths` and `[mcp] paths`.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     llm: Vec<Box<str>>,
+    mcp: Vec<(Box<str>, Arc<McpEndpoint>)>,
 }
 
 impl Routes {
@@ -85,15 +101,27 @@ impl Routes {
     pub fn new(llm: &[String]) -> Routes {
         Routes {
             llm: llm.iter().map(|p| p.as_str().into()).collect(),
+            mcp: Vec::new(),
         }
     }
 
-    /// The route of `path` (without the query).
-    pub fn route(&self, path: &str) -> Route {
+    /// Adds MCP endpoints.
+    pub fn with_mcp(mut self, endpoints: Vec<(String, McpEndpoint)>) -> Routes {
+        self.mcp = endpoints
+            .into_iter()
+            .map(|(path, endpoint)| (path.into_boxed_str(), Arc::new(endpoint)))
+            .collect();
+        self
+    }
+
+    /// The route of `path` (without the query), and its MCP endpoint when it is one.
+    pub fn route(&self, path: &str) -> (Route, Option<&Arc<McpEndpoint>>) {
         if self.llm.iter().any(|p| **p == *path) {
-            Route::Llm
-        } else {
-            Route::Plain
+            return (Route::Llm, None);
+        }
+        match self.mcp.iter().find(|(p, _)| **p == *path) {
+            Some((_, endpoint)) => (Route::Mcp, Some(endpoint)),
+            None => (Route::Plain, None),
         }
     }
 }
@@ -118,6 +146,8 @@ pub struct RequestContext {
     pub route: Route,
     /// How refusals on this request's route are written.
     pub dialect: Dialect,
+    /// On an MCP endpoint: what its refusals tell an OAuth client.
+    pub mcp_endpoint: Option<Arc<McpEndpoint>>,
     /// The authenticated identity, once authentication admitted the request.
     pub principal: Option<Arc<Principal>>,
     /// The request body, when validation read it whole: later stages read it here instead of
@@ -142,6 +172,7 @@ impl RequestContext {
             trace,
             route: Route::Plain,
             dialect: Dialect::Problem,
+            mcp_endpoint: None,
             principal: None,
             body: None,
             json: None,
@@ -188,6 +219,20 @@ pub struct Facts {
     llm: Mutex<Option<LlmFacts>>,
     /// What data-loss prevention found: redactions and rule ids.
     dlp: Mutex<DlpFacts>,
+    /// On MCP endpoints: the JSON-RPC message's method, id and tool.
+    mcp: OnceLock<McpFacts>,
+}
+
+/// What the audit record (and a JSON-RPC refusal) knows of an MCP message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpFacts {
+    /// The JSON-RPC method (`tools/call`...); `None` for a response or an unreadable message.
+    pub method: Option<Box<str>>,
+    /// The tool name (`tools/call`), prompt name (`prompts/get`) or resource URI
+    /// (`resources/read`); never the arguments.
+    pub name: Option<Box<str>>,
+    /// The message's `id`, as JSON text (a string or a number), for the error response.
+    pub id: Option<Box<str>>,
 }
 
 /// What the audit record says of data-loss prevention.
@@ -270,6 +315,16 @@ impl Facts {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Records what the MCP message is (once; later calls are ignored).
+    pub fn set_mcp(&self, mcp: McpFacts) {
+        let _ = self.mcp.set(mcp);
+    }
+
+    /// The MCP message's facts, on MCP endpoints once the body was read.
+    pub fn mcp(&self) -> Option<&McpFacts> {
+        self.mcp.get()
     }
 
     /// Marks the connection as one that must close after the answer.
@@ -441,8 +496,10 @@ where
             conn.is_some_and(|c| c.tls),
             TraceContext::from_headers(request.headers()),
         );
-        context.route = self.routes.route(request.uri().path());
-        context.dialect = context.route.dialect();
+        let (route, endpoint) = self.routes.route(request.uri().path());
+        context.route = route;
+        context.dialect = route.dialect();
+        context.mcp_endpoint = endpoint.cloned();
         context.trace.propagate(request.headers_mut());
         // The client's id is replaced; the id is echoed on the response by the propagation layer.
         request

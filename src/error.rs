@@ -19,7 +19,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use tower::{Layer, Service};
 
-use crate::context::{Dialect, Facts, RequestContext};
+use crate::context::{Dialect, Facts, McpEndpoint, RequestContext};
 use crate::context::{Request, Response};
 use crate::detect::rules::{CODE_INJECTION, OBFUSCATION, PROMPT_INJECTION, SCRIPT_INJECTION};
 use crate::fault::{BodyTimeout, ErrorChain, MalformedBody, caused_by};
@@ -129,6 +129,38 @@ pub enum GatewayError {
         /// The detector's rule id.
         rule: &'static str,
     },
+    /// An MCP request's `Mcp-*` headers disagree with its body, or one its revision requires is
+    /// missing: 400 with JSON-RPC error -32020 (HeaderMismatch); the rule names the header.
+    #[error("MCP header mismatch ({0})")]
+    McpHeaderMismatch(&'static str),
+    /// The request's `Origin` is not in `[mcp] allowed_origins`: 403.
+    #[error("origin not allowed")]
+    OriginForbidden,
+    /// A `tools/call` of a tool whose scopes the token lacks: 403 with a step-up challenge
+    /// naming them.
+    #[error("tool needs scopes")]
+    ToolScopeRequired {
+        /// The tool's scopes, space-separated.
+        scopes: Box<str>,
+    },
+    /// A `tools/call` of a tool nobody may call: answered as an unknown tool (HTTP 200 and a
+    /// JSON-RPC error), so the client's session survives.
+    #[error("tool denied")]
+    ToolDenied {
+        /// The tool's name, as the client sent it.
+        tool: Box<str>,
+    },
+    /// A `tools/call` of a tool whose definition changed since it was pinned: HTTP 200 and a
+    /// JSON-RPC error, as for a denied tool.
+    #[error("tool definition changed")]
+    ToolDefinitionChanged {
+        /// The tool's name.
+        tool: Box<str>,
+    },
+    /// An `Mcp-Session-Id` this gateway did not bind to the caller: 404, as for an expired
+    /// session, so the client starts a new one.
+    #[error("MCP session not bound to the caller")]
+    McpSessionMismatch,
     /// A bug in the gateway (a caught panic or a missing request context): 500.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -173,6 +205,14 @@ impl GatewayError {
             GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::SecretDetected { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::McpHeaderMismatch(_) => StatusCode::BAD_REQUEST,
+            GatewayError::OriginForbidden | GatewayError::ToolScopeRequired { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            GatewayError::ToolDenied { .. } | GatewayError::ToolDefinitionChanged { .. } => {
+                StatusCode::OK
+            }
+            GatewayError::McpSessionMismatch => StatusCode::NOT_FOUND,
         }
     }
 
@@ -206,6 +246,13 @@ impl GatewayError {
             GatewayError::InvalidRequest(_) => Decision::InvalidRequest,
             GatewayError::BudgetExceeded { .. } => Decision::BudgetExceeded,
             GatewayError::SecretDetected { .. } => Decision::SecretDetected,
+            GatewayError::McpHeaderMismatch(_) => Decision::McpHeaderMismatch,
+            GatewayError::OriginForbidden => Decision::OriginForbidden,
+            GatewayError::ToolScopeRequired { .. } | GatewayError::ToolDenied { .. } => {
+                Decision::ToolForbidden
+            }
+            GatewayError::ToolDefinitionChanged { .. } => Decision::ToolDefinitionChanged,
+            GatewayError::McpSessionMismatch => Decision::McpSessionMismatch,
         }
     }
 
@@ -232,20 +279,53 @@ impl GatewayError {
             GatewayError::InvalidRequest(reason) => Some(reason),
             GatewayError::BudgetExceeded { .. } => Some("token_budget"),
             GatewayError::SecretDetected { rule } => Some(rule),
+            GatewayError::McpHeaderMismatch(header) => Some(header),
+            GatewayError::ToolScopeRequired { .. } => Some("missing_scope"),
+            GatewayError::ToolDenied { .. } => Some("denied"),
             _ => None,
         }
     }
 
-    /// The `WWW-Authenticate` challenge (RFC 6750), for authentication errors.
-    fn challenge(&self) -> Option<HeaderValue> {
-        Some(HeaderValue::from_static(match self {
-            GatewayError::Unauthenticated(Refusal::Missing) => r#"Bearer realm="portcullis""#,
-            GatewayError::Unauthenticated(_) => {
-                r#"Bearer realm="portcullis", error="invalid_token""#
-            }
-            GatewayError::Forbidden => r#"Bearer realm="portcullis", error="insufficient_scope""#,
+    /// The `WWW-Authenticate` challenge (RFC 6750), for authentication errors; on an MCP
+    /// endpoint it also says where the protected resource metadata is (RFC 9728 § 5.1) and
+    /// which scopes to ask for.
+    fn challenge(&self, endpoint: Option<&McpEndpoint>) -> Option<HeaderValue> {
+        let Some(endpoint) = endpoint else {
+            return Some(HeaderValue::from_static(match self {
+                GatewayError::Unauthenticated(Refusal::Missing) => r#"Bearer realm="portcullis""#,
+                GatewayError::Unauthenticated(_) => {
+                    r#"Bearer realm="portcullis", error="invalid_token""#
+                }
+                GatewayError::Forbidden | GatewayError::ToolScopeRequired { .. } => {
+                    r#"Bearer realm="portcullis", error="insufficient_scope""#
+                }
+                _ => return None,
+            }));
+        };
+        let (error, scope) = match self {
+            GatewayError::Unauthenticated(Refusal::Missing) => (None, &*endpoint.scope),
+            GatewayError::Unauthenticated(_) => (Some("invalid_token"), &*endpoint.scope),
+            GatewayError::Forbidden => (Some("insufficient_scope"), &*endpoint.scope),
+            GatewayError::ToolScopeRequired { scopes } => (Some("insufficient_scope"), &**scopes),
             _ => return None,
-        }))
+        };
+        let mut parts = Vec::with_capacity(3);
+        if let Some(error) = error {
+            parts.push(format!("error=\"{error}\""));
+        }
+        if !scope.is_empty() {
+            parts.push(format!("scope=\"{scope}\""));
+        }
+        if let Some(url) = &endpoint.resource_metadata {
+            parts.push(format!("resource_metadata=\"{url}\""));
+        }
+        let text = if parts.is_empty() {
+            "Bearer".to_owned()
+        } else {
+            format!("Bearer {}", parts.join(", "))
+        };
+        // Scopes and the URL were checked to be header-safe when the config was loaded.
+        HeaderValue::from_str(&text).ok()
     }
 
     /// `(type, title, detail)`: fixed texts, so nothing internal can reach the client.
@@ -372,6 +452,38 @@ impl GatewayError {
                 "Too Many Requests",
                 "The token budget for this user is spent; retry after the time in Retry-After.",
             ),
+            GatewayError::McpHeaderMismatch(_) => (
+                "urn:portcullis:problem:mcp-header-mismatch",
+                "Bad Request",
+                "The request's MCP headers (MCP-Protocol-Version, Mcp-Method, Mcp-Name) are \
+                 missing or do not match its body.",
+            ),
+            GatewayError::OriginForbidden => (
+                "urn:portcullis:problem:origin-forbidden",
+                "Forbidden",
+                "Requests from this Origin are not allowed.",
+            ),
+            GatewayError::ToolScopeRequired { .. } => (
+                "urn:portcullis:problem:tool-forbidden",
+                "Forbidden",
+                "The bearer token does not grant the scopes this tool requires.",
+            ),
+            GatewayError::ToolDenied { .. } => (
+                "urn:portcullis:problem:tool-forbidden",
+                "Forbidden",
+                "Unknown tool.",
+            ),
+            GatewayError::ToolDefinitionChanged { .. } => (
+                "urn:portcullis:problem:tool-definition-changed",
+                "Forbidden",
+                "The tool's definition changed since it was approved; it is unavailable until \
+                 an operator approves the new definition.",
+            ),
+            GatewayError::McpSessionMismatch => (
+                "urn:portcullis:problem:session-not-found",
+                "Not Found",
+                "Session not found; start a new session.",
+            ),
         }
     }
 
@@ -409,11 +521,16 @@ pub fn render(
     dialect: Dialect,
     request_id: &str,
     facts: Option<&Facts>,
+    endpoint: Option<&McpEndpoint>,
 ) -> Response {
     let status = error.status();
     let mut response = match dialect {
         Dialect::Problem => problem_response(&error, status, request_id),
         Dialect::OpenAi => openai_response(&error, status),
+        Dialect::JsonRpc => {
+            let id = facts.and_then(Facts::mcp).and_then(|m| m.id.as_deref());
+            jsonrpc_response(&error, status, request_id, id)
+        }
     };
     let headers = response.headers_mut();
     match &error {
@@ -437,7 +554,7 @@ pub fn render(
     if error.closes_connection() || facts.is_some_and(Facts::must_close) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if let Some(challenge) = error.challenge() {
+    if let Some(challenge) = error.challenge(endpoint) {
         headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
     if let Some(facts) = facts {
@@ -526,6 +643,77 @@ fn openai_response(error: &GatewayError, status: StatusCode) -> Response {
     response
 }
 
+/// JSON-RPC error codes (JSON-RPC 2.0 § 5.1; MCP 2026-07-28 for -32020).
+mod jsonrpc_code {
+    pub const PARSE_ERROR: i32 = -32700;
+    pub const INVALID_REQUEST: i32 = -32600;
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const INTERNAL_ERROR: i32 = -32603;
+    pub const HEADER_MISMATCH: i32 = -32020;
+}
+
+/// A JSON-RPC error response: `{"jsonrpc":"2.0","id":...,"error":{"code","message","data"}}`.
+/// The message is the same fixed sentence problem+json sends as `detail`; `data` names the
+/// decision and the request id. `id` is the request's, when its body was read (it is left out
+/// when unknown, as JSON-RPC allows for an unreadable request).
+fn jsonrpc_response(
+    error: &GatewayError,
+    status: StatusCode,
+    request_id: &str,
+    id: Option<&str>,
+) -> Response {
+    use jsonrpc_code::*;
+    let code = match error {
+        GatewayError::McpHeaderMismatch(_) => HEADER_MISMATCH,
+        GatewayError::ToolDenied { .. } | GatewayError::ToolDefinitionChanged { .. } => {
+            INVALID_PARAMS
+        }
+        GatewayError::InvalidJson(_) => PARSE_ERROR,
+        _ if status.is_server_error() => INTERNAL_ERROR,
+        _ => INVALID_REQUEST,
+    };
+    let (_, _, detail) = error.texts();
+    let message: Cow<'_, str> = match error {
+        // What the MCP SDK servers answer for a tool they do not have.
+        GatewayError::ToolDenied { tool } => format!("Unknown tool: {tool}").into(),
+        GatewayError::ToolDefinitionChanged { tool } => format!(
+            "Tool {tool} is unavailable: its definition changed since it was approved; an \
+             operator must approve the new definition."
+        )
+        .into(),
+        _ => detail.into(),
+    };
+    let mut body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "error": {
+            "code": code,
+            "message": message,
+            "data": {"decision": error.decision().as_str(), "request_id": request_id},
+        },
+    });
+    // The id was read from the request's JSON as a string or a number, and is written back
+    // as the same JSON value.
+    if let Some(id) = id.and_then(|id| serde_json::from_str::<serde_json::Value>(id).ok())
+        && let Some(object) = body.as_object_mut()
+    {
+        object.insert("id".to_owned(), id);
+    }
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Renders `error` for `request` as [`RenderErrorsLayer`] would: for a stage that sits above
+/// that layer (answering before the stages below run).
+pub fn refuse(request: &Request, error: GatewayError) -> Response {
+    RenderWith::of(request).render(error)
+}
+
 /// Layer: renders the refusals of every stage below it ([`render`]), in the dialect of the
 /// request's route; above it the stack only sees responses.
 #[derive(Debug, Clone, Copy, Default)]
@@ -550,6 +738,7 @@ struct RenderWith {
     id: Option<HeaderValue>,
     dialect: Dialect,
     facts: Option<Arc<Facts>>,
+    endpoint: Option<Arc<McpEndpoint>>,
 }
 
 impl RenderWith {
@@ -559,11 +748,13 @@ impl RenderWith {
                 id: Some(c.id.clone()),
                 dialect: c.dialect,
                 facts: Some(c.facts.clone()),
+                endpoint: c.mcp_endpoint.clone(),
             },
             None => RenderWith {
                 id: None,
                 dialect: Dialect::Problem,
                 facts: None,
+                endpoint: None,
             },
         }
     }
@@ -574,7 +765,13 @@ impl RenderWith {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("unknown");
-        render(error, self.dialect, id, self.facts.as_deref())
+        render(
+            error,
+            self.dialect,
+            id,
+            self.facts.as_deref(),
+            self.endpoint.as_deref(),
+        )
     }
 }
 

@@ -98,6 +98,10 @@ pub struct Metrics {
     pub dlp_findings: Family<DlpLabels, Counter>,
     /// Answers not scanned because they arrived compressed.
     pub dlp_unscanned: Counter<u64, AtomicU64>,
+    /// MCP tool definitions seen changed since they were pinned.
+    pub mcp_tool_definition_changes: Counter<u64, AtomicU64>,
+    /// MCP tools left out of listings, by reason (`forbidden`, `changed`).
+    pub mcp_tools_hidden: Family<ReasonLabel, Counter>,
     /// The label sets counted on almost every request, each looked up in its family once.
     hot: HotCounters,
 }
@@ -147,6 +151,13 @@ pub struct MatchLabels {
     pub rule: String,
     /// `block` or `log`.
     pub action: &'static str,
+}
+
+/// A `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: &'static str,
 }
 
 /// A `result` label.
@@ -287,6 +298,18 @@ impl Metrics {
                 "dlp_findings",
                 "Data-loss prevention findings, by rule, direction and action",
                 Family::<DlpLabels, Counter>::default(),
+            ),
+            mcp_tool_definition_changes: register(
+                registry,
+                "mcp_tool_definition_changes",
+                "MCP tool definitions that changed since they were pinned (each change once)",
+                Counter::default(),
+            ),
+            mcp_tools_hidden: register(
+                registry,
+                "mcp_tools_hidden",
+                "MCP tools left out of tools/list answers, by reason",
+                Family::<ReasonLabel, Counter>::default(),
             ),
             dlp_unscanned: register(
                 registry,

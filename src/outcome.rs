@@ -62,6 +62,16 @@ pub enum Decision {
     BudgetExceeded,
     /// A secret was found in the request body: 400.
     SecretDetected,
+    /// An MCP request's `Mcp-*` headers disagree with its body, or a required one is missing.
+    McpHeaderMismatch,
+    /// The request's `Origin` is not in `[mcp] allowed_origins`.
+    OriginForbidden,
+    /// The caller may not use the MCP tool it called.
+    ToolForbidden,
+    /// An MCP session id issued to another user (or not by this gateway).
+    McpSessionMismatch,
+    /// The MCP tool's definition changed since it was pinned, and is not approved yet.
+    ToolDefinitionChanged,
 }
 
 impl Decision {
@@ -94,6 +104,11 @@ impl Decision {
             Decision::InvalidRequest => "invalid_request",
             Decision::BudgetExceeded => "budget_exceeded",
             Decision::SecretDetected => "secret_detected",
+            Decision::McpHeaderMismatch => "mcp_header_mismatch",
+            Decision::OriginForbidden => "origin_forbidden",
+            Decision::ToolForbidden => "tool_forbidden",
+            Decision::McpSessionMismatch => "mcp_session_mismatch",
+            Decision::ToolDefinitionChanged => "tool_definition_changed",
         }
     }
 }

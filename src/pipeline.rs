@@ -27,6 +27,8 @@ use crate::head_limit::HeadRules;
 use crate::headers::{SecurityHeaders, SecurityHeadersLayer};
 use crate::llm::budget::Budgets;
 use crate::llm::{BudgetLayer, LlmLayer, LlmPolicy};
+use crate::mcp::edge::{McpEdge, McpEdgeLayer};
+use crate::mcp::{McpLayer, McpPolicy};
 use crate::metrics::Metrics;
 use crate::proxy::{Forward, Upstream};
 use crate::rate_limit::per_ip::FloodGuard;
@@ -63,6 +65,10 @@ pub struct Stages {
     pub llm: Option<Arc<LlmPolicy>>,
     /// Data-loss prevention, when configured.
     pub dlp: Option<Arc<Dlp>>,
+    /// The edge of MCP endpoints (metadata, CORS, `Origin`), when `[mcp]` is configured.
+    pub mcp_edge: Option<Arc<McpEdge>>,
+    /// The MCP policy, when configured.
+    pub mcp: Option<Arc<McpPolicy>>,
     /// The metrics the stages count in.
     pub metrics: Arc<Metrics>,
     /// The agent backend.
@@ -86,6 +92,7 @@ pub fn build(stages: Stages) -> Pipeline {
         .sink
         .fails_closed()
         .then(|| CheckLayer::new(Arc::new(RequireWritable(stages.auditor.clone()))));
+    let mcp_routes = stages.mcp.is_some();
     let stack = ServiceBuilder::new()
         // Every request gets its context (id, client address, trace, route) first: all that
         // follows names it by that id and answers in its route's dialect.
@@ -102,6 +109,10 @@ pub fn build(stages: Stages) -> Pipeline {
         .layer(SecurityHeadersLayer::new(stages.security_headers))
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
         .layer(CatchPanicLayer)
+        // MCP endpoints' edge: the OAuth metadata and CORS preflights need no token, a foreign
+        // Origin is refused before any work, and an allowed one may read every answer below,
+        // refusals included.
+        .option_layer(stages.mcp_edge.map(McpEdgeLayer::new))
         // Every refusal below is rendered here, once, in the dialect of the request's route.
         .layer(RenderErrorsLayer)
         // A request that cannot be recorded is not served (audit.on_failure = "fail_closed").
@@ -116,8 +127,9 @@ pub fn build(stages: Stages) -> Pipeline {
         .option_layer(stages.flood_guard.map(CheckLayer::new))
         // Identity before anything per-user; the token is removed here, never forwarded.
         .option_layer(stages.authenticator.map(AuthLayer::new))
-        // The per-user limit, keyed by the identity just established, before the body is read.
-        .option_layer(stages.rate_limiter.map(RateLimitLayer::new))
+        // The per-user limit, keyed by the identity just established, before the body is read
+        // (MCP endpoints are counted below, once the message says what it is).
+        .option_layer(stages.rate_limiter.clone().map(RateLimitLayer::new))
         // The token budget, per user like the limit, on OpenAI-compatible routes.
         .option_layer(stages.budgets.map(|b| BudgetLayer::new(b, metrics.clone())))
         // Input validation: it buffers the body, the most expensive check, and only for
@@ -130,6 +142,17 @@ pub fn build(stages: Stages) -> Pipeline {
         // The protocol policy (the model, the token limit) on the validated body; the answer's
         // tokens are counted on the way back.
         .option_layer(stages.llm.map(LlmLayer::new))
+        // The MCP message: headers against body, the session's owner, the tool's rules and
+        // pin; tool listings are filtered and session ids bound on the way back.
+        .option_layer(stages.mcp.map(McpLayer::new))
+        // On MCP endpoints the limit counts the calls that do work (tools/call,
+        // resources/read, prompts/get), now that the message is known.
+        .option_layer(
+            stages
+                .rate_limiter
+                .filter(|_| mcp_routes)
+                .map(RateLimitLayer::for_mcp_calls),
+        )
         // Forwarding to the upstream answers whatever passed every stage.
         .service(Forward(stages.upstream));
     Pipeline(Arc::new(stack))

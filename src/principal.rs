@@ -27,11 +27,22 @@ pub struct Principal {
     pub subject: Option<Box<str>>,
     /// The `jti` claim, checked against the revocation list.
     pub token_id: Option<Box<str>>,
+    /// The token's `aud` values (RFC 8707 audience binding); `None` for an API key, which the
+    /// gateway itself issued.
+    pub audiences: Option<Box<[Box<str>]>>,
 }
 
 impl Principal {
     /// Whether every scope in `required` was granted.
     pub fn has_scopes(&self, required: &[String]) -> bool {
         required.iter().all(|r| self.scopes.iter().any(|s| s == r))
+    }
+
+    /// Whether the credential was issued for `resource`: a token naming it in `aud`, or an API
+    /// key (issued by this gateway, for it alone).
+    pub fn issued_for(&self, resource: &str) -> bool {
+        self.audiences
+            .as_ref()
+            .is_none_or(|auds| auds.iter().any(|a| **a == *resource))
     }
 }

@@ -641,7 +641,7 @@ impl ErrorSpec {
 
 /// The problem body as JSON, and the response's headers.
 fn problem(error: GatewayError, request_id: &str) -> (StatusCode, Map<String, Value>, HeaderMap) {
-    let response = portcullis::error::render(error, Dialect::Problem, request_id, None);
+    let response = portcullis::error::render(error, Dialect::Problem, request_id, None, None);
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .now_or_never()
@@ -760,6 +760,7 @@ pub fn problem_and_headers(data: &[u8]) {
             claims: Vec::new(),
             subject: None,
             token_id: None,
+            audiences: None,
         });
     let mut forwarded = incoming.clone();
     headers::prepare_upstream_request(

@@ -85,6 +85,10 @@ pub struct AuditRecord {
     pub redactions: u64,
     /// The data-loss prevention rules that matched, never the values.
     pub dlp_rules: Vec<&'static str>,
+    /// The JSON-RPC method of an MCP request (null elsewhere).
+    pub mcp_method: Option<Box<str>>,
+    /// The tool (or prompt name, or resource URI) an MCP request acts on; never its arguments.
+    pub mcp_tool: Option<Box<str>>,
 }
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -142,6 +146,10 @@ impl PendingRecord {
             record.model = llm.model;
             record.input_tokens = llm.input_tokens;
             record.output_tokens = llm.output_tokens;
+        }
+        if let Some(mcp) = self.facts.mcp() {
+            record.mcp_method = mcp.method.clone();
+            record.mcp_tool = mcp.name.clone();
         }
         self.auditor.metrics.observe_request(
             record.decision.as_str(),
@@ -284,6 +292,8 @@ where
                 output_tokens: None,
                 redactions: 0,
                 dlp_rules: Vec::new(),
+                mcp_method: None,
+                mcp_tool: None,
             }),
         };
         let request = request.map(|body| {

@@ -211,6 +211,11 @@ fn principal_from(claims: &Map<String, Value>, policy: &Policy) -> Result<Princi
         claims: retained,
         subject: text_claim("sub"),
         token_id: text_claim("jti"),
+        audiences: Some(match claims.get("aud") {
+            Some(Value::String(s)) => Box::new([s.as_str().into()]),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(Box::from).collect(),
+            _ => Box::new([]),
+        }),
     })
 }
 

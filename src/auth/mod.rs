@@ -20,7 +20,7 @@ use tower::{Layer, Service};
 
 use crate::api_keys::ApiKeys;
 use crate::config::{AuthSettings, TokenLocation};
-use crate::context::RequestContext;
+use crate::context::{RequestContext, Route};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 pub use crate::principal::Principal;
@@ -44,6 +44,8 @@ pub struct Authenticator {
     jwt: bool,
     /// API keys, when `[auth.api_keys]` is set.
     api_keys: Option<Arc<ApiKeys>>,
+    /// `[mcp] resource`: the audience a token must name on MCP endpoints (RFC 8707).
+    mcp_resource: Option<Box<str>>,
     metrics: Arc<Metrics>,
 }
 
@@ -85,8 +87,16 @@ impl Authenticator {
                 None => None,
                 Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
             },
+            mcp_resource: None,
             metrics,
         })
+    }
+
+    /// On MCP endpoints, admits only tokens issued for `resource` (in their `aud`): a token
+    /// meant for another service is not accepted here, even when signed by a trusted issuer.
+    pub fn with_mcp_resource(mut self, resource: Option<&str>) -> Authenticator {
+        self.mcp_resource = resource.map(Box::from);
+        self
     }
 
     /// The key store (for readiness and the refresh task).
@@ -225,6 +235,15 @@ impl Authenticator {
     ) -> Result<(), GatewayError> {
         let principal = verdict.map_err(GatewayError::Unauthenticated)?;
         let context = RequestContext::of_mut(request);
+        if let (Some(resource), Some(context)) = (&self.mcp_resource, context.as_ref())
+            && context.route == Route::Mcp
+            && !principal.issued_for(resource)
+        {
+            context.facts.set_user(&principal.user);
+            return Err(GatewayError::Unauthenticated(Refusal::Invalid(
+                "wrong_audience",
+            )));
+        }
         if !principal.has_scopes(&self.required_scopes) {
             if let Some(context) = context {
                 context.facts.set_user(&principal.user);

@@ -196,6 +196,39 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             "[headers] turns off HSTS or the Content-Security-Policy",
         ),
     });
+    if let Some(mcp) = &config.mcp {
+        items.push(match &mcp.session_key {
+            Some(_) => item(
+                Status::Pass,
+                "MCP session key shared",
+                "session ids are bound to users with the configured key, across replicas and restarts",
+            ),
+            None => item(
+                Status::Warn,
+                "MCP session key shared",
+                "no [mcp] session_key_env or session_key_file: a random key per process, so MCP \
+                 sessions will not survive a restart or span replicas",
+            ),
+        });
+        items.push(match (&mcp.resource, &config.auth) {
+            (Some(_), Some(_)) => item(
+                Status::Pass,
+                "MCP authorization discoverable",
+                "protected resource metadata is served and tokens must name [mcp] resource in aud",
+            ),
+            (None, Some(_)) => item(
+                Status::Warn,
+                "MCP authorization discoverable",
+                "[mcp] resource is not set: MCP clients cannot find where to log in, and tokens \
+                 issued for other services are accepted on MCP endpoints",
+            ),
+            (_, None) => item(
+                Status::Fail,
+                "MCP authorization discoverable",
+                "MCP endpoints without [auth]: every tool is open to anyone who can connect",
+            ),
+        });
+    }
     items
 }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod checklist;
 pub mod dlp;
 pub mod llm;
+pub mod mcp;
 pub mod rate_limit;
 pub mod raw;
 
@@ -29,6 +30,7 @@ use crate::tls;
 pub use auth::{AuthSettings, TokenLocation};
 pub use dlp::DlpSettings;
 pub use llm::LlmSettings;
+pub use mcp::McpSettings;
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
 use raw::RawConfig;
 pub use validation::ValidationSettings;
@@ -138,6 +140,8 @@ pub struct Config {
     pub llm: Option<LlmSettings>,
     /// Data-loss prevention, when configured.
     pub dlp: Option<DlpSettings>,
+    /// MCP endpoints, when configured.
+    pub mcp: Option<McpSettings>,
 }
 
 /// Validated `[tracing]`.
@@ -378,6 +382,27 @@ impl Config {
                 Some(dlp::validate(raw_dlp, at)?)
             }
         };
+        let mcp = match &raw.mcp {
+            None => None,
+            Some(raw_mcp) => {
+                if raw.validation.is_none() {
+                    return Err(at.error(
+                        "mcp",
+                        "[mcp] needs [validation]: each JSON-RPC message is read from the \
+                         validated body (an empty [validation] section takes the defaults)",
+                    ));
+                }
+                let settings = mcp::validate(raw_mcp, at)?;
+                let llm_paths = llm.iter().flat_map(|l| &l.paths);
+                if let Some(both) = llm_paths.clone().find(|p| settings.paths.contains(p)) {
+                    return Err(at.error(
+                        "mcp.paths",
+                        format!("{both:?} is also an [llm] path: a path speaks one protocol"),
+                    ));
+                }
+                Some(settings)
+            }
+        };
         let auth = match &raw.auth {
             None => None,
             Some(raw_auth) => {
@@ -416,6 +441,7 @@ impl Config {
             tracing: validate_tracing(&raw, at)?,
             llm,
             dlp,
+            mcp,
         })
     }
 }

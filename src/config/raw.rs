@@ -36,6 +36,49 @@ pub struct RawConfig {
     pub llm: Option<RawLlm>,
     /// `[dlp]`: secrets and personal data in requests and responses.
     pub dlp: Option<RawDlp>,
+    /// `[mcp]`: MCP (Model Context Protocol) endpoints.
+    pub mcp: Option<RawMcp>,
+}
+
+/// `[mcp]`; parsed and checked for shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    /// MCP endpoint paths (exact, without the query).
+    pub paths: Option<Vec<String>>,
+    /// This server's canonical URI (RFC 9728 `resource`).
+    pub resource: Option<String>,
+    /// Authorization servers named in the protected resource metadata.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Scopes named in the metadata and in the 401 challenge.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// Origins a browser-based client may call from.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Where pinned tool definitions are kept.
+    pub pins_file: Option<String>,
+    /// Environment variable holding the session-binding key.
+    pub session_key_env: Option<String>,
+    /// File holding the session-binding key.
+    pub session_key_file: Option<String>,
+    /// Per-tool rules; the first match wins.
+    #[serde(default)]
+    pub tools: Vec<RawMcpTool>,
+}
+
+/// `[[mcp.tools]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcpTool {
+    /// An exact tool name or a glob.
+    pub name: String,
+    /// Scopes needed to see and call the tool.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `allow` (the default) or `deny`.
+    pub action: Option<String>,
 }
 
 /// `[dlp]`; parsed and checked for shape.

@@ -21,7 +21,7 @@ use futures_util::future::{BoxFuture, Either, Ready, ready};
 use tower::{Layer, Service};
 
 use crate::config::{FailureMode, RateLimitBackend, RateLimitSettings};
-use crate::context::RequestContext;
+use crate::context::{RequestContext, Route};
 use crate::error::GatewayError;
 use crate::headers::RateLimitState;
 use crate::metrics::Metrics;
@@ -279,12 +279,39 @@ fn decided(check: Check) -> Result<RateLimitState, GatewayError> {
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: Arc<RateLimiter>,
+    counts: Counts,
 }
 
+/// Which requests a [`RateLimitLayer`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counts {
+    /// Every request but those to MCP endpoints, before the body is read.
+    AllButMcp,
+    /// On MCP endpoints, once the JSON-RPC message is known: `tools/call`, `resources/read`
+    /// and `prompts/get` (the calls that do work), not the handshake, notifications, listings,
+    /// the event stream or session ends.
+    McpCalls,
+}
+
+/// The MCP methods the limit counts.
+pub const COUNTED_MCP_METHODS: [&str; 3] = ["tools/call", "resources/read", "prompts/get"];
+
 impl RateLimitLayer {
-    /// The layer for `limiter`.
+    /// The layer for `limiter`: counts every request except those to MCP endpoints.
     pub fn new(limiter: Arc<RateLimiter>) -> RateLimitLayer {
-        RateLimitLayer { limiter }
+        RateLimitLayer {
+            limiter,
+            counts: Counts::AllButMcp,
+        }
+    }
+
+    /// The layer for `limiter` that counts the calls of [`COUNTED_MCP_METHODS`] on MCP
+    /// endpoints (placed after the MCP stage, which reads the message).
+    pub fn for_mcp_calls(limiter: Arc<RateLimiter>) -> RateLimitLayer {
+        RateLimitLayer {
+            limiter,
+            counts: Counts::McpCalls,
+        }
     }
 }
 
@@ -294,6 +321,7 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> RateLimit<S> {
         RateLimit {
             limiter: self.limiter.clone(),
+            counts: self.counts,
             inner,
         }
     }
@@ -303,6 +331,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Debug, Clone)]
 pub struct RateLimit<S> {
     limiter: Arc<RateLimiter>,
+    counts: Counts,
     inner: S,
 }
 
@@ -324,6 +353,22 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let context = RequestContext::of(&request);
+        let mcp = context.is_some_and(|c| c.route == Route::Mcp);
+        let counted = match self.counts {
+            Counts::AllButMcp => !mcp,
+            Counts::McpCalls => {
+                mcp && context
+                    .and_then(|c| c.facts.mcp())
+                    .and_then(|m| m.method.as_deref())
+                    .is_some_and(|m| COUNTED_MCP_METHODS.contains(&m))
+            }
+        };
+        if !counted {
+            return Either::Right(Either::Left(WithRateHeaders {
+                inner: self.inner.call(request),
+                state: None,
+            }));
+        }
         let principal = context.and_then(|c| c.principal.as_deref());
         let key: Arc<str> = match (principal, context) {
             (Some(p), _) => p.user.clone(),
@@ -335,7 +380,7 @@ where
             return match decided(self.limiter.check_without_redis(class, &key)) {
                 Ok(state) => Either::Right(Either::Left(WithRateHeaders {
                     inner: self.inner.call(request),
-                    state,
+                    state: Some(state),
                 })),
                 Err(refusal) => Either::Left(ready(Err(refusal))),
             };
@@ -347,7 +392,7 @@ where
             let state = decided(limiter.check(class, &key).await)?;
             WithRateHeaders {
                 inner: inner.call(request),
-                state,
+                state: Some(state),
             }
             .await
         })))
@@ -359,7 +404,7 @@ pin_project_lite::pin_project! {
     pub struct WithRateHeaders<F> {
         #[pin]
         inner: F,
-        state: RateLimitState,
+        state: Option<RateLimitState>,
     }
 }
 
@@ -369,7 +414,9 @@ impl<F: Future<Output = StageResult>> Future for WithRateHeaders<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StageResult> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        this.state.write(response.headers_mut());
+        if let Some(state) = this.state {
+            state.write(response.headers_mut());
+        }
         Poll::Ready(Ok(response))
     }
 }

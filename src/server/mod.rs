@@ -71,6 +71,9 @@ pub enum StartError {
     /// Data-loss prevention could not be set up.
     #[error("{0}")]
     Dlp(String),
+    /// The MCP policy could not be set up (the pins file).
+    #[error("{0}")]
+    Mcp(String),
 }
 
 /// A gateway with its listeners bound, ready to serve.

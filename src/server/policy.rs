@@ -13,12 +13,14 @@ use crate::audit::otlp::SpanExport;
 use crate::audit::{AuditSink, Auditor};
 use crate::auth::Authenticator;
 use crate::auth::jwks::KeyStore;
-use crate::config::{Config, RateLimitBackend, RateLimitSettings};
-use crate::context::{ClientAddress, Routes};
+use crate::config::{Config, McpSettings, RateLimitBackend, RateLimitSettings};
+use crate::context::{ClientAddress, McpEndpoint, Routes};
 use crate::dlp::Dlp;
 use crate::headers::SecurityHeaders;
 use crate::llm::LlmPolicy;
 use crate::llm::budget::Budgets;
+use crate::mcp::McpPolicy;
+use crate::mcp::edge::{McpEdge, WELL_KNOWN_PRM};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline, Stages};
 use crate::proxy::Upstream;
@@ -68,6 +70,8 @@ pub struct Policy {
     pub revocations: Option<Arc<Revocations>>,
     /// The API keys, when configured.
     pub api_keys: Option<Arc<ApiKeys>>,
+    /// The MCP policy, when `[mcp]` is configured.
+    pub mcp: Option<Arc<McpPolicy>>,
     /// Background work owned by this policy (key refresh, upstream probe); stopped with it.
     tasks: Vec<tokio::task::AbortHandle>,
 }
@@ -103,7 +107,15 @@ impl Policy {
         };
         let authenticator = match &config.auth {
             Some(settings) => Some(Arc::new(
-                Authenticator::new(settings, metrics.clone()).map_err(StartError::Auth)?,
+                Authenticator::new(settings, metrics.clone())
+                    .map_err(StartError::Auth)?
+                    .with_mcp_resource(
+                        config
+                            .mcp
+                            .as_ref()
+                            .and_then(|m| m.resource.as_ref())
+                            .map(|r| r.uri.as_str()),
+                    ),
             )),
             None => None,
         };
@@ -168,6 +180,18 @@ impl Policy {
             )),
         };
         let keep_view = dlp.is_some();
+        let mcp = match &config.mcp {
+            None => None,
+            Some(settings) => Some(Arc::new(
+                McpPolicy::new(
+                    settings,
+                    metrics.clone(),
+                    previous.and_then(|p| p.mcp.as_deref()),
+                )
+                .map_err(StartError::Mcp)?,
+            )),
+        };
+        let mcp_edge = config.mcp.as_ref().map(|s| Arc::new(McpEdge::new(s)));
         let pipeline = pipeline::build(Stages {
             auditor: Arc::new(Auditor {
                 sink: shared.audit.clone(),
@@ -181,9 +205,10 @@ impl Policy {
             },
             body_timeout: config.server.body_timeout,
             client_address: Arc::new(ClientAddress::new(config.server.trusted_proxies.clone())),
-            routes: Arc::new(Routes::new(
-                config.llm.as_ref().map_or(&[][..], |l| &l.paths[..]),
-            )),
+            routes: Arc::new(
+                Routes::new(config.llm.as_ref().map_or(&[][..], |l| &l.paths[..]))
+                    .with_mcp(config.mcp.as_ref().map(mcp_endpoints).unwrap_or_default()),
+            ),
             flood_guard: flood_guard.clone(),
             authenticator,
             rate_limiter: rate_limiter.clone(),
@@ -200,6 +225,8 @@ impl Policy {
             budgets: budgets.clone(),
             llm,
             dlp,
+            mcp_edge,
+            mcp: mcp.clone(),
             metrics: metrics.clone(),
             upstream: upstream.clone(),
         });
@@ -226,9 +253,28 @@ impl Policy {
             budgets,
             revocations,
             api_keys,
+            mcp,
             tasks,
         })
     }
+}
+
+/// Each MCP endpoint with what its refusals tell an OAuth client.
+fn mcp_endpoints(settings: &McpSettings) -> Vec<(String, McpEndpoint)> {
+    settings
+        .paths
+        .iter()
+        .map(|path| {
+            let endpoint = McpEndpoint {
+                resource_metadata: settings
+                    .resource
+                    .as_ref()
+                    .map(|r| format!("{}{WELL_KNOWN_PRM}{path}", r.origin).into_boxed_str()),
+                scope: settings.scopes_supported.join(" ").into_boxed_str(),
+            };
+            (path.clone(), endpoint)
+        })
+        .collect()
 }
 
 /// Whether the per-user limiter's state can carry over: the same limits in the same store.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, DEFAULT_TLS_WATCH_INTERVAL};
+use crate::mcp::pins::FileCheck;
 use crate::revocation::ListUpdate;
 
 use super::Policies;
@@ -135,6 +136,23 @@ impl Reloader {
         Some(update)
     }
 
+    /// Re-reads the MCP tool pins if an operator changed their file (an approval).
+    pub fn check_mcp_pins(&self) {
+        let policy = self.policies.load();
+        let Some(pins) = policy.mcp.as_ref().and_then(|m| m.pins()) else {
+            return;
+        };
+        match pins.check_file() {
+            FileCheck::Unchanged => {}
+            FileCheck::Loaded(pinned, pending) => {
+                tracing::info!(pinned, pending, "MCP tool pins reloaded");
+            }
+            FileCheck::Refused(reason) => {
+                tracing::error!(reason = %reason, "MCP pins file refused; the pins in force stay");
+            }
+        }
+    }
+
     /// Re-reads the revocation list if its file changed.
     pub fn check_revocations(&self) -> Option<ListUpdate> {
         let revocations = self.policies.load().revocations.clone()?;
@@ -175,6 +193,7 @@ impl Reloader {
             }
             self.check_revocations();
             self.check_api_keys();
+            self.check_mcp_pins();
         }
     }
 
@@ -244,6 +263,7 @@ pub async fn on_signals(reloader: Reloader, path: std::path::PathBuf) {
                 }
                 reloader.check_revocations();
                 reloader.check_api_keys();
+                reloader.check_mcp_pins();
                 reloader.reopen_audit();
             }
             Some(()) = user1.recv() => {

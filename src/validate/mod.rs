@@ -27,6 +27,7 @@ use crate::config::llm::{DEFAULT_SCAN_ROLES, Roles};
 use crate::context::{RequestContext, Route};
 use crate::detect::rules::{Action, Rule};
 use crate::error::GatewayError;
+use crate::jsonrpc::Envelope;
 use crate::metrics::Metrics;
 use crate::stage::{Request, Response, StageResult, take_ready};
 use body::{BodyProblem, Judge, check_json, check_json_view, check_query};
@@ -181,19 +182,19 @@ impl Validator {
         kind: MediaKind,
         reserved: OwnedSemaphorePermit,
     ) -> Result<Request, GatewayError> {
-        let llm_route = parts
+        let route = parts
             .extensions
             .get::<RequestContext>()
-            .is_some_and(|c| c.route == Route::Llm);
+            .map_or(Route::Plain, |c| c.route);
         let mut view = None;
         if kind == MediaKind::Json {
             let settings = &self.settings;
-            let judge = if llm_route {
-                Some(Judge::Roles(self.llm_roles))
-            } else if self.keep_view {
-                Some(Judge::Everything)
-            } else {
-                None
+            let judge = match route {
+                Route::Llm => Some(Judge::Roles(self.llm_roles)),
+                // The MCP stage reads the JSON-RPC message from the view.
+                Route::Mcp => Some(Judge::Everything),
+                _ if self.keep_view => Some(Judge::Everything),
+                _ => None,
             };
             let checked = if let Some(judge) = judge {
                 check_json_view(
@@ -215,6 +216,24 @@ impl Validator {
                     settings.max_input_chars,
                 )
             };
+            if route == Route::Mcp
+                && let Some(context) = parts.extensions.get::<RequestContext>()
+            {
+                // The envelope names the message in the audit record, and gives a refusal the
+                // request's id; a body refused before it was parsed whole is read once more,
+                // on this refusal path only.
+                let reread;
+                let message = match &view {
+                    Some(value) => Some(&**value),
+                    None => {
+                        reread = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+                        reread.as_ref()
+                    }
+                };
+                if let Some(message) = message {
+                    context.facts.set_mcp(Envelope::of(message).facts);
+                }
+            }
             match checked {
                 Ok(findings) => {
                     if let Some(rule) = findings.logged {
