@@ -160,7 +160,11 @@ fn mcp_pins(path: &Path, action: &McpPinsAction) -> Result<String, String> {
     match action {
         McpPinsAction::List => {
             for (name, pin) in &file.tools {
-                let state = if pin.pending.is_some() { "changed" } else { "pinned" };
+                let state = if pin.pending.is_some() {
+                    "changed"
+                } else {
+                    "pinned"
+                };
                 let _ = writeln!(out, "{state}\t{name}");
             }
         }

@@ -118,8 +118,17 @@ mod tests {
         assert_eq!(note.kind, Kind::Notification);
         let answer = Envelope::of(&json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
         assert_eq!(answer.kind, Kind::Response);
-        assert_eq!(Envelope::of(&json!([{"jsonrpc": "2.0"}])).kind, Kind::Invalid);
-        assert_eq!(Envelope::of(&json!({"id": 1, "method": "x"})).kind, Kind::Invalid);
-        assert_eq!(Envelope::of(&json!({"jsonrpc": "2.0", "id": null, "method": "x"})).kind, Kind::Notification);
+        assert_eq!(
+            Envelope::of(&json!([{"jsonrpc": "2.0"}])).kind,
+            Kind::Invalid
+        );
+        assert_eq!(
+            Envelope::of(&json!({"id": 1, "method": "x"})).kind,
+            Kind::Invalid
+        );
+        assert_eq!(
+            Envelope::of(&json!({"jsonrpc": "2.0", "id": null, "method": "x"})).kind,
+            Kind::Notification
+        );
     }
 }

@@ -141,7 +141,9 @@ pub(super) fn validate(raw: &RawMcp, at: &Locator<'_>) -> Result<McpSettings, Co
     {
         return Err(at.error(
             "mcp.scopes_supported",
-            format!("{bad:?} is not a scope: printable ASCII without spaces, quotes or backslashes"),
+            format!(
+                "{bad:?} is not a scope: printable ASCII without spaces, quotes or backslashes"
+            ),
         ));
     }
     let mut allowed_origins = Vec::with_capacity(raw.allowed_origins.len());

@@ -161,7 +161,10 @@ impl McpPolicy {
     fn filter(&self, message: &[u8], principal: Option<&Principal>) -> Option<Vec<u8>> {
         let mut value: serde_json::Value = serde_json::from_slice(message).ok()?;
         let filtered = filter_listing(&mut value, &self.tools, self.pins.as_deref(), principal)?;
-        for (reason, count) in [("forbidden", filtered.forbidden), ("changed", filtered.changed)] {
+        for (reason, count) in [
+            ("forbidden", filtered.forbidden),
+            ("changed", filtered.changed),
+        ] {
             if count > 0 {
                 self.metrics
                     .mcp_tools_hidden
@@ -315,7 +318,10 @@ impl Answer {
 
     /// Binds the session id of the answer to the user, filters a listing; a JSON listing is
     /// read whole first (bounded), an event stream is filtered as it passes.
-    fn answer(self, mut response: Response) -> Either<StageResult, BoxFuture<'static, StageResult>> {
+    fn answer(
+        self,
+        mut response: Response,
+    ) -> Either<StageResult, BoxFuture<'static, StageResult>> {
         if let Some(id) = response.headers().get(&MCP_SESSION_ID) {
             let bound = id
                 .to_str()
@@ -357,9 +363,9 @@ impl Answer {
         // Rare (a listing answered as one JSON document): read whole, bounded, then filtered.
         Either::Right(Box::pin(async move {
             let (mut parts, body) = response.into_parts();
-            let bytes = read_bounded(body, MAX_LISTING_BYTES).await.ok_or_else(|| {
-                GatewayError::UpstreamStatus(http::StatusCode::BAD_GATEWAY)
-            })?;
+            let bytes = read_bounded(body, MAX_LISTING_BYTES)
+                .await
+                .ok_or_else(|| GatewayError::UpstreamStatus(http::StatusCode::BAD_GATEWAY))?;
             let body = match self.policy.filter(&bytes, self.principal.as_deref()) {
                 Some(filtered) => {
                     parts.headers.remove(header::CONTENT_LENGTH);
@@ -541,14 +547,29 @@ mod tests {
         assert_eq!(rule(check_headers(&headers(&good), &call)), None);
         let encoded = [good[0], good[1], ("mcp-name", "=?base64?YWRk?=")];
         assert_eq!(rule(check_headers(&headers(&encoded), &call)), None);
-        assert_eq!(rule(check_headers(&headers(&good[..2]), &call)), Some("mcp_name"));
-        assert_eq!(rule(check_headers(&headers(&good[1..]), &call)), Some("mcp_protocol_version"));
+        assert_eq!(
+            rule(check_headers(&headers(&good[..2]), &call)),
+            Some("mcp_name")
+        );
+        assert_eq!(
+            rule(check_headers(&headers(&good[1..]), &call)),
+            Some("mcp_protocol_version")
+        );
         let lying = [good[0], ("mcp-method", "tools/list"), good[2]];
-        assert_eq!(rule(check_headers(&headers(&lying), &call)), Some("mcp_method"));
+        assert_eq!(
+            rule(check_headers(&headers(&lying), &call)),
+            Some("mcp_method")
+        );
         let other = [good[0], good[1], ("mcp-name", "=?base64?cm0=?=")];
-        assert_eq!(rule(check_headers(&headers(&other), &call)), Some("mcp_name"));
+        assert_eq!(
+            rule(check_headers(&headers(&other), &call)),
+            Some("mcp_name")
+        );
         let version = [("mcp-protocol-version", "2025-11-25"), good[1], good[2]];
-        assert_eq!(rule(check_headers(&headers(&version), &call)), Some("mcp_protocol_version"));
+        assert_eq!(
+            rule(check_headers(&headers(&version), &call)),
+            Some("mcp_protocol_version")
+        );
     }
 
     #[test]
@@ -558,16 +579,29 @@ mod tests {
         let legacy = [("mcp-protocol-version", "2025-11-25")];
         assert_eq!(rule(check_headers(&headers(&legacy), &call)), None);
         assert_eq!(rule(check_headers(&HeaderMap::new(), &call)), None);
-        assert_eq!(rule(check_headers(&headers(&[("mcp-name", "rm")]), &call)), Some("mcp_name"));
+        assert_eq!(
+            rule(check_headers(&headers(&[("mcp-name", "rm")]), &call)),
+            Some("mcp_name")
+        );
         // A header that claims a modern version for a body without per-request metadata.
-        let claims = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "add")];
-        assert_eq!(rule(check_headers(&headers(&claims), &call)), Some("mcp_protocol_version"));
+        let claims = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "add"),
+        ];
+        assert_eq!(
+            rule(check_headers(&headers(&claims), &call)),
+            Some("mcp_protocol_version")
+        );
     }
 
     #[test]
     fn header_values_decode_from_base64_only_when_valid() {
         let value = |v: &str| decode_header(&HeaderValue::from_str(v).unwrap());
-        assert_eq!(value("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(), Some("Hello, 世界"));
+        assert_eq!(
+            value("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(),
+            Some("Hello, 世界")
+        );
         assert_eq!(value("plain").as_deref(), Some("plain"));
         assert_eq!(value("=?base64?!!!?="), None);
         assert_eq!(value("=?base64?/w==?="), None, "not UTF-8");

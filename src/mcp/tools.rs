@@ -153,7 +153,10 @@ mod tests {
         let reader = principal(&["repo:read"]);
         let filtered = filter_listing(&mut listing, &policy, None, Some(&reader)).unwrap();
         assert_eq!(filtered.forbidden, 2);
-        assert_eq!(listing["result"]["tools"], json!([{"name": "echo", "inputSchema": {}}]));
+        assert_eq!(
+            listing["result"]["tools"],
+            json!([{"name": "echo", "inputSchema": {}}])
+        );
         assert_eq!(listing["result"]["cacheScope"], "private");
         let admin = principal(&["repo:admin"]);
         assert!(policy.permits("delete_repo", Some(&admin)));

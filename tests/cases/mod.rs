@@ -8,6 +8,7 @@ mod dlp;
 mod errors;
 mod fuzz_regressions;
 mod llm;
+mod mcp;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod proxy;

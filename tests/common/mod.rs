@@ -4,6 +4,7 @@
 pub mod examples;
 pub mod jwks_server;
 pub mod keys;
+pub mod mcp;
 pub mod openai;
 pub mod pki;
 pub mod python;
