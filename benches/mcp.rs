@@ -1,6 +1,6 @@
 //! The extra work of an MCP request: reading the JSON-RPC envelope of a parsed `tools/call`
-//! message, and filtering a `tools/list` answer (parse, judge every tool against the rules and
-//! pins, serialise) of 10 and 100 tools.
+//! message, passing a non-listing event of a listing's stream, and filtering a `tools/list`
+//! answer (parse, judge every tool against the rules and pins, serialise) of 10 and 100 tools.
 //!
 //! Run with `cargo bench --bench mcp`.
 
@@ -66,6 +66,18 @@ fn bench(c: &mut Criterion) {
         token_id: None,
         audiences: None,
     };
+    // What every other event of a listing's stream costs: parsed, found not to be the listing.
+    let progress = serde_json::to_vec(
+        &json!({"jsonrpc": "2.0", "method": "notifications/progress",
+        "params": {"progressToken": 1, "progress": 1, "message": "listing"}}),
+    )
+    .unwrap();
+    group.bench_function("pass a notification event of a listing stream", |b| {
+        b.iter(|| {
+            let mut value: Value = serde_json::from_slice(black_box(&progress)).unwrap();
+            black_box(filter_listing(&mut value, &policy, None, Some(&principal)))
+        })
+    });
     let dir = tempfile::tempdir().unwrap();
     let pins = Pins::load(&dir.path().join("pins.json")).unwrap();
     for tools in [10, 100] {

@@ -91,6 +91,9 @@ fn dev_config(
          [validation]\nmax_body_bytes = 1048576\nmax_input_chars = 10000\n\n\
          [llm]\nallowed_models = [\"portcullis-demo\"]\nmax_output_tokens = 4096\n\n\
          [llm.budget]\ntokens = 100000\nwindow = \"1d\"\n\n\
+         [mcp]\n\n\
+         [[mcp.tools]]\nname = \"delete_*\"\nscopes = [\"repo:admin\"]\n\n\
+         [[mcp.tools]]\nname = \"run_shell\"\naction = \"deny\"\n\n\
          [audit]\noutput = \"stdout\"\n"
     );
     let mut config = Config::from_toml(&toml, "dev mode").map_err(|e| e.to_string())?;
@@ -211,8 +214,9 @@ fn print_banner(gateway: SocketAddr, admin: Option<SocketAddr>, agent: SocketAdd
         format!("  gateway     https://{gateway}   (TLS, self-signed: curl needs -k)"),
         format!("  admin       {admin}   (/healthz /readyz /metrics)"),
         format!(
-            "  demo agent  http://{agent}   (POST /v1/chat, GET /v1/stream, POST /v1/chat/completions)"
+            "  demo agent  http://{agent}   (POST /v1/chat, GET /v1/stream, POST /v1/chat/completions,"
         ),
+        "              POST /mcp)".to_owned(),
         format!(
             "  auth        ES256 JWT required, scope {DEV_SCOPE}; this token (user {DEV_SUBJECT}) is valid 1 h:"
         ),
@@ -238,9 +242,18 @@ fn print_banner(gateway: SocketAddr, admin: Option<SocketAddr>, agent: SocketAdd
              messages=[{{'role': 'user', 'content': 'hello'}}]).choices[0].message.content)\""
         ),
         String::new(),
+        "  MCP endpoint (/mcp): run_shell is denied, delete_repo needs scope repo:admin, so the"
+            .to_owned(),
+        "  listing shows echo and add only:".to_owned(),
+        format!(
+            "    curl -k https://{gateway}/mcp {bearer} -H 'content-type: application/json' \
+             -H 'accept: application/json, text/event-stream' \
+             -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}}'"
+        ),
+        String::new(),
         "  Limits: 60 requests a minute per user, 50/s per address, 100,000 tokens a day per user"
             .to_owned(),
-        "  on the OpenAI route; JSON bodies are validated.".to_owned(),
+        "  on the OpenAI route (MCP counts tool calls); JSON bodies are validated.".to_owned(),
         String::new(),
         "  Audit records (one JSON line per request) follow on stdout. Ctrl-C stops.".to_owned(),
         String::new(),
@@ -255,6 +268,7 @@ pub fn demo_agent() -> Router {
         .route("/v1/chat", post(chat))
         .route("/v1/chat/completions", post(completions))
         .route("/v1/stream", get(stream))
+        .route("/mcp", post(mcp))
         .with_state(Arc::new(AtomicU64::new(0)))
 }
 
@@ -349,6 +363,86 @@ async fn completions(body: Bytes) -> Response {
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/event-stream"),
     );
+    response
+}
+
+/// `POST /mcp`: a small MCP server (2025-11-25, JSON answers) with four tools, so the gateway's
+/// MCP rules can be tried: `echo`, `add`, `delete_repo` (needs a scope the dev token lacks) and
+/// `run_shell` (denied by the dev config).
+async fn mcp(State(counter): State<Arc<AtomicU64>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected a JSON-RPC message\n").into_response();
+    };
+    let Some(id) = request.get("id").cloned() else {
+        // A notification (or a response): accepted, nothing to answer.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let text = |t: String| json!({"content": [{"type": "text", "text": t}], "isError": false});
+    let schema = |fields: &[&str]| {
+        let properties: serde_json::Map<String, Value> = fields
+            .iter()
+            .map(|f| ((*f).to_owned(), json!({"type": "string"})))
+            .collect();
+        json!({"type": "object", "properties": properties, "required": fields})
+    };
+    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    let argument = |name: &str| {
+        params
+            .pointer(&format!("/arguments/{name}"))
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default()
+    };
+    let result = match request.get("method").and_then(Value::as_str) {
+        Some("initialize") => json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "portcullis-demo", "version": env!("CARGO_PKG_VERSION")},
+        }),
+        Some("ping") => json!({}),
+        Some("tools/list") => json!({"tools": [
+            {"name": "echo", "description": "Echoes the text.", "inputSchema": schema(&["text"])},
+            {"name": "add", "description": "Adds two numbers.", "inputSchema": {"type": "object",
+                "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}},
+            {"name": "delete_repo", "description": "Deletes a repository (pretend).",
+             "inputSchema": schema(&["name"])},
+            {"name": "run_shell", "description": "Runs a shell command (pretend).",
+             "inputSchema": schema(&["command"])},
+        ]}),
+        Some("tools/call") => match params.get("name").and_then(Value::as_str) {
+            Some("echo") => text(argument("text")),
+            Some("add") => {
+                let number = |n: &str| {
+                    params
+                        .pointer(&format!("/arguments/{n}"))
+                        .and_then(Value::as_f64)
+                };
+                text(format!(
+                    "{}",
+                    number("a").unwrap_or(0.0) + number("b").unwrap_or(0.0)
+                ))
+            }
+            Some("delete_repo") => text(format!("deleted {} (pretend)", argument("name"))),
+            Some("run_shell") => text(format!("ran {} (pretend)", argument("command"))),
+            _ => {
+                return axum::Json(json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32602, "message": "Unknown tool"}}))
+                .into_response();
+            }
+        },
+        _ => {
+            return axum::Json(json!({"jsonrpc": "2.0", "id": id,
+                "error": {"code": -32601, "message": "Method not found"}}))
+            .into_response();
+        }
+    };
+    let mut response =
+        axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response();
+    if request.get("method").and_then(Value::as_str) == Some("initialize") {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        if let Ok(value) = http::HeaderValue::from_str(&format!("demo-session-{n}")) {
+            response.headers_mut().insert("mcp-session-id", value);
+        }
+    }
     response
 }
 

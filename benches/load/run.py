@@ -19,6 +19,9 @@ Targets, all on 127.0.0.1 (--only picks some):
   - portcullis-llm      portcullis with the request path as an [llm] route: role-aware validation,
                         a model allow-list, a token budget, usage metering of the answer
   - portcullis-dlp      portcullis with [dlp]: the secret detectors on every request body and answer
+  - portcullis-mcp      portcullis with the request path as an [mcp] endpoint and a JSON-RPC tools/call
+                        body of the same size: the message's envelope, header/body agreement, two
+                        tool rules, the call counted by the rate limit
   - portcullis-noval    the same without input validation (to price that stage)
   - portcullis-nolimit  the same without validation and rate limits (to price the limits)
   - portcullis-noauth   the same without rate limits and authentication (to price auth)
@@ -92,15 +95,16 @@ GATEWAY = os.path.join(ROOT, "target/release/portcullis")
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
          "portcullis": 19004, "portcullis-nolimit": 19005, "portcullis-noauth": 19006,
          "portcullis-noval": 19007, "haproxy-jwt": 19008, "haproxy-jwt-rs256": 19009,
-         "portcullis-b": 19010, "portcullis-llm": 19011, "portcullis-dlp": 19012}
+         "portcullis-b": 19010, "portcullis-llm": 19011, "portcullis-dlp": 19012,
+         "portcullis-mcp": 19013}
 ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903,
                "portcullis-noval": 19904, "portcullis-b": 19905, "portcullis-llm": 19906,
-               "portcullis-dlp": 19907}
+               "portcullis-dlp": 19907, "portcullis-mcp": 19908}
 # For A/B work on the gateway itself: `--only portcullis,portcullis-b` with PORTCULLIS_BIN_B naming
 # another build runs both with the full pipeline, interleaved.
 GATEWAY_B = os.environ.get("PORTCULLIS_BIN_B", GATEWAY)
 ALL_TARGETS = ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "haproxy-jwt-rs256",
-               "portcullis", "portcullis-llm", "portcullis-dlp", "portcullis-noval", "portcullis-nolimit",
+               "portcullis", "portcullis-llm", "portcullis-dlp", "portcullis-mcp", "portcullis-noval", "portcullis-nolimit",
                "portcullis-noauth"]
 DEFAULT_TARGETS = {
     "keepalive": ALL_TARGETS,
@@ -111,7 +115,7 @@ DEFAULT_TARGETS = {
     "instructions": ["portcullis", "portcullis-nolimit", "portcullis-noauth"],
 }
 CHECKS_TOKENS = {"haproxy-jwt", "haproxy-jwt-rs256", "portcullis", "portcullis-noval", "portcullis-nolimit",
-                 "portcullis-b", "portcullis-llm", "portcullis-dlp"}
+                 "portcullis-b", "portcullis-llm", "portcullis-dlp", "portcullis-mcp"}
 PACED_TARGETS = ["nginx-proxy", "haproxy-jwt", "portcullis", "portcullis-b"]
 PACED_ROUNDS = 5
 NGINX_PLAIN, HAPROXY_JWT = "nginx-proxy", "haproxy-jwt"
@@ -125,6 +129,16 @@ H2_STREAMS = 10
 
 # A realistic agent request: 103 bytes of JSON.
 BODY = '{"model":"agent-1","messages":[{"role":"user","content":"Summarise the open tickets for today."}]}'
+# The same request as an MCP tool call: 114 bytes of JSON-RPC.
+MCP_BODY = ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"summarise",'
+            '"arguments":{"text":"the open tickets for today."}}}')
+
+
+def body_of(name):
+    """The request body a target is measured with."""
+    return MCP_BODY if name == "portcullis-mcp" else BODY
+
+
 # A 1 KiB JSON answer.
 ANSWER = json.dumps({"id": "bench", "object": "chat.completion",
                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 900}}]})[:1024]
@@ -390,10 +404,21 @@ max_output_tokens = 4096
 tokens = 1000000000000
 window = "1d"
 """
+    mcp = """[mcp]
+paths = ["/v1/chat"]
+[[mcp.tools]]
+name = "delete_*"
+scopes = ["repo:admin"]
+[[mcp.tools]]
+name = "run_shell"
+action = "deny"
+"""
     return {"portcullis": auth + limits + validation, "portcullis-b": auth + limits + validation,
             "portcullis-llm": auth + limits + validation + llm,
             # Secrets scanned in every request body and every (JSON) answer.
             "portcullis-dlp": auth + limits + validation + "[dlp]\n",
+            # The path as an MCP endpoint: two tool rules the call is judged against.
+            "portcullis-mcp": auth + limits + validation + mcp,
             "portcullis-noval": auth + limits, "portcullis-nolimit": auth, "portcullis-noauth": ""}
 
 
@@ -479,7 +504,7 @@ def count_instructions(tmp, name, cfg, token):
     each batch; the difference over the difference in requests removes the handshakes too.
     valgrind hides some CPU extensions (SHA among them), so code that uses them counts high.
     """
-    body = write(os.path.join(tmp, "body.json"), BODY)
+    body = write(os.path.join(tmp, f"{name}-body.json"), body_of(name))
     binary = GATEWAY_B if name == "portcullis-b" else GATEWAY
     out_file = os.path.join(tmp, f"{name}.callgrind")
     log = os.path.join(tmp, f"{name}.callgrind.log")
@@ -558,12 +583,12 @@ def tls_context(alpn="http/1.1"):
     return ctx
 
 
-def post(port, token, path="/v1/chat", tls=True):
+def post(port, token, path="/v1/chat", tls=True, body=BODY):
     """One POST: (status, headers with lower-case names)."""
     import http.client
     conn = (http.client.HTTPSConnection("127.0.0.1", port, context=tls_context(), timeout=10) if tls
             else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
-    conn.request("POST", path, BODY, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    conn.request("POST", path, body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     resp = conn.getresponse()
     resp.read()
     conn.close()
@@ -576,8 +601,8 @@ def check_token_targets(targets, tokens_by_target):
         if name not in CHECKS_TOKENS:
             continue
         good = tokens_by_target[name][0]
-        bad_status, _ = post(PORTS[name], broken_signature(good))
-        good_status, headers = post(PORTS[name], good)
+        bad_status, _ = post(PORTS[name], broken_signature(good), body=body_of(name))
+        good_status, headers = post(PORTS[name], good, body=body_of(name))
         missing = [h for h in ("Strict-Transport-Security", "X-Content-Type-Options")
                    if h.lower() not in headers]
         if bad_status != 401 or good_status != 200 or missing:
@@ -591,7 +616,7 @@ def check_token_targets(targets, tokens_by_target):
 
 def wrk_script(tmp, name, mode, tokens, rate=None):
     """The POST; with several tokens each request carries the next; with a rate, paced."""
-    lines = ['wrk.method = "POST"', f"wrk.body = '{BODY}'", 'wrk.headers["Content-Type"] = "application/json"']
+    lines = ['wrk.method = "POST"', f"wrk.body = '{body_of(name)}'", 'wrk.headers["Content-Type"] = "application/json"']
     if mode == "close":
         lines.append('wrk.headers["Connection"] = "close"')
     if len(tokens) == 1:
@@ -986,6 +1011,7 @@ def main():
     if report:
         med = report[0]
         pairs = [("[llm] route", "portcullis-llm", "portcullis"),
+                 ("[mcp] endpoint", "portcullis-mcp", "portcullis"),
                  ("[dlp]", "portcullis-dlp", "portcullis"),
                  ("input validation", "portcullis", "portcullis-noval"),
                  ("rate limits", "portcullis-noval", "portcullis-nolimit"),

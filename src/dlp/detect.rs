@@ -36,6 +36,9 @@ enum Check {
     Phone,
     /// A password in a URL that is not a placeholder.
     UrlPassword,
+    /// A classic GitHub token's last six characters are the CRC32 of the thirty before them, in
+    /// base62 (`0-9A-Za-z`); fine-grained `github_pat_` tokens carry no documented checksum.
+    GitHubChecksum,
 }
 
 struct Pattern {
@@ -79,7 +82,7 @@ const PATTERNS: &[Pattern] = &[
         rule: "secret.github_token",
         regex: r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})\b",
         group: 0,
-        check: Check::None,
+        check: Check::GitHubChecksum,
         pii: false,
     },
     Pattern {
@@ -450,6 +453,7 @@ pub fn replace(text: &str, found: &[Finding]) -> String {
 fn confirmed(check: Check, text: &str) -> bool {
     match check {
         Check::None => true,
+        Check::GitHubChecksum => text.starts_with("github_pat_") || github_checksum(text),
         Check::Entropy(bits) => entropy(text) >= bits,
         Check::Luhn => {
             let digits: Vec<u32> = text.chars().filter_map(|c| c.to_digit(10)).collect();
@@ -475,6 +479,30 @@ fn confirmed(check: Check, text: &str) -> bool {
                 .contains(&lower.as_str()))
         }
     }
+}
+
+/// Whether a classic GitHub token (`ghp_` and 36 characters) carries its checksum: the CRC32 of
+/// the 30 random characters, as base62 (`0-9A-Za-z`) in the last 6. A random look-alike passes
+/// with a chance of one in 62^6 / 2^32, about 13.
+pub fn github_checksum(token: &str) -> bool {
+    let Some((random, checksum)) = token
+        .get(4..)
+        .filter(|rest| rest.len() == 36)
+        .map(|rest| rest.split_at(30))
+    else {
+        return false;
+    };
+    let mut value: u64 = 0;
+    for c in checksum.bytes() {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'Z' => c - b'A' + 10,
+            b'a'..=b'z' => c - b'a' + 36,
+            _ => return false,
+        };
+        value = value * 62 + u64::from(digit);
+    }
+    value == u64::from(crc32fast::hash(random.as_bytes()))
 }
 
 /// Shannon entropy in bits per character.
@@ -624,10 +652,32 @@ mod tests {
     }
 
     #[test]
+    fn github_tokens_carry_their_checksum() {
+        // Tokens of GitHub's published format (a CRC32 of the random part, in base62).
+        for token in [
+            "M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V4",
+            "HEEjXavM6wKtyhAUwDblMznMEhWyTt4XwY6f",
+            "vKdQ4XtRZOBFd16YZEgyLKyQ8Cee4g2NJ0mT",
+        ] {
+            assert!(super::github_checksum(&format!("ghp_{token}")), "{token}");
+        }
+        assert!(!super::github_checksum(
+            "ghp_M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V3"
+        ));
+        assert!(!super::github_checksum(
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+        ));
+        assert!(!super::github_checksum(
+            "ghp_M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V/"
+        ));
+        assert!(!super::github_checksum("ghp_short"));
+    }
+
+    #[test]
     fn redaction_replaces_each_finding() {
         let d = Detectors::new(false, &[]).unwrap();
         let (out, found) = d.redact(&format!(
-            "a {}IOSFODNN7EXAMPLE b {}_abcdefghijklmnopqrstuvwxyz0123456789 c",
+            "a {}IOSFODNN7EXAMPLE b {}_M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V4 c",
             "AKIA", "ghp"
         ));
         assert_eq!(found.len(), 2);

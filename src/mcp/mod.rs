@@ -352,7 +352,9 @@ impl Answer {
             .trim()
             .to_ascii_lowercase();
         if media == "text/event-stream" {
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
+            // Filtering changes the length.
+            parts.headers.remove(header::CONTENT_LENGTH);
             let body = Body::new(ListingStream {
                 inner: body,
                 partial: BytesMut::new(),

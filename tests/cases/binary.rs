@@ -373,6 +373,40 @@ async fn dev_mode_prints_a_url_and_a_token_that_work() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("application/problem+json"));
 
+    // The MCP endpoint, as the banner's curl line calls it: run_shell and delete_repo hidden.
+    assert!(text.contains(&format!(
+        "curl -k https://{gateway}/mcp -H 'authorization: Bearer {token}'"
+    )));
+    let mcp = |message: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nhost: {gateway}\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\naccept: application/json, text/event-stream\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{message}",
+            message.len()
+        )
+    };
+    let listed = insecure_request(
+        &gateway,
+        mcp(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+    )
+    .await;
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(
+        listed.contains("\"echo\"") && listed.contains("\"add\""),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("run_shell") && !listed.contains("delete_repo"),
+        "{listed}"
+    );
+    let denied = insecure_request(
+        &gateway,
+        mcp(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"run_shell","arguments":{"command":"id"}}}"#),
+    )
+    .await;
+    assert!(denied.starts_with("HTTP/1.1 200"), "{denied}");
+    assert!(denied.contains("Unknown tool: run_shell"), "{denied}");
+
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

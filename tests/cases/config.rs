@@ -570,3 +570,73 @@ fn tracing_export_needs_the_otlp_build() {
     assert_eq!(error.line, Some(5));
     assert!(error.message.contains("--features otlp"), "{error}");
 }
+
+#[test]
+fn mcp_settings_are_checked_at_start_up() {
+    let with = |mcp: &str| format!("{MINIMAL}[validation]\n[mcp]\n{mcp}\n");
+    let refused = [
+        (format!("{MINIMAL}[mcp]\n"), "mcp"),
+        (
+            with("resource = \"https://a.example/mcp\""),
+            "mcp.authorization_servers",
+        ),
+        (
+            with("authorization_servers = [\"https://idp.example\"]"),
+            "mcp.authorization_servers",
+        ),
+        (
+            with("resource = \"/mcp\"\nauthorization_servers = [\"https://idp.example\"]"),
+            "mcp.resource",
+        ),
+        (
+            with("allowed_origins = [\"https://app.example/path\"]"),
+            "mcp.allowed_origins",
+        ),
+        (with("paths = [\"mcp\"]"), "mcp.paths"),
+        (with("scopes_supported = [\"a b\"]"), "mcp.scopes_supported"),
+        (
+            with("session_key_file = \"/nonexistent/key\""),
+            "mcp.session_key_file",
+        ),
+        (
+            with("[[mcp.tools]]\nname = \"x\"\naction = \"deny\"\nscopes = [\"s\"]"),
+            "mcp.tools[0].scopes",
+        ),
+        (
+            with("[[mcp.tools]]\nname = \"x\"\naction = \"hide\""),
+            "mcp.tools[0].action",
+        ),
+        (with("[[mcp.tools]]\nname = \"[\""), "mcp.tools[0].name"),
+        (
+            format!("{}[llm]\npaths = [\"/mcp\"]\n", with("")),
+            "mcp.paths",
+        ),
+    ];
+    for (toml, key) in refused {
+        let error = error_of(&toml);
+        assert_eq!(error.key.as_deref(), Some(key), "{toml}: {error}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "too short").unwrap();
+    let error = error_of(&with(&format!(
+        "session_key_file = \"{}\"",
+        short.display()
+    )));
+    assert!(error.to_string().contains("at least 32 bytes"), "{error}");
+    assert!(
+        !error.to_string().contains("too short"),
+        "the key is never echoed"
+    );
+
+    // Without a session key, check-config warns that sessions are per process.
+    let source = with("");
+    let config = Config::from_toml(&source, "test.toml").unwrap();
+    let items = portcullis::config::checklist::evaluate(&config, &source);
+    let session = items
+        .iter()
+        .find(|i| i.name == "MCP session key shared")
+        .unwrap();
+    assert_eq!(session.status, portcullis::config::checklist::Status::Warn);
+    assert!(session.why.contains("will not survive a restart"));
+}

@@ -51,6 +51,20 @@ impl Rng {
 }
 
 const UPPER_DIGITS: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+/// A classic GitHub token of the published format: 30 random characters and their CRC32 in
+/// base62, padded to 6.
+fn github_token(rng: &mut Rng) -> String {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let random = rng.from(ALNUM, 30);
+    let mut crc = u64::from(crc32fast::hash(random.as_bytes()));
+    let mut checksum = [b'0'; 6];
+    for digit in checksum.iter_mut().rev() {
+        *digit = BASE62[(crc % 62) as usize];
+        crc /= 62;
+    }
+    format!("ghp_{random}{}", String::from_utf8_lossy(&checksum))
+}
+
 const ALNUM: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const URLSAFE: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 const BASE64: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -119,10 +133,7 @@ fn samples(rng: &mut Rng, count: usize) -> Vec<(&'static str, String)> {
                 "secret.aws_secret_access_key",
                 format!("aws_secret_access_key = {}", rng.from(BASE64, 40)),
             ),
-            (
-                "secret.github_token",
-                format!("ghp_{}", rng.from(ALNUM, 36)),
-            ),
+            ("secret.github_token", github_token(rng)),
             (
                 "secret.github_token",
                 format!("github_pat_{}_{}", rng.from(ALNUM, 22), rng.from(ALNUM, 59)),
@@ -242,6 +253,8 @@ fn look_alikes(rng: &mut Rng, count: usize) -> Vec<String> {
             ),
             "if key.startswith(\"sk-\") or key.startswith(\"AKIA\"): raise ValueError".to_owned(),
             "Use the ghp_ prefix for classic tokens and xoxb- for Slack bots.".to_owned(),
+            // The shape of a classic GitHub token, without its checksum.
+            format!("ghp_{}", rng.from(ALNUM, 36)),
             format!("order {} shipped", rng.from("0123456789", 12)),
             "Call the support line on 0800 123 456 during office hours.".to_owned(),
             "The meeting is at 10:30, room 4.12, code 4711.".to_owned(),
@@ -463,10 +476,7 @@ async fn a_secret_split_across_3_to_20_stream_events_is_redacted() {
     .await;
     let secrets: Vec<(&str, String)> = vec![
         ("secret.aws_access_key_id", aws_key(&mut rng)),
-        (
-            "secret.github_token",
-            format!("ghp_{}", rng.from(ALNUM, 36)),
-        ),
+        ("secret.github_token", github_token(&mut rng)),
         (
             "secret.stripe_live_key",
             format!("sk_live_{}", rng.from(ALNUM, 30)),
@@ -576,7 +586,7 @@ async fn text_streams_and_json_answers_are_redacted_and_stay_valid() {
 
     let card = card(&mut rng, "4", 16);
     let answer = json!({"user": {"note": format!("paid with {card}"), "id": 4_111_111_111_111_111u64},
-                        "tokens": [format!("ghp_{}", rng.from(ALNUM, 36))]});
+                        "tokens": [github_token(&mut rng)]});
     let reply = post(&gateway, "/v1/json-echo", &json!({"answer": answer})).await;
     assert_eq!(reply.status, 200);
     assert!(reply.header("content-length").is_none());

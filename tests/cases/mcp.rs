@@ -524,6 +524,32 @@ async fn a_session_id_works_only_for_the_user_it_was_issued_to() {
         "the event stream and DELETE are bound too"
     );
     assert_eq!(mcp.forwarded(), 2, "no hijack attempt was forwarded");
+
+    // Another replica (or this one restarted) with the same key knows the binding: no state is
+    // shared but the key.
+    let replica = TestGateway::start_with(&mcp.upstream.url(), same_sections(&mcp.gateway)).await;
+    let client = replica.client();
+    let post = |token: &str, id: u64| {
+        let request = Request::post(replica.url("/mcp"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .header("mcp-session-id", &session)
+            .body(Full::new(Bytes::from(list(id).to_string())))
+            .unwrap();
+        client.send_whole(request)
+    };
+    assert_eq!(post(&alice, 4).await.status, 200);
+    assert_eq!(post(&bob, 5).await.status, 404);
+    assert_eq!(mcp.forwarded(), 3);
+}
+
+/// Options that give another gateway the same `[auth]`, `[validation]` and `[mcp]` as `gateway`.
+fn same_sections(gateway: &TestGateway) -> Options {
+    let config = std::fs::read_to_string(&gateway.config_path).unwrap();
+    Options {
+        extra: config[config.find("[auth]").unwrap()..].to_owned(),
+        ..Options::default()
+    }
 }
 
 #[tokio::test]
@@ -677,17 +703,8 @@ impl Drop for SdkServer {
 /// A gateway with the tool rules in front of the MCP SDK's server.
 async fn sdk_gateway(server: &SdkServer, mcp: &str) -> Mcp {
     let mut gateway = mcp_gateway(mcp, "").await;
-    // The mock upstream is not used: a second gateway in front of the SDK server replaces it.
-    let extra = std::fs::read_to_string(&gateway.gateway.config_path).unwrap();
-    let start = extra.find("[auth]").unwrap();
-    gateway.gateway = TestGateway::start_with(
-        &server.url,
-        Options {
-            extra: extra[start..].to_owned(),
-            ..Options::default()
-        },
-    )
-    .await;
+    // The mock upstream is not used: a gateway in front of the SDK server replaces this one.
+    gateway.gateway = TestGateway::start_with(&server.url, same_sections(&gateway.gateway)).await;
     gateway
 }
 
