@@ -1,5 +1,4 @@
-//! The extra work of an MCP request: reading the JSON-RPC envelope of a parsed `tools/call`
-//! message, passing a non-listing event of a listing's stream, and filtering a `tools/list`
+//! The extra work of an MCP request: reading the JSON-RPC envelope of a `tools/call` message, passing a non-listing event of a listing's stream, and filtering a `tools/list`
 //! answer (parse, judge every tool against the rules and pins, serialise) of 10 and 100 tools.
 //!
 //! Run with `cargo bench --bench mcp`.
@@ -36,11 +35,10 @@ fn bench(c: &mut Criterion) {
         "params": {"name": "echo", "arguments": {"text": "Please summarise the quarterly report."},
                    "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}))
     .unwrap();
-    let parsed: Value = serde_json::from_slice(&call).unwrap();
     let mut group = c.benchmark_group("mcp");
     group.measurement_time(Duration::from_secs(3));
-    group.bench_function("envelope of a parsed tools/call", |b| {
-        b.iter(|| black_box(Envelope::of(black_box(&parsed))))
+    group.bench_function("envelope of a tools/call", |b| {
+        b.iter(|| black_box(Envelope::parse(black_box(&call))))
     });
     let rules = vec![
         ToolRule {

@@ -21,6 +21,7 @@ use http::header::HeaderName;
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
+use crate::jsonrpc::Envelope;
 use crate::outcome::{Decision, Outcome};
 use crate::principal::Principal;
 use crate::trace::TraceContext;
@@ -219,20 +220,8 @@ pub struct Facts {
     llm: Mutex<Option<LlmFacts>>,
     /// What data-loss prevention found: redactions and rule ids.
     dlp: Mutex<DlpFacts>,
-    /// On MCP endpoints: the JSON-RPC message's method, id and tool.
-    mcp: OnceLock<McpFacts>,
-}
-
-/// What the audit record (and a JSON-RPC refusal) knows of an MCP message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct McpFacts {
-    /// The JSON-RPC method (`tools/call`...); `None` for a response or an unreadable message.
-    pub method: Option<Box<str>>,
-    /// The tool name (`tools/call`), prompt name (`prompts/get`) or resource URI
-    /// (`resources/read`); never the arguments.
-    pub name: Option<Box<str>>,
-    /// The message's `id`, as JSON text (a string or a number), for the error response.
-    pub id: Option<Box<str>>,
+    /// On MCP endpoints: the JSON-RPC message's envelope (method, id, tool), once read.
+    mcp: OnceLock<Envelope>,
 }
 
 /// What the audit record says of data-loss prevention.
@@ -318,12 +307,12 @@ impl Facts {
     }
 
     /// Records what the MCP message is (once; later calls are ignored).
-    pub fn set_mcp(&self, mcp: McpFacts) {
+    pub fn set_mcp(&self, mcp: Envelope) {
         let _ = self.mcp.set(mcp);
     }
 
-    /// The MCP message's facts, on MCP endpoints once the body was read.
-    pub fn mcp(&self) -> Option<&McpFacts> {
+    /// The MCP message's envelope, on MCP endpoints once the body was read.
+    pub fn mcp(&self) -> Option<&Envelope> {
         self.mcp.get()
     }
 

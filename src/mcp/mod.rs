@@ -127,16 +127,16 @@ impl McpPolicy {
         let Some(context) = RequestContext::of(request) else {
             return Err(GatewayError::Internal("request without context"));
         };
-        let Some(message) = context.json.as_deref() else {
+        // Validation read the envelope as it parsed the body.
+        let Some(envelope) = context.facts.mcp() else {
             return Err(GatewayError::InvalidRequest("not_jsonrpc"));
         };
-        let envelope = Envelope::of(message);
         if envelope.kind == Kind::Invalid {
             return Err(GatewayError::InvalidRequest("not_jsonrpc"));
         }
-        check_headers(request.headers(), &envelope)?;
+        check_headers(request.headers(), envelope)?;
         let principal = context.principal.as_deref();
-        match (envelope.facts.method.as_deref(), &envelope.facts.name) {
+        match (envelope.method.as_deref(), &envelope.name) {
             (Some("tools/call"), Some(tool)) => {
                 match self.tools.access(tool) {
                     Access::Denied => return Err(GatewayError::ToolDenied { tool: tool.clone() }),
@@ -192,7 +192,7 @@ fn check_headers(headers: &HeaderMap, envelope: &Envelope) -> Result<(), Gateway
     let version = text(&MCP_PROTOCOL_VERSION, "mcp_protocol_version")?;
     let method = text(&MCP_METHOD, "mcp_method")?;
     let name = text(&MCP_NAME, "mcp_name")?;
-    let facts = &envelope.facts;
+    let facts = envelope;
     let modern = envelope.meta_version.is_some()
         || version
             .as_deref()
@@ -539,8 +539,8 @@ mod tests {
 
     #[test]
     fn modern_requests_need_headers_that_match_the_body() {
-        let call = Envelope::of(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "add", "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}));
+        let call = Envelope::parse(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "add", "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}).to_string().as_bytes());
         let good = [
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/call"),
@@ -576,8 +576,12 @@ mod tests {
 
     #[test]
     fn legacy_requests_need_no_headers_but_those_sent_must_match() {
-        let call = Envelope::of(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "add"}}));
+        let call = Envelope::parse(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "add"}})
+            .to_string()
+            .as_bytes(),
+        );
         let legacy = [("mcp-protocol-version", "2025-11-25")];
         assert_eq!(rule(check_headers(&headers(&legacy), &call)), None);
         assert_eq!(rule(check_headers(&HeaderMap::new(), &call)), None);

@@ -191,8 +191,6 @@ impl Validator {
             let settings = &self.settings;
             let judge = match route {
                 Route::Llm => Some(Judge::Roles(self.llm_roles)),
-                // The MCP stage reads the JSON-RPC message from the view.
-                Route::Mcp => Some(Judge::Everything),
                 _ if self.keep_view => Some(Judge::Everything),
                 _ => None,
             };
@@ -219,20 +217,9 @@ impl Validator {
             if route == Route::Mcp
                 && let Some(context) = parts.extensions.get::<RequestContext>()
             {
-                // The envelope names the message in the audit record, and gives a refusal the
-                // request's id; a body refused before it was parsed whole is read once more,
-                // on this refusal path only.
-                let reread;
-                let message = match &view {
-                    Some(value) => Some(&**value),
-                    None => {
-                        reread = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
-                        reread.as_ref()
-                    }
-                };
-                if let Some(message) = message {
-                    context.facts.set_mcp(Envelope::of(message).facts);
-                }
+                // The envelope names the message in the audit record and gives a refusal the
+                // request's id; the MCP stage decides on it.
+                context.facts.set_mcp(Envelope::parse(&bytes));
             }
             match checked {
                 Ok(findings) => {

@@ -375,6 +375,20 @@ async fn headers_that_disagree_with_the_body_are_refused() {
         )
         .await;
     assert_eq!(legacy.status, 200);
+
+    // A tool name given twice could be read differently by the server: refused, not forwarded.
+    let before = mcp.forwarded();
+    let twice = Request::post(mcp.gateway.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","name":"run_shell"}}"#,
+        )))
+        .unwrap();
+    let twice = mcp.gateway.client().send_whole(twice).await;
+    assert_eq!(twice.status, 400, "{}", twice.text());
+    assert_eq!(twice.json()["error"]["data"]["decision"], "invalid_request");
+    assert_eq!(mcp.forwarded(), before);
 }
 
 #[tokio::test]
