@@ -8,15 +8,26 @@
 //! 3. audit record and metrics, completed when the response ends — [`audit`], [`metrics`]
 //! 4. security headers on every response — [`headers`]
 //! 5. panic containment — [`error`]
-//! 6. audit availability, under `audit.on_failure = "fail_closed"` — [`audit`]
-//! 7. request-head checks: size, framing, target form — [`head_limit`]
-//! 8. request-body deadline, and the drain of a small body a refusal left unread —
+//! 6. on MCP endpoints: the OAuth protected resource metadata, CORS preflights and the `Origin`
+//!    check, before any token is asked for — [`mcp::edge`]
+//! 7. audit availability, under `audit.on_failure = "fail_closed"` — [`audit`]
+//! 8. request-head checks: size, framing, target form — [`head_limit`]
+//! 9. request-body deadline, and the drain of a small body a refusal left unread —
 //!    [`body_deadline`]
-//! 9. per-IP flood guard — [`rate_limit::per_ip`]
-//! 10. JWT authentication, verified-token cache — [`auth`]
-//! 11. per-user sliding-window rate limit — [`rate_limit`]
-//! 12. input validation: size, media type, JSON, text length, injection rules — [`validate`]
-//! 13. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`], over
+//! 10. per-IP flood guard — [`rate_limit::per_ip`]
+//! 11. JWT or API-key authentication, verified-token cache, audience binding on MCP endpoints —
+//!     [`auth`]
+//! 12. per-user sliding-window rate limit (MCP endpoints are counted at 18) — [`rate_limit`]
+//! 13. token budget on OpenAI-compatible routes — [`llm::budget`]
+//! 14. input validation: size, media type, JSON, text length, injection rules; the JSON-RPC
+//!     envelope on MCP endpoints — [`validate`], [`jsonrpc`]
+//! 15. data-loss prevention on the body, and on the answer as it streams back — [`dlp`]
+//! 16. the OpenAI-compatible policy (model, output tokens) and usage metering — [`llm`]
+//! 17. the MCP policy: header/body agreement, session binding, tool rules and pins, filtered
+//!     tool listings — [`mcp`]
+//! 18. the rate limit's count of MCP calls (`tools/call`, `resources/read`, `prompts/get`) —
+//!     [`rate_limit`]
+//! 19. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`], over
 //!     pooled keep-alive upstream connections
 //!
 //! Every stage is a `tower` layer ([`stage`]) assembled with `tower::ServiceBuilder` in
