@@ -585,16 +585,23 @@ fn problem_response(error: &GatewayError, status: StatusCode, request_id: &str) 
         detail,
         request_id,
     };
-    // Serialising a struct of strings and an integer cannot fail; an empty body is the fallback
-    // that still carries the status and headers.
-    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    json_response(&problem, status, PROBLEM_JSON)
+}
+
+/// A refusal's body as JSON of `media_type`. Serialising strings and integers cannot fail; an
+/// empty body is the fallback that still carries the status and headers.
+fn json_response(body: &impl Serialize, status: StatusCode, media_type: HeaderValue) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        .insert(header::CONTENT_TYPE, media_type);
     response
 }
+
+/// `application/json`.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// The rule of a request whose token limit is above `[llm] max_output_tokens`.
 pub const MAX_OUTPUT_TOKENS: &str = "max_output_tokens";
@@ -632,15 +639,7 @@ fn openai_response(error: &GatewayError, status: StatusCode) -> Response {
             param: None,
         },
     };
-    // As for problem+json: serialising strings cannot fail.
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(&body, status, JSON)
 }
 
 /// JSON-RPC error codes (JSON-RPC 2.0 § 5.1; MCP 2026-07-28 for -32020).
@@ -698,14 +697,7 @@ fn jsonrpc_response(
     {
         object.insert("id".to_owned(), id);
     }
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(&body, status, JSON)
 }
 
 /// Renders `error` for `request` as [`RenderErrorsLayer`] would: for a stage that sits above
