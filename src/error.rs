@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 use futures_util::future::CatchUnwind;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tower::{Layer, Service};
 
 use crate::context::{Dialect, Facts, McpEndpoint, RequestContext};
@@ -682,22 +683,42 @@ fn jsonrpc_response(
         .into(),
         _ => detail.into(),
     };
-    let mut body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "error": {
-            "code": code,
-            "message": message,
-            "data": {"decision": error.decision().as_str(), "request_id": request_id},
+    let body = JsonRpcError {
+        jsonrpc: "2.0",
+        // The id was read from the request's JSON as a string or a number, and is written back
+        // as the same JSON text.
+        id: id.and_then(|id| serde_json::from_str::<&RawValue>(id).ok()),
+        error: JsonRpcErrorBody {
+            code,
+            message: &message,
+            data: JsonRpcErrorData {
+                decision: error.decision().as_str(),
+                request_id,
+            },
         },
-    });
-    // The id was read from the request's JSON as a string or a number, and is written back
-    // as the same JSON value.
-    if let Some(id) = id.and_then(|id| serde_json::from_str::<serde_json::Value>(id).ok())
-        && let Some(object) = body.as_object_mut()
-    {
-        object.insert("id".to_owned(), id);
-    }
+    };
     json_response(&body, status, JSON)
+}
+
+#[derive(Serialize)]
+struct JsonRpcError<'a> {
+    jsonrpc: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    error: JsonRpcErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonRpcErrorBody<'a> {
+    code: i32,
+    message: &'a str,
+    data: JsonRpcErrorData<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonRpcErrorData<'a> {
+    decision: &'a str,
+    request_id: &'a str,
 }
 
 /// Renders `error` for `request` as [`RenderErrorsLayer`] would: for a stage that sits above

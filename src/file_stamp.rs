@@ -1,4 +1,4 @@
-//! Noticing that a watched file changed: certificates, keys and the revocation list.
+//! Noticing that a watched file changed: certificates, keys, the revocation list, MCP tool pins.
 //!
 //! Guards against missing a rotation: the stamp is read through symlinks, so the `..data` link
 //! swap Kubernetes uses to update a Secret mount counts as a change, as does an in-place edit.
@@ -91,6 +91,20 @@ impl<T> WatchedFile<T> {
     /// The content in force.
     pub fn current(&self) -> Guard<Arc<T>> {
         self.value.load()
+    }
+
+    /// The file watched.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Puts `value` in force after its owner wrote it to the file, so that the next check does
+    /// not read back what it wrote.
+    pub fn store_written(&self, value: T) {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = FileStamp::of(&self.path);
+        }
+        self.value.store(Arc::new(value));
     }
 
     /// Re-reads the file if it changed since it was last read.

@@ -390,6 +390,21 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for SecureResponse
     }
 }
 
+/// The media type of a message (`Content-Type` without its parameters, trimmed; compare it
+/// case-insensitively), or `""` without one.
+pub fn media_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map_or("", str::trim)
+}
+
+/// Whether a message is a server-sent event stream.
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    media_type(headers).eq_ignore_ascii_case("text/event-stream")
+}
+
 /// Size of a request head as it arrived: request line plus `name: value\r\n` per header.
 pub fn head_size<B>(request: &http::Request<B>) -> usize {
     let target = request

@@ -487,7 +487,7 @@ fn confirmed(check: Check, text: &str) -> bool {
 pub fn github_checksum(token: &str) -> bool {
     let Some((random, checksum)) = token
         .get(4..)
-        .filter(|rest| rest.len() == 36)
+        .filter(|rest| rest.len() == 36 && rest.is_ascii())
         .map(|rest| rest.split_at(30))
     else {
         return false;
@@ -671,6 +671,11 @@ mod tests {
             "ghp_M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V/"
         ));
         assert!(!super::github_checksum("ghp_short"));
+        // Never split inside a character.
+        assert!(!super::github_checksum(&format!(
+            "ghp_{}ééé",
+            "a".repeat(30)
+        )));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tower::{Layer, Service};
 use crate::config::dlp::{DlpSettings, RequestAction, ResponseAction};
 use crate::context::{Facts, RequestContext};
 use crate::error::GatewayError;
+use crate::headers::media_type;
 use crate::llm::usage::event_end;
 use crate::metrics::Metrics;
 use crate::stage::{Request, Response, StageResult};
@@ -256,16 +257,7 @@ impl<F: Future<Output = StageResult>> Future for DlpFuture<F> {
             .headers()
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes() != b"identity");
-        let media = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = media_type(response.headers()).to_ascii_lowercase();
         let mode = if encoded {
             None
         } else if media == "text/event-stream" {

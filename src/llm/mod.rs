@@ -24,6 +24,7 @@ use tower::{Layer, Service};
 use crate::config::LlmSettings;
 use crate::context::{Facts, RequestContext, Route};
 use crate::error::{GatewayError, MAX_OUTPUT_TOKENS};
+use crate::headers::is_event_stream;
 use crate::metrics::{Metrics, TokenLabels};
 use crate::stage::{Request, Response, StageResult, take_ready};
 use budget::{Account, Budgets};
@@ -358,12 +359,7 @@ impl<F: Future<Output = StageResult>> Future for MeteredFuture<F> {
         let Some(meter) = this.meter.take().filter(|_| response.status().is_success()) else {
             return Poll::Ready(Ok(response));
         };
-        let stream = meter.stream
-            || response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
+        let stream = meter.stream || is_event_stream(response.headers());
         let strip = meter.strip_usage_chunk;
         Poll::Ready(Ok(response.map(|body| {
             Body::new(MeteredBody::new(body, stream, strip, Box::new(meter)))

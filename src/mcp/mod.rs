@@ -27,12 +27,14 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use http_body::{Body as _, Frame};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited};
 use tower::{Layer, Service};
 
 use crate::config::McpSettings;
 use crate::context::{RequestContext, Route};
 use crate::error::GatewayError;
+use crate::headers::is_event_stream;
 use crate::jsonrpc::{Envelope, Kind, NAMED_METHODS};
 use crate::llm::usage::event_end;
 use crate::metrics::{Metrics, ReasonLabel};
@@ -102,15 +104,15 @@ impl McpPolicy {
         self.pins.as_ref()
     }
 
-    /// The checks of a request before it is forwarded; returns whether its answer is a tool
-    /// listing to filter.
-    fn check(&self, request: &mut Request) -> Result<bool, GatewayError> {
-        let Some(context) = RequestContext::of(request) else {
-            return Err(GatewayError::Internal("request without context"));
-        };
-        let principal = context.principal.as_deref();
-        let user = principal.map_or("", |p| &p.user);
+    /// The checks of a request from `principal` before it is forwarded; returns whether its
+    /// answer is a tool listing to filter.
+    fn check(
+        &self,
+        request: &mut Request,
+        principal: Option<&Principal>,
+    ) -> Result<bool, GatewayError> {
         if let Some(presented) = request.headers().get(&MCP_SESSION_ID) {
+            let user = principal.map_or("", |p| &p.user);
             let upstream_id = presented
                 .to_str()
                 .ok()
@@ -124,18 +126,14 @@ impl McpPolicy {
         if request.method() != Method::POST {
             return Ok(false);
         }
-        let Some(context) = RequestContext::of(request) else {
-            return Err(GatewayError::Internal("request without context"));
-        };
-        // Validation read the envelope as it parsed the body.
-        let Some(envelope) = context.facts.mcp() else {
+        // Validation read the envelope as it read the body.
+        let Some(envelope) = RequestContext::of(request).and_then(|c| c.facts.mcp()) else {
             return Err(GatewayError::InvalidRequest("not_jsonrpc"));
         };
         if envelope.kind == Kind::Invalid {
             return Err(GatewayError::InvalidRequest("not_jsonrpc"));
         }
         check_headers(request.headers(), envelope)?;
-        let principal = context.principal.as_deref();
         match (envelope.method.as_deref(), &envelope.name) {
             (Some("tools/call"), Some(tool)) => {
                 match self.tools.access(tool) {
@@ -157,24 +155,30 @@ impl McpPolicy {
         }
     }
 
-    /// Filters one `tools/list` answer message; `None` when it is left as it is.
+    /// One message of a `tools/list` answer, as the client will receive it: re-written from what
+    /// the gateway parsed, the listing filtered, so that no client parser can read anything the
+    /// gateway did not judge (a key given twice, text after the JSON). `None` for a message that
+    /// is not JSON: it is not passed on.
     fn filter(&self, message: &[u8], principal: Option<&Principal>) -> Option<Vec<u8>> {
         let mut value: serde_json::Value = serde_json::from_slice(message).ok()?;
-        let filtered = filter_listing(&mut value, &self.tools, self.pins.as_deref(), principal)?;
-        for (reason, count) in [
-            ("forbidden", filtered.forbidden),
-            ("changed", filtered.changed),
-        ] {
-            if count > 0 {
-                self.metrics
-                    .mcp_tools_hidden
-                    .get_or_create(&ReasonLabel { reason })
-                    .inc_by(count as u64);
+        if let Some(filtered) =
+            filter_listing(&mut value, &self.tools, self.pins.as_deref(), principal)
+        {
+            for (reason, count) in [
+                ("forbidden", filtered.forbidden),
+                ("changed", filtered.changed),
+            ] {
+                if count > 0 {
+                    self.metrics
+                        .mcp_tools_hidden
+                        .get_or_create(&ReasonLabel { reason })
+                        .inc_by(count as u64);
+                }
             }
+            self.metrics
+                .mcp_tool_definition_changes
+                .inc_by(filtered.newly_changed as u64);
         }
-        self.metrics
-            .mcp_tool_definition_changes
-            .inc_by(filtered.newly_changed as u64);
         serde_json::to_vec(&value).ok()
     }
 }
@@ -288,7 +292,7 @@ where
             return Either::Right(Either::Left(self.inner.call(request)));
         }
         let principal = context.principal.clone();
-        let listing = match self.policy.check(&mut request) {
+        let listing = match self.policy.check(&mut request, principal.as_deref()) {
             Ok(listing) => listing,
             Err(refusal) => return Either::Left(ready(Err(refusal))),
         };
@@ -341,17 +345,7 @@ impl Answer {
         if !self.listing || !response.status().is_success() {
             return Either::Left(Ok(response));
         }
-        let media = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if media == "text/event-stream" {
+        if is_event_stream(response.headers()) {
             let (mut parts, body) = response.into_parts();
             // Filtering changes the length.
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -365,34 +359,21 @@ impl Answer {
         // Rare (a listing answered as one JSON document): read whole, bounded, then filtered.
         Either::Right(Box::pin(async move {
             let (mut parts, body) = response.into_parts();
-            let bytes = read_bounded(body, MAX_LISTING_BYTES)
+            let unreadable =
+                |reason: &'static str| GatewayError::UpstreamUnavailable(reason.into());
+            let bytes = Limited::new(body, MAX_LISTING_BYTES)
+                .collect()
                 .await
-                .ok_or_else(|| GatewayError::UpstreamStatus(http::StatusCode::BAD_GATEWAY))?;
-            let body = match self.policy.filter(&bytes, self.principal.as_deref()) {
-                Some(filtered) => {
-                    parts.headers.remove(header::CONTENT_LENGTH);
-                    Bytes::from(filtered)
-                }
-                None => bytes,
-            };
-            Ok(Response::from_parts(parts, Body::from(body)))
+                .map_err(|_| unreadable("a tools/list answer failed or passed 8 MiB"))?
+                .to_bytes();
+            let filtered = self
+                .policy
+                .filter(&bytes, self.principal.as_deref())
+                .ok_or_else(|| unreadable("a tools/list answer is not JSON"))?;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Ok(Response::from_parts(parts, Body::from(filtered)))
         }))
     }
-}
-
-/// The body, whole, unless it is longer than `max` or fails.
-async fn read_bounded(body: Body, max: usize) -> Option<Bytes> {
-    let mut body = body;
-    let mut bytes = BytesMut::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(data) = frame.ok()?.into_data() {
-            if bytes.len() + data.len() > max {
-                return None;
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Some(bytes.freeze())
 }
 
 pin_project_lite::pin_project! {
@@ -440,7 +421,8 @@ struct ListingStream {
 }
 
 impl ListingStream {
-    /// One complete event, with the listing in its data filtered.
+    /// One complete event, its message re-written by [`McpPolicy::filter`]. An event without
+    /// data (a comment) passes as it is; one whose data is not JSON is dropped.
     fn event(&self, event: &[u8]) -> Bytes {
         let mut data = Vec::new();
         let mut other = Vec::new();
@@ -455,20 +437,23 @@ impl ListingStream {
                 other.push(line);
             }
         }
-        let Some(filtered) = self
+        if data.is_empty() {
+            return Bytes::copy_from_slice(event);
+        }
+        let Some(message) = self
             .answer
             .policy
             .filter(&data, self.answer.principal.as_deref())
         else {
-            return Bytes::copy_from_slice(event);
+            return Bytes::new();
         };
-        let mut out = BytesMut::with_capacity(filtered.len() + 64);
+        let mut out = BytesMut::with_capacity(message.len() + 64);
         for line in other {
             out.extend_from_slice(line);
             out.extend_from_slice(b"\n");
         }
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&filtered);
+        out.extend_from_slice(&message);
         out.extend_from_slice(b"\n\n");
         out.freeze()
     }
@@ -502,10 +487,10 @@ impl http_body::Body for ListingStream {
                 },
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None if this.partial.is_empty() => return Poll::Ready(None),
-                // An unterminated last event passes as it came.
+                // An unterminated last event is judged like any other, never passed unread.
                 None => {
-                    let rest = this.partial.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    let rest = this.partial.split();
+                    return Poll::Ready(Some(Ok(Frame::data(this.event(&rest)))));
                 }
             }
         }

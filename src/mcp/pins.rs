@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::file_stamp::FileStamp;
+use crate::file_stamp::{ListUpdate, WatchedFile};
 
 /// The fields of a tool that make its definition.
 const DEFINITION_FIELDS: [&str; 4] = ["name", "description", "inputSchema", "annotations"];
@@ -124,47 +124,27 @@ impl PinFile {
     }
 }
 
-/// The pins of a running gateway.
+/// The pins of a running gateway: read without a lock on every call, changed by one writer at
+/// a time.
 #[derive(Debug)]
 pub struct Pins {
-    path: PathBuf,
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    file: PinFile,
-    /// The stamp of the file as last read or written, to notice an operator's edit.
-    stamp: Option<FileStamp>,
-}
-
-/// What a check of the pins file did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileCheck {
-    /// The file is as the gateway last read or wrote it.
-    Unchanged,
-    /// The file was re-read: this many tools are pinned, this many pending.
-    Loaded(usize, usize),
-    /// The file changed but could not be read; the pins in force stay.
-    Refused(String),
+    file: WatchedFile<PinFile>,
+    /// Held from reading the pins in force to putting the written file in force.
+    writing: Mutex<()>,
 }
 
 impl Pins {
     /// The pins kept in `path` (created at the first pin).
     pub fn load(path: &Path) -> Result<Pins, String> {
-        let file = PinFile::read(path)?;
         Ok(Pins {
-            path: path.to_owned(),
-            state: Mutex::new(State {
-                file,
-                stamp: FileStamp::of(path),
-            }),
+            file: WatchedFile::load(path, PinFile::read, |f| f.tools.len())?,
+            writing: Mutex::new(()),
         })
     }
 
     /// The file the pins are kept in.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Judges a tool of a listing: pins a tool seen for the first time, keeps a changed
@@ -175,10 +155,15 @@ impl Pins {
             return (Verdict::Changed, false);
         };
         let (definition, sha256) = definition(tool);
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (verdict, newly_changed, dirty) = match state.file.tools.get_mut(name) {
+        // What the pins in force already say needs no writer.
+        if let Some(verdict) = settled(&self.file.current(), name, &sha256) {
+            return (verdict, false);
+        }
+        let _writer = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut file = PinFile::clone(&self.file.current());
+        let (verdict, newly_changed) = match file.tools.get_mut(name) {
             None => {
-                state.file.tools.insert(
+                file.tools.insert(
                     name.to_owned(),
                     Pin {
                         sha256,
@@ -186,57 +171,49 @@ impl Pins {
                         pending: None,
                     },
                 );
-                (Verdict::Pinned, false, true)
+                (Verdict::Pinned, false)
             }
             Some(pin) if pin.sha256 == sha256 => {
                 // A server that changed back is trusted again; its pending change is void.
-                let dirty = pin.pending.take().is_some();
-                (Verdict::Pinned, false, dirty)
+                pin.pending = None;
+                (Verdict::Pinned, false)
             }
             Some(pin) => {
                 let new = pin.pending.as_ref().is_none_or(|p| p.sha256 != sha256);
-                if new {
-                    pin.pending = Some(Pending { sha256, definition });
-                }
-                (Verdict::Changed, new, new)
+                pin.pending = Some(Pending { sha256, definition });
+                (Verdict::Changed, new)
             }
         };
-        if dirty {
-            match state.file.write(&self.path) {
-                Ok(()) => state.stamp = FileStamp::of(&self.path),
-                Err(reason) => tracing::error!(%reason, "cannot persist the MCP tool pins"),
-            }
+        if let Err(reason) = file.write(self.path()) {
+            tracing::error!(%reason, "cannot persist the MCP tool pins");
         }
+        self.file.store_written(file);
         (verdict, newly_changed)
     }
 
     /// Whether a call of `name` is refused: its definition changed and is not approved.
     pub fn call_refused(&self, name: &str) -> bool {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state
-            .file
+        self.file
+            .current()
             .tools
             .get(name)
             .is_some_and(|pin| pin.pending.is_some())
     }
 
     /// Re-reads the file when someone else changed it (an approval).
-    pub fn check_file(&self) -> FileCheck {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = FileStamp::of(&self.path);
-        if now == state.stamp {
-            return FileCheck::Unchanged;
-        }
-        state.stamp = now;
-        match PinFile::read(&self.path) {
-            Ok(file) => {
-                let pending = file.tools.values().filter(|p| p.pending.is_some()).count();
-                let pinned = file.tools.len();
-                state.file = file;
-                FileCheck::Loaded(pinned, pending)
-            }
-            Err(reason) => FileCheck::Refused(reason),
-        }
+    pub fn check_file(&self) -> ListUpdate {
+        self.file.check()
+    }
+}
+
+/// The verdict the pins in force give a definition without a change: pinned as it is, or the
+/// change already pending.
+fn settled(file: &PinFile, name: &str, sha256: &str) -> Option<Verdict> {
+    let pin = file.tools.get(name)?;
+    match &pin.pending {
+        None if pin.sha256 == sha256 => Some(Verdict::Pinned),
+        Some(pending) if pending.sha256 == sha256 => Some(Verdict::Changed),
+        _ => None,
     }
 }
 
@@ -244,7 +221,8 @@ impl Pins {
 mod tests {
     use serde_json::{Value, json};
 
-    use super::{FileCheck, PinFile, Pins, Verdict};
+    use super::{PinFile, Pins, Verdict};
+    use crate::file_stamp::ListUpdate;
 
     fn tool(description: &str) -> serde_json::Map<String, Value> {
         match json!({"name": "lookup", "description": description,
@@ -287,9 +265,9 @@ mod tests {
         assert!(!file.approve("lookup"), "nothing pending any more");
         std::thread::sleep(std::time::Duration::from_millis(20));
         file.write(&path).unwrap();
-        assert_eq!(restarted.check_file(), FileCheck::Loaded(1, 0));
+        assert_eq!(restarted.check_file(), ListUpdate::Loaded(1));
         assert!(!restarted.call_refused("lookup"));
         assert_eq!(restarted.judge(&changed), (Verdict::Pinned, false));
-        assert_eq!(restarted.check_file(), FileCheck::Unchanged);
+        assert_eq!(restarted.check_file(), ListUpdate::Unchanged);
     }
 }

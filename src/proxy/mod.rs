@@ -200,7 +200,7 @@ impl Upstream {
         let keepalive = self
             .settings
             .sse_keepalive
-            .filter(|_| is_event_stream(response.headers()));
+            .filter(|_| headers::is_event_stream(response.headers()));
         let idle_timeout = self.settings.idle_timeout;
         Ok(response.map(|body| {
             Body::new(UpstreamBody::new(
@@ -212,14 +212,6 @@ impl Upstream {
             ))
         }))
     }
-}
-
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// The innermost service: forwards to the upstream.

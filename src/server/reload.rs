@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, DEFAULT_TLS_WATCH_INTERVAL};
-use crate::mcp::pins::FileCheck;
 use crate::revocation::ListUpdate;
 
 use super::Policies;
@@ -143,11 +142,9 @@ impl Reloader {
             return;
         };
         match pins.check_file() {
-            FileCheck::Unchanged => {}
-            FileCheck::Loaded(pinned, pending) => {
-                tracing::info!(pinned, pending, "MCP tool pins reloaded");
-            }
-            FileCheck::Refused(reason) => {
+            ListUpdate::Unchanged => {}
+            ListUpdate::Loaded(pinned) => tracing::info!(pinned, "MCP tool pins reloaded"),
+            ListUpdate::Refused(reason) => {
                 tracing::error!(reason = %reason, "MCP pins file refused; the pins in force stay");
             }
         }

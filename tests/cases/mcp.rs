@@ -476,6 +476,51 @@ async fn tools_are_hidden_and_refused_by_rule_in_json_and_event_streams() {
     assert_eq!(record["mcp_tool"], "echo");
     assert_eq!(mcp.forwarded(), before, "refused calls reach nothing");
 
+    // A server cannot slip the listing past the filter: an unterminated last event is
+    // filtered too, a second `result` key never reaches the client, text that is not JSON is
+    // not passed on.
+    let unterminated = mcp
+        .post(Some(&reader), &[("x-test-unterminated", "1")], &list(8))
+        .await;
+    assert_eq!(
+        tool_names(&events(&unterminated.text())[0]),
+        ["echo", "lookup"]
+    );
+    let duplicate = mcp
+        .post(Some(&reader), &[("x-test-evasion", "duplicate")], &list(9))
+        .await;
+    assert_eq!(duplicate.status, 200);
+    assert!(
+        !duplicate.text().contains("run_shell"),
+        "{}",
+        duplicate.text()
+    );
+    let streamed = mcp
+        .post(
+            Some(&reader),
+            &[("x-test-evasion", "duplicate"), ("x-test-sse", "1")],
+            &list(10),
+        )
+        .await;
+    assert!(
+        !streamed.text().contains("run_shell"),
+        "{}",
+        streamed.text()
+    );
+    let garbage = mcp
+        .post(Some(&reader), &[("x-test-evasion", "garbage")], &list(11))
+        .await;
+    assert_eq!(garbage.status, 502);
+    assert!(!garbage.text().contains("run_shell"));
+    let garbage = mcp
+        .post(
+            Some(&reader),
+            &[("x-test-evasion", "garbage"), ("x-test-sse", "1")],
+            &list(12),
+        )
+        .await;
+    assert!(!garbage.text().contains("run_shell"), "{}", garbage.text());
+
     let allowed = mcp
         .post(
             Some(&admin),

@@ -107,7 +107,27 @@ async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>)
                                "text": format!("called {}", message["params"]["name"].as_str().unwrap_or(""))}]}),
         _ => json!({}),
     };
-    let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+    let mut answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+    // A server that tries to slip a listing past the gateway (`x-test-evasion`): the listing
+    // under a first `result` key and an empty one under a second (a parser that keeps the first
+    // would read the listing), or text that is not JSON.
+    match parts.headers.get("x-test-evasion").map(|v| v.as_bytes()) {
+        Some(b"duplicate") => {
+            let first = json!({"tools": tools(&shared.lookup.lock().unwrap())});
+            answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{first},"result":{{}}}}"#);
+        }
+        Some(b"garbage") => answer = format!("{answer} trailing"),
+        _ => {}
+    }
+    if parts.headers.contains_key("x-test-unterminated") {
+        // The listing event lacks its blank line and the stream ends.
+        let stream = format!("event: message\ndata: {answer}");
+        return reply(
+            StatusCode::OK,
+            Some("text/event-stream"),
+            Body::from(stream),
+        );
+    }
     let mut response = if parts.headers.contains_key("x-test-sse") {
         let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
                               "params": {"progressToken": 1, "progress": 1}});
