@@ -1,5 +1,5 @@
 //! The command line: `run` (the default), `check-config`, `dev`, `token`, `api-key`, `scan`,
-//! `healthcheck` and `audit-verify`.
+//! `mcp-pins`, `check-rules`, `healthcheck` and `audit-verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -100,6 +100,23 @@ pub enum Command {
         #[command(subcommand)]
         action: McpPinsAction,
     },
+    /// Measure the injection rules on a labelled JSONL file: detection and false-positive rates
+    /// per category and role, as requests would be judged. Each line is
+    /// `{"label": "malicious"|"benign", "category": "...", "role": "user"|"tool"|..., "text": "..."}`;
+    /// an item without `role` is judged as a user message and as a tool result. Uses the rules
+    /// and `[llm] scan_roles` of `--config` when one is given, the built-in rules otherwise.
+    /// Exit 0 after the report, 2 when the file cannot be read or a line is not an item.
+    CheckRules {
+        /// The labelled JSONL file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// List the items judged wrongly: false positives, misses, or both.
+        #[arg(long, value_enum, value_name = "WHAT")]
+        show: Option<ShowMistakes>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the hash chain of audit log files (oldest first): exit 0 when intact, 1 at the first
     /// broken line (named by number, never by content), 2 when a file cannot be read.
     AuditVerify {
@@ -122,6 +139,17 @@ pub enum ApiKeyAction {
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
     },
+}
+
+/// Which mistakes `check-rules --show` lists.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ShowMistakes {
+    /// Benign items a rule flagged.
+    Fp,
+    /// Malicious items no rule flagged.
+    Misses,
+    /// Both.
+    All,
 }
 
 /// What `mcp-pins` does.
@@ -352,6 +380,9 @@ pub fn execute(cli: Cli) -> ExitCode {
             with_runtime(|| healthcheck(config_path, path))
         }
         Some(Command::AuditVerify { files }) => audit_verify(files),
+        Some(Command::CheckRules { file, show, json }) => {
+            check_rules(cli.config.as_deref(), file, *show, *json)
+        }
         Some(Command::Run) | None => {
             let config = match Config::load(cli.config_path()) {
                 Ok(config) => config,
@@ -443,6 +474,79 @@ fn check_config(path: &Path, strict: bool) -> ExitCode {
         println!("result: OK, {warns} warnings");
         ExitCode::SUCCESS
     }
+}
+
+fn check_rules(
+    config: Option<&Path>,
+    file: &Path,
+    show: Option<ShowMistakes>,
+    json: bool,
+) -> ExitCode {
+    use crate::config::llm::{DEFAULT_SCAN_ROLES, Roles};
+    use crate::detect::rules::{RuleOptions, RuleSet};
+    use crate::validate::evaluate::{Show, evaluate};
+    let (rules, roles, origin) = match config {
+        Some(path) => {
+            let detection = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {} ({})", path.display(), e.kind()))
+                .and_then(|source| {
+                    crate::config::detection_of(&source, &path.display().to_string())
+                        .map_err(|e| format!("invalid configuration: {e}"))
+                });
+            match detection {
+                Ok((settings, roles)) => (settings.rules, roles, path.display().to_string()),
+                Err(e) => {
+                    eprintln!("portcullis check-rules: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            }
+        }
+        None => match RuleSet::new(&RuleOptions::default()) {
+            Ok(rules) => (
+                std::sync::Arc::new(rules),
+                Roles::of(&DEFAULT_SCAN_ROLES),
+                "built-in rules".to_owned(),
+            ),
+            Err(e) => {
+                eprintln!("portcullis check-rules: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let corpus = match std::fs::read_to_string(file) {
+        Ok(corpus) => corpus,
+        Err(e) => {
+            eprintln!(
+                "portcullis check-rules: cannot read {} ({})",
+                file.display(),
+                e.kind()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let report = match evaluate(&corpus, &rules, roles) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("portcullis check-rules: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        let show = match show {
+            None => Show::Nothing,
+            Some(ShowMistakes::Fp) => Show::FalsePositives,
+            Some(ShowMistakes::Misses) => Show::Misses,
+            Some(ShowMistakes::All) => Show::All,
+        };
+        println!("portcullis check-rules: {} with {origin}", file.display());
+        print!("{}", report.render(show));
+    }
+    ExitCode::SUCCESS
 }
 
 fn audit_verify(files: &[PathBuf]) -> ExitCode {

@@ -64,6 +64,10 @@ pub enum GatewayError {
     /// The shared limiter is unreachable and `failure_mode = "closed"`: 503.
     #[error("rate limiter unavailable")]
     LimiterUnavailable,
+    /// The injection classifier could not judge the request and its `failure_mode` is
+    /// `closed`: 503 with `Retry-After`.
+    #[error("injection classifier unavailable")]
+    ClassifierUnavailable,
     /// The body is larger than `validation.max_body_bytes`: 413.
     #[error("body too large")]
     BodyTooLarge,
@@ -186,7 +190,9 @@ impl GatewayError {
             GatewayError::RateLimited { .. } | GatewayError::IpRateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            GatewayError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::LimiterUnavailable | GatewayError::ClassifierUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -228,6 +234,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => Decision::RateLimited,
             GatewayError::IpRateLimited { .. } => Decision::IpRateLimited,
             GatewayError::LimiterUnavailable => Decision::LimiterUnavailable,
+            GatewayError::ClassifierUnavailable => Decision::ClassifierUnavailable,
             GatewayError::BodyTooLarge => Decision::BodyTooLarge,
             GatewayError::BodyTimeout => Decision::BodyTimeout,
             GatewayError::AuditUnavailable => Decision::AuditUnavailable,
@@ -356,6 +363,11 @@ impl GatewayError {
                 "urn:portcullis:problem:limiter-unavailable",
                 "Service Unavailable",
                 "The rate limiter is unavailable; retry later.",
+            ),
+            GatewayError::ClassifierUnavailable => (
+                "urn:portcullis:problem:classifier-unavailable",
+                "Service Unavailable",
+                "The gateway cannot check this request's content right now; retry later.",
             ),
             GatewayError::AuditUnavailable => (
                 "urn:portcullis:problem:audit-unavailable",
@@ -547,7 +559,9 @@ pub fn render(
         | GatewayError::BudgetExceeded { retry_after } => {
             headers.insert(header::RETRY_AFTER, number_value(*retry_after));
         }
-        GatewayError::Overloaded | GatewayError::AuditUnavailable => {
+        GatewayError::Overloaded
+        | GatewayError::AuditUnavailable
+        | GatewayError::ClassifierUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         _ => {}

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub rate_limit_tracked_users: Gauge,
     /// Validation rule matches, by rule and action.
     pub validation_matches: Family<MatchLabels, Counter>,
+    /// Classifier verdicts, by result (`clean`, `flagged`, `cached`, `error`, `timeout`).
+    pub classifier_calls: Family<ResultLabel, Counter>,
     /// Configuration reloads, by result.
     pub config_reloads: Family<ResultLabel, Counter>,
     /// Configuration reloads refused (invalid file or unusable settings).
@@ -359,6 +361,12 @@ impl Metrics {
                 "Validation rule matches, by rule and action",
                 Family::<MatchLabels, Counter>::default(),
             ),
+            classifier_calls: register(
+                registry,
+                "validation_classifier_calls",
+                "Prompt-injection classifier verdicts, by result (clean, flagged, cached, error, timeout)",
+                Family::<ResultLabel, Counter>::default(),
+            ),
             config_reloads: register(
                 registry,
                 "config_reloads",
@@ -478,6 +486,13 @@ impl Metrics {
                 rule: rule.to_owned(),
                 action,
             })
+            .inc();
+    }
+
+    /// Counts one classifier verdict by result.
+    pub fn classifier_call(&self, result: &'static str) {
+        self.classifier_calls
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 

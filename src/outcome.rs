@@ -32,6 +32,8 @@ pub enum Decision {
     IpRateLimited,
     /// The shared limiter was unreachable with `failure_mode = "closed"`: 503.
     LimiterUnavailable,
+    /// The injection classifier could not judge, with `failure_mode = "closed"`: 503.
+    ClassifierUnavailable,
     /// The body exceeded `max_body_bytes`: 413.
     BodyTooLarge,
     /// The body did not arrive within `server.body_timeout`: 408.
@@ -89,6 +91,7 @@ impl Decision {
             Decision::RateLimited => "rate_limited",
             Decision::IpRateLimited => "ip_rate_limited",
             Decision::LimiterUnavailable => "limiter_unavailable",
+            Decision::ClassifierUnavailable => "classifier_unavailable",
             Decision::BodyTooLarge => "body_too_large",
             Decision::BodyTimeout => "body_timeout",
             Decision::AuditUnavailable => "audit_unavailable",

@@ -752,6 +752,28 @@ fn header_value(
     }
 }
 
+/// The injection rules and the scanned chat roles of the config `source`, validating only
+/// `[validation]` and `[llm]` (for `check-rules`, which needs neither certificates nor secrets).
+/// A config without `[validation]` gets the default rules.
+pub fn detection_of(
+    source: &str,
+    file: &str,
+) -> Result<(ValidationSettings, llm::Roles), ConfigError> {
+    let raw = parse_raw(source, file)?;
+    let at = Locator { source, file };
+    let validation = validation::validate(
+        raw.validation
+            .as_ref()
+            .unwrap_or(&raw::RawValidation::default()),
+        &at,
+    )?;
+    let roles = match &raw.llm {
+        Some(raw_llm) => llm::validate(raw_llm, &at)?.scan_roles,
+        None => llm::Roles::of(&llm::DEFAULT_SCAN_ROLES),
+    };
+    Ok((validation, roles))
+}
+
 /// Parses TOML into the raw mirror, turning serde errors into located, value-free messages.
 pub fn parse_raw(source: &str, file: &str) -> Result<RawConfig, ConfigError> {
     let de = toml::Deserializer::parse(source).map_err(|e| ConfigError {

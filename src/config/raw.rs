@@ -369,7 +369,7 @@ pub struct RawPerIp {
 }
 
 /// `[validation]`: parsed and checked for shape; enforced by the validation stage.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawValidation {
     /// Largest accepted request body.
@@ -394,6 +394,29 @@ pub struct RawValidation {
     /// Media types accepted besides JSON (their bodies skip the JSON, length and rule checks).
     #[serde(default)]
     pub allowed_content_types: Vec<String>,
+    /// `[validation.classifier]`: a prompt-injection model judging what the rules passed.
+    pub classifier: Option<RawClassifier>,
+}
+
+/// `[validation.classifier]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassifier {
+    /// The classification endpoint (`http` or `https`).
+    pub url: String,
+    /// Score at or above which a text is flagged.
+    pub threshold: Option<f64>,
+    /// Deadline for one request's texts.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// `open` or `closed`.
+    pub failure_mode: Option<String>,
+    /// Characters per text sent (longer texts are sent in several windows).
+    pub max_chars: Option<u64>,
+    /// Verdicts cached.
+    pub cache_entries: Option<u64>,
+    /// Labels whose score counts.
+    pub labels: Option<Vec<String>>,
 }
 
 /// An `extra_patterns` entry.

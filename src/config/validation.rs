@@ -1,8 +1,11 @@
 //! Validation of `[validation]`, with the rule set compiled.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::raw::{RawPattern, RawValidation};
+use http::Uri;
+
+use super::raw::{RawClassifier, RawPattern, RawValidation};
 use super::{ConfigError, Locator};
 use crate::detect::rules::{Action, ExtraRule, Pattern, RuleOptions, RuleSet};
 
@@ -37,6 +40,104 @@ pub struct ValidationSettings {
     pub rules: Arc<RuleSet>,
     /// Extra media types accepted (lower case, without parameters).
     pub allowed_content_types: Vec<String>,
+    /// The classifier hook, when configured.
+    pub classifier: Option<ClassifierSettings>,
+}
+
+/// What the classifier does when it cannot judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Forward the request; the audit record says the classifier was unavailable.
+    Open,
+    /// Refuse with 503.
+    Closed,
+}
+
+/// Validated `[validation.classifier]`.
+#[derive(Debug, Clone)]
+pub struct ClassifierSettings {
+    /// The classification endpoint.
+    pub url: Uri,
+    /// Score at or above which a text is flagged.
+    pub threshold: f64,
+    /// Deadline for all of one request's windows.
+    pub timeout: Duration,
+    /// What a failure does.
+    pub failure_mode: FailureMode,
+    /// Characters per window sent.
+    pub max_chars: usize,
+    /// Verdicts kept.
+    pub cache_entries: usize,
+    /// Labels whose score counts (upper case).
+    pub labels: Vec<String>,
+}
+
+/// Default score at or above which the classifier flags a text.
+pub const DEFAULT_CLASSIFIER_THRESHOLD: f64 = 0.9;
+/// Default deadline for one request's classification.
+pub const DEFAULT_CLASSIFIER_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default characters per classified window: about the 512-token input of the small
+/// prompt-injection models.
+pub const DEFAULT_CLASSIFIER_MAX_CHARS: usize = 1500;
+/// Default verdicts cached.
+pub const DEFAULT_CLASSIFIER_CACHE_ENTRIES: usize = 10_000;
+/// Labels counted by default: those of ProtectAI's deberta-v3 prompt-injection models and Meta's
+/// Prompt Guard.
+pub const DEFAULT_CLASSIFIER_LABELS: [&str; 3] = ["INJECTION", "JAILBREAK", "MALICIOUS"];
+
+fn classifier(raw: &RawClassifier, at: &Locator<'_>) -> Result<ClassifierSettings, ConfigError> {
+    let key = |k: &str| format!("validation.classifier.{k}");
+    let url: Uri = raw
+        .url
+        .parse()
+        .ok()
+        .filter(|u: &Uri| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+        })
+        .ok_or_else(|| at.error(&key("url"), "must be an http:// or https:// URL"))?;
+    let threshold = raw.threshold.unwrap_or(DEFAULT_CLASSIFIER_THRESHOLD);
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        return Err(at.error(&key("threshold"), "must be above 0 and at most 1"));
+    }
+    let timeout = raw.timeout.unwrap_or(DEFAULT_CLASSIFIER_TIMEOUT);
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        return Err(at.error(
+            &key("timeout"),
+            "must be a duration between 1ms and 60s, e.g. \"500ms\"",
+        ));
+    }
+    let failure_mode = match raw.failure_mode.as_deref() {
+        None | Some("closed") => FailureMode::Closed,
+        Some("open") => FailureMode::Open,
+        Some(_) => return Err(at.error(&key("failure_mode"), "must be \"open\" or \"closed\"")),
+    };
+    let max_chars = match raw.max_chars {
+        None => DEFAULT_CLASSIFIER_MAX_CHARS,
+        Some(n) if (64..=100_000).contains(&n) => n as usize,
+        Some(_) => return Err(at.error(&key("max_chars"), "must be between 64 and 100000")),
+    };
+    let cache_entries = match raw.cache_entries {
+        None => DEFAULT_CLASSIFIER_CACHE_ENTRIES,
+        Some(n) if n <= 10_000_000 => n as usize,
+        Some(_) => return Err(at.error(&key("cache_entries"), "must be at most 10000000")),
+    };
+    let labels = match &raw.labels {
+        None => DEFAULT_CLASSIFIER_LABELS.map(str::to_owned).to_vec(),
+        Some(labels) if !labels.is_empty() && labels.iter().all(|l| !l.trim().is_empty()) => labels
+            .iter()
+            .map(|l| l.trim().to_ascii_uppercase())
+            .collect(),
+        Some(_) => return Err(at.error(&key("labels"), "must name at least one label")),
+    };
+    Ok(ClassifierSettings {
+        url,
+        threshold,
+        timeout,
+        failure_mode,
+        max_chars,
+        cache_entries,
+        labels,
+    })
 }
 
 fn action(text: &str, key: &str, at: &Locator<'_>) -> Result<Action, ConfigError> {
@@ -141,7 +242,13 @@ pub(super) fn validate(
         .iter()
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
+    let classifier = raw
+        .classifier
+        .as_ref()
+        .map(|c| classifier(c, at))
+        .transpose()?;
     Ok(ValidationSettings {
+        classifier,
         max_body_bytes,
         max_buffered_bytes,
         max_input_chars,

@@ -54,6 +54,10 @@ pub enum Pattern {
 /// Id of the rule for text still changing after the maximum decoding rounds.
 pub const LAYERED_ENCODING: &str = "obfuscation.layered_encoding";
 
+/// Id of the verdict of the classifier hook (`[validation.classifier]`); its action is set like
+/// a rule's.
+pub const CLASSIFIER: &str = "classifier";
+
 /// Word boundary that stays in the fast DFA engines even around non-ASCII text.
 const B: &str = r"(?-u:\b)";
 
@@ -328,6 +332,7 @@ pub struct RuleSet {
     extra_regexes: RegexSet,
     extra_rule: Vec<usize>,
     layered: Rule,
+    classifier: Rule,
 }
 
 /// Ids of the built-in rules.
@@ -345,7 +350,8 @@ impl RuleSet {
             .chain(options.actions.iter().map(|(id, _)| id))
         {
             let extra = options.extra.iter().any(|e| &e.id == id);
-            if !known.contains(&id.as_str()) && !extra && id != LAYERED_ENCODING {
+            if !known.contains(&id.as_str()) && !extra && id != LAYERED_ENCODING && id != CLASSIFIER
+            {
                 return Err(format!("names an unknown rule id {id:?}"));
             }
         }
@@ -438,12 +444,22 @@ impl RuleSet {
                 category: OBFUSCATION,
                 action: action_of(LAYERED_ENCODING),
             },
+            classifier: Rule {
+                id: CLASSIFIER.to_owned(),
+                category: PROMPT_INJECTION,
+                action: action_of(CLASSIFIER),
+            },
         })
     }
 
     /// The rule for text still changing after the maximum decoding rounds.
     pub fn layered_encoding(&self) -> &Rule {
         &self.layered
+    }
+
+    /// The rule standing for a classifier verdict.
+    pub fn classifier(&self) -> &Rule {
+        &self.classifier
     }
 
     /// The most severe rule matching normalised `text`: a blocking one before a logging one.

@@ -74,6 +74,9 @@ pub enum StartError {
     /// The MCP policy could not be set up (the pins file).
     #[error("{0}")]
     Mcp(String),
+    /// The injection classifier's client could not be set up.
+    #[error("{0}")]
+    Classifier(String),
 }
 
 /// A gateway with its listeners bound, ready to serve.

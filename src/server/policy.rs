@@ -28,6 +28,7 @@ use crate::rate_limit::RateLimiter;
 use crate::rate_limit::per_ip::FloodGuard;
 use crate::revocation::Revocations;
 use crate::validate::Validator;
+use crate::validate::classifier::Classifier;
 
 use super::StartError;
 use super::conn::ConnSettings;
@@ -192,6 +193,16 @@ impl Policy {
             )),
         };
         let mcp_edge = config.mcp.as_ref().map(|s| Arc::new(McpEdge::new(s)));
+        let classifier = match config
+            .validation
+            .as_ref()
+            .and_then(|v| v.classifier.clone())
+        {
+            None => None,
+            Some(settings) => Some(Arc::new(
+                Classifier::new(settings, metrics.clone()).map_err(StartError::Classifier)?,
+            )),
+        };
         let pipeline = pipeline::build(Stages {
             auditor: Arc::new(Auditor {
                 sink: shared.audit.clone(),
@@ -214,6 +225,9 @@ impl Policy {
             rate_limiter: rate_limiter.clone(),
             validator: config.validation.clone().map(|settings| {
                 let mut validator = Validator::new(settings, metrics.clone());
+                if let Some(classifier) = classifier {
+                    validator = validator.with_classifier(classifier);
+                }
                 if let Some(roles) = llm_roles {
                     validator = validator.with_llm_roles(roles);
                 }

@@ -12,6 +12,7 @@ use crate::config::llm::Roles;
 use crate::detect::normalize::normalize;
 use crate::detect::rules::{Action, Rule, RuleSet};
 use crate::llm::request::judged_texts;
+use crate::validate::classifier::Classifier;
 
 /// Why a body is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub enum BodyProblem {
 pub struct Findings {
     /// A logging (shadow-mode) rule that matched, if any.
     pub logged: Option<Rule>,
+    /// When asked for: the judged string values no rule matched and long enough for the
+    /// classifier hook ([`MIN_CHARS`](crate::validate::classifier::MIN_CHARS)), for it to judge.
+    pub undecided: Vec<String>,
 }
 
 struct Walk<'r> {
@@ -38,11 +42,12 @@ struct Walk<'r> {
     chars: usize,
     problem: Option<BodyProblem>,
     logged: Option<Rule>,
+    undecided: Option<Vec<String>>,
 }
 
 impl Walk<'_> {
-    /// Counts and scans one string; `Err` stops the walk.
-    fn text(&mut self, text: &str) -> Result<(), ()> {
+    /// Counts and scans one string (a value, or an object key); `Err` stops the walk.
+    fn text(&mut self, text: &str, value: bool) -> Result<(), ()> {
         self.chars += text.chars().count();
         if self.chars > self.max_chars {
             self.problem = Some(BodyProblem::TooLong);
@@ -59,7 +64,15 @@ impl Walk<'_> {
                 }
                 Ok(())
             }
-            None => Ok(()),
+            None => {
+                if value
+                    && let Some(undecided) = &mut self.undecided
+                    && Classifier::wants(text)
+                {
+                    undecided.push(text.to_owned());
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -80,6 +93,17 @@ pub fn check_json(
     max_depth: usize,
     max_chars: usize,
 ) -> Result<Findings, BodyProblem> {
+    check_json_collecting(body, rules, max_depth, max_chars, false)
+}
+
+/// [`check_json`], also returning the undecided string values when `collect` is set.
+pub fn check_json_collecting(
+    body: &[u8],
+    rules: &RuleSet,
+    max_depth: usize,
+    max_chars: usize,
+    collect: bool,
+) -> Result<Findings, BodyProblem> {
     let mut walk = Walk {
         rules,
         max_depth,
@@ -87,6 +111,7 @@ pub fn check_json(
         chars: 0,
         problem: None,
         logged: None,
+        undecided: collect.then(Vec::new),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = Node {
@@ -101,6 +126,7 @@ pub fn check_json(
     match parsed {
         Ok(()) => Ok(Findings {
             logged: walk.logged,
+            undecided: walk.undecided.unwrap_or_default(),
         }),
         Err(e) if e.is_eof() => Err(BodyProblem::InvalidJson("truncated")),
         Err(_) => Err(BodyProblem::InvalidJson("malformed")),
@@ -142,7 +168,7 @@ impl<'de> Visitor<'de> for Key<'_, '_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.walk.text(v).map_err(|()| E::custom("stop"))
+        self.walk.text(v, false).map_err(|()| E::custom("stop"))
     }
 }
 
@@ -181,7 +207,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.walk.text(v).map_err(|()| E::custom("stop"))
+        self.walk.text(v, true).map_err(|()| E::custom("stop"))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
@@ -232,6 +258,18 @@ pub fn check_json_view(
     max_chars: usize,
     judge: Judge,
 ) -> Result<(Findings, serde_json::Value), BodyProblem> {
+    check_json_view_collecting(body, rules, max_depth, max_chars, judge, false)
+}
+
+/// [`check_json_view`], also returning the undecided judged string values when `collect` is set.
+pub fn check_json_view_collecting(
+    body: &[u8],
+    rules: &RuleSet,
+    max_depth: usize,
+    max_chars: usize,
+    judge: Judge,
+    collect: bool,
+) -> Result<(Findings, serde_json::Value), BodyProblem> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         BodyProblem::InvalidJson(if e.is_eof() {
             "truncated"
@@ -248,35 +286,40 @@ pub fn check_json_view(
     }
     let mut logged: Option<Rule> = None;
     let mut blocked: Option<Rule> = None;
-    let mut judge_text = |text: &str| {
+    let mut undecided = Vec::new();
+    let mut judge_text = |text: &str, value: bool| {
         if blocked.is_some() {
             return;
         }
         match scan(rules, text) {
             Some(rule) if rule.action == Action::Block => blocked = Some(rule.clone()),
             Some(rule) if logged.is_none() => logged = Some(rule.clone()),
-            _ => {}
+            Some(_) => {}
+            None if collect && value && Classifier::wants(text) => {
+                undecided.push(text.to_owned());
+            }
+            None => {}
         }
     };
     match judge {
-        Judge::Roles(roles) => judged_texts(&value, roles, &mut judge_text),
+        Judge::Roles(roles) => judged_texts(&value, roles, &mut |text| judge_text(text, true)),
         Judge::Everything => every_text(&value, &mut judge_text),
     }
     if let Some(rule) = blocked {
         return Err(BodyProblem::Injection(rule));
     }
-    Ok((Findings { logged }, value))
+    Ok((Findings { logged, undecided }, value))
 }
 
-/// Calls `f` with every string value and key of `value`.
-fn every_text(value: &serde_json::Value, f: &mut impl FnMut(&str)) {
+/// Calls `f` with every string value (flagged `true`) and key (`false`) of `value`.
+fn every_text(value: &serde_json::Value, f: &mut impl FnMut(&str, bool)) {
     use serde_json::Value;
     match value {
-        Value::String(text) => f(text),
+        Value::String(text) => f(text, true),
         Value::Array(items) => items.iter().for_each(|item| every_text(item, f)),
         Value::Object(fields) => {
             for (key, item) in fields {
-                f(key);
+                f(key, false);
                 every_text(item, f);
             }
         }

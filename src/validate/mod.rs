@@ -7,6 +7,8 @@
 //! The decision is made on the whole buffered body; the upstream receives the original bytes.
 
 pub mod body;
+pub mod classifier;
+pub mod evaluate;
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -24,13 +26,15 @@ use tower::{Layer, Service};
 
 use crate::config::ValidationSettings;
 use crate::config::llm::{DEFAULT_SCAN_ROLES, Roles};
+use crate::config::validation::FailureMode;
 use crate::context::{RequestContext, Route};
 use crate::detect::rules::{Action, Rule};
 use crate::error::GatewayError;
 use crate::jsonrpc::Envelope;
 use crate::metrics::Metrics;
 use crate::stage::{Request, Response, StageResult, take_ready};
-use body::{BodyProblem, Judge, check_json, check_json_view, check_query};
+use body::{BodyProblem, Judge, check_json_collecting, check_json_view_collecting, check_query};
+use classifier::{Classifier, Verdict};
 
 /// The validation stage.
 #[derive(Debug)]
@@ -43,6 +47,8 @@ pub struct Validator {
     llm_roles: Roles,
     /// Whether every JSON body's parsed view is kept for later stages (data-loss prevention).
     keep_view: bool,
+    /// The classifier hook, judging what the rules left undecided.
+    classifier: Option<Arc<Classifier>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +68,14 @@ impl Validator {
             buffer_budget,
             llm_roles: Roles::of(&DEFAULT_SCAN_ROLES),
             keep_view: false,
+            classifier: None,
         }
+    }
+
+    /// Sends the texts the rules left undecided to `classifier`.
+    pub fn with_classifier(mut self, classifier: Arc<Classifier>) -> Validator {
+        self.classifier = Some(classifier);
+        self
     }
 
     /// Keeps every JSON body's parsed view in the request context (parsed once, here), for a
@@ -174,14 +187,16 @@ impl Validator {
     }
 
     /// The checks of the whole body; the request goes on with the body it arrived with, now
-    /// also in its context for later stages.
+    /// also in its context for later stages, with the texts left for the classifier.
     fn check_body(
         &self,
         mut parts: http::request::Parts,
         bytes: Bytes,
         kind: MediaKind,
         reserved: OwnedSemaphorePermit,
-    ) -> Result<Request, GatewayError> {
+    ) -> Result<(Request, Vec<String>), GatewayError> {
+        let collect = self.classifier.is_some();
+        let mut undecided = Vec::new();
         let route = parts
             .extensions
             .get::<RequestContext>()
@@ -195,23 +210,25 @@ impl Validator {
                 _ => None,
             };
             let checked = if let Some(judge) = judge {
-                check_json_view(
+                check_json_view_collecting(
                     &bytes,
                     &settings.rules,
                     settings.max_json_depth,
                     settings.max_input_chars,
                     judge,
+                    collect,
                 )
                 .map(|(findings, value)| {
                     view = Some(Arc::new(value));
                     findings
                 })
             } else {
-                check_json(
+                check_json_collecting(
                     &bytes,
                     &settings.rules,
                     settings.max_json_depth,
                     settings.max_input_chars,
+                    collect,
                 )
             };
             if route == Route::Mcp
@@ -223,6 +240,7 @@ impl Validator {
             }
             match checked {
                 Ok(findings) => {
+                    undecided = findings.undecided;
                     if let Some(rule) = findings.logged {
                         self.matched(&rule);
                         if let Some(context) = parts.extensions.get::<RequestContext>() {
@@ -244,15 +262,49 @@ impl Validator {
             context.body = Some(bytes.clone());
             context.json = view;
         }
-        Ok(Request::from_parts(
+        let request = Request::from_parts(
             parts,
             Body::new(BudgetedBody {
                 data: Some(bytes),
                 reserved: Some(reserved),
             }),
-        ))
+        );
+        Ok((request, undecided))
+    }
+
+    /// What the classifier's verdict on a request's texts does to it.
+    fn after_verdict(&self, request: &Request, verdict: Verdict) -> Result<(), GatewayError> {
+        match verdict {
+            Verdict::Clean => Ok(()),
+            Verdict::Flagged => {
+                let rule = self.settings.rules.classifier();
+                self.matched(rule);
+                if rule.action == Action::Block {
+                    return Err(injection(rule));
+                }
+                note_rule(request, rule);
+                Ok(())
+            }
+            Verdict::Unavailable => {
+                match self.classifier.as_deref().map(Classifier::failure_mode) {
+                    Some(FailureMode::Closed) => Err(GatewayError::ClassifierUnavailable),
+                    _ => {
+                        if let Some(context) = RequestContext::of(request) {
+                            context
+                                .facts
+                                .note_rule(Cow::Borrowed(CLASSIFIER_UNAVAILABLE));
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        }
     }
 }
+
+/// The audit `rule` of a request forwarded unjudged because the classifier failed and its
+/// `failure_mode` is `open`.
+pub const CLASSIFIER_UNAVAILABLE: &str = "classifier_unavailable";
 
 /// Records a shadow-mode match in the request's audit facts.
 fn note_rule(request: &Request, rule: &Rule) {
@@ -376,6 +428,11 @@ pin_project_lite::pin_project! {
     pub enum ValidateFuture<S, F> {
         /// The body is arriving.
         Reading { reader: BodyReader, read: Option<ReadThen<S>> },
+        /// The classifier is judging the texts the rules left undecided.
+        Classifying {
+            judged: BoxFuture<'static, Verdict>,
+            then: Option<(Arc<Validator>, Request, S)>,
+        },
         /// The checked request is with the rest of the stack.
         Forwarding { #[pin] inner: F },
     }
@@ -412,7 +469,26 @@ where
                         reserved,
                         mut inner,
                     } = then;
-                    let request = validator.check_body(parts, bytes, kind, reserved)?;
+                    let (request, undecided) =
+                        validator.check_body(parts, bytes, kind, reserved)?;
+                    match validator.classifier.clone() {
+                        Some(classifier) if !undecided.is_empty() => {
+                            self.set(ValidateFuture::Classifying {
+                                judged: Box::pin(async move { classifier.judge(&undecided).await }),
+                                then: Some((validator, request, inner)),
+                            });
+                        }
+                        _ => self.set(ValidateFuture::Forwarding {
+                            inner: inner.call(request),
+                        }),
+                    }
+                }
+                ValidateProj::Classifying { judged, then } => {
+                    let verdict = std::task::ready!(judged.as_mut().poll(cx));
+                    let Some((validator, request, mut inner)) = then.take() else {
+                        return Poll::Ready(Err(GatewayError::Internal("classified twice")));
+                    };
+                    validator.after_verdict(&request, verdict)?;
                     self.set(ValidateFuture::Forwarding {
                         inner: inner.call(request),
                     });
@@ -546,6 +622,7 @@ mod tests {
             max_json_depth: 4,
             rules: Arc::new(RuleSet::new(&RuleOptions::default()).unwrap()),
             allowed_content_types: Vec::new(),
+            classifier: None,
         };
         ValidationLayer::new(Arc::new(Validator::new(settings, Arc::new(Metrics::new()))))
     }

@@ -1,6 +1,7 @@
 //! The test harness: the real gateway started from a real config file on loopback ports, with
 //! certificates made at test time, a recording mock upstream, a TLS client and audit-log reading.
 
+pub mod classifier;
 pub mod examples;
 pub mod jwks_server;
 pub mod keys;
