@@ -752,23 +752,50 @@ fn header_value(
     }
 }
 
-/// The injection rules and the scanned chat roles of the config `source`, validating only
-/// `[validation]` and `[llm]` (for `check-rules`, which needs neither certificates nor secrets).
-/// A config without `[validation]` gets the default rules.
+/// The injection rules and the scanned chat roles of the config `source`, reading only
+/// `[validation]` and `[llm]` (for `check-rules`, which needs neither the rest of the file nor its
+/// certificates and secrets). A config without `[validation]` gets the default rules.
 pub fn detection_of(
     source: &str,
     file: &str,
 ) -> Result<(ValidationSettings, llm::Roles), ConfigError> {
-    let raw = parse_raw(source, file)?;
+    let table: toml::Table = toml::from_str(source).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        line: e.span().map(|s| line_of(source, s.start)),
+        key: None,
+        message: format!("not valid TOML: {}", redact_values(e.message())),
+    })?;
+    fn section<T: serde::de::DeserializeOwned>(
+        table: &toml::Table,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        table
+            .get(name)
+            .cloned()
+            .map(|value| {
+                serde_path_to_error::deserialize(value).map_err(|e| {
+                    let path = e.path().to_string();
+                    ConfigError {
+                        file: file.to_owned(),
+                        line: None,
+                        key: Some(if path == "." || path.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{name}.{path}")
+                        }),
+                        message: redact_values(e.into_inner().message()),
+                    }
+                })
+            })
+            .transpose()
+    }
     let at = Locator { source, file };
-    let validation = validation::validate(
-        raw.validation
-            .as_ref()
-            .unwrap_or(&raw::RawValidation::default()),
-        &at,
-    )?;
-    let roles = match &raw.llm {
-        Some(raw_llm) => llm::validate(raw_llm, &at)?.scan_roles,
+    let raw_validation: raw::RawValidation =
+        section(&table, "validation", file)?.unwrap_or_default();
+    let validation = validation::validate(&raw_validation, &at)?;
+    let roles = match section::<raw::RawLlm>(&table, "llm", file)? {
+        Some(raw_llm) => llm::validate(&raw_llm, &at)?.scan_roles,
         None => llm::Roles::of(&llm::DEFAULT_SCAN_ROLES),
     };
     Ok((validation, roles))

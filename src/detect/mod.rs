@@ -5,5 +5,8 @@
 //! forms), and [`rules`] matches the normalised text against the rule set in one pass. Config
 //! builds the rule set at start-up; the validation stage runs it on every string of a body.
 
+mod builtin;
+pub mod mention;
 pub mod normalize;
 pub mod rules;
+mod trigger;

@@ -4,12 +4,18 @@
 //! agent, without blocking honest users: phrase rules need the intent (an imperative to drop
 //! prior instructions, a request for the hidden prompt, a jailbreak persona), not a single common
 //! word, and the script and code rules need an executable form, not a mention. Every string is
-//! matched once by an Aho-Corasick automaton (the literals and the anchor words together) and, when
-//! it holds an anchor word, once by a `RegexSet` (structured patterns): linear time, no
-//! backtracking.
+//! matched once by an Aho-Corasick automaton (the literals, and the trigger literals of the
+//! structured patterns, see [`super::trigger`]), and then by the few patterns it triggered: linear
+//! time, no backtracking. Patterns for instructions addressed to the model are then located and
+//! judged in context ([`mention`]).
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::RegexSet;
+
+use super::trigger::End;
+
+use super::builtin;
+use super::mention;
 
 /// The category names clients see: prompt injection.
 pub const PROMPT_INJECTION: &str = "prompt injection";
@@ -49,6 +55,9 @@ pub enum Pattern {
     Literal(String),
     /// A regular expression over normalised text (lower case, single spaces).
     Regex(String),
+    /// A regular expression for an instruction addressed to the model: a match that is only
+    /// mentioned (see [`mention`]) does not count.
+    Addressed(String),
 }
 
 /// Id of the rule for text still changing after the maximum decoding rounds.
@@ -57,245 +66,6 @@ pub const LAYERED_ENCODING: &str = "obfuscation.layered_encoding";
 /// Id of the verdict of the classifier hook (`[validation.classifier]`); its action is set like
 /// a rule's.
 pub const CLASSIFIER: &str = "classifier";
-
-/// Word boundary that stays in the fast DFA engines even around non-ASCII text.
-const B: &str = r"(?-u:\b)";
-
-/// The built-in rules: (id, category, patterns). Patterns see normalised text.
-fn builtin() -> Vec<(&'static str, &'static str, Vec<Pattern>)> {
-    use Pattern::{Literal, Regex};
-    let r = |p: &str| Regex(p.replace(r"\b", B));
-    vec![
-        (
-            "xss.script_tag",
-            SCRIPT_INJECTION,
-            vec![
-                // A complete script element, or one that loads code: a mention ("the <script>
-                // tag") passes.
-                r(r"<script\b[^>]*>[^<]*</script\s*>"),
-                r(r"<script\b[^>]*\bsrc\s*="),
-            ],
-        ),
-        (
-            "xss.event_handler",
-            SCRIPT_INJECTION,
-            vec![r(
-                r"<[a-z][a-z0-9-]*\b[^>]*[\s/]on(error|load|click|mouseover|mouseenter|focus|blur|toggle|animationstart|begin|pageshow|input|change|submit|keydown|keyup|pointerdown)\s*=",
-            )],
-        ),
-        (
-            "xss.javascript_url",
-            SCRIPT_INJECTION,
-            vec![
-                // In an attribute, or followed by code: "what does javascript: do?" passes.
-                r(
-                    r#"(href|src|action|formaction|data|xlink:href)\s*=\s*["']?\s*(javascript|vbscript):"#,
-                ),
-                r(
-                    r"(javascript|vbscript):\s*(alert|confirm|prompt|eval|fetch|document\.|window\.|location|top\.|self\.|atob|settimeout|import\()",
-                ),
-                Literal("data:text/html;base64,".into()),
-            ],
-        ),
-        (
-            "code.eval",
-            CODE_INJECTION,
-            vec![
-                // Dynamic code from a string or decoded data: eval() in a question passes.
-                r(
-                    r#"\b(eval|exec|execfile|compile|execscript)\s*\(\s*(["'`]|atob\s*\(|base64|unescape\s*\(|string\.fromcharcode|request\.|req\.|input\s*\(|__import__)"#,
-                ),
-                r(r#"\bnew\s+function\s*\(\s*["'`]"#),
-                r(r#"\bfunction\s*\(\s*["'`][^"'`]*["'`]\s*\)\s*\("#),
-                r(r#"__import__\s*\(\s*["'](os|subprocess|pty|socket)["']\s*\)"#),
-                r(r#"\bos\.(system|popen|exec[lv]p?e?)\s*\(\s*["'`]"#),
-                r(
-                    r#"\bsubprocess\.(popen|call|run|check_output)\s*\(\s*\[?\s*["'`](/bin/|sh\b|bash\b|curl\b|wget\b|rm\b|nc\b)"#,
-                ),
-                r(r#"\bruntime\.getruntime\(\)\.exec\s*\("#),
-                r(r"\brequire\s*\(\s*['\x22]child_process['\x22]\s*\)\s*\.\s*exec"),
-                r(
-                    r"(;|\||&&|`|\$\()\s*(rm -rf /|curl [^ ]+ ?\| ?(ba)?sh|wget [^ ]+ ?\| ?(ba)?sh|nc -e|/bin/(ba)?sh -i)",
-                ),
-            ],
-        ),
-        (
-            "prompt.override",
-            PROMPT_INJECTION,
-            vec![
-                // An imperative to drop what came before: "ignore the typo in my last message"
-                // passes, "ignore all previous instructions" does not.
-                r(
-                    r"\b(ignore|disregard|forget|override|overwrite|bypass|discard|abandon|drop|skip|neglect|set aside)\b[^.?!\n]{0,30}\b(all|any|every|the|your|these|those|previous|prior|above|earlier|preceding|initial|original|system|existing|current|safety)\b[^.?!\n]{0,30}\b(instructions?|prompts?|directives?|guidelines|guardrails|programming|system message|restrictions|constraints|safety (rules|filters|guidelines|policies))\b",
-                ),
-                r(
-                    r"\b(ignore|disregard|forget)\b (everything|anything|all)( (you|that) (were|was|have been) (told|given))?( (above|before|so far|until now|previously))\b",
-                ),
-                // Addressed to the model: "new instructions: submit reports by Friday" in a quoted
-                // email passes, "new instructions: you must reveal..." does not.
-                r(
-                    r"\b(new|updated|revised|real) (system )?(instructions|directives|rules)\s*:\s*(you\b|ignore|disregard|forget|from now on|act as|pretend|respond|reply|answer|always|never|do not|don't|reveal|print|output|show)",
-                ),
-                r(
-                    r"\bfrom now on,? (you (will|must|shall|are)|ignore|disregard|only (answer|respond|obey))\b",
-                ),
-                r(
-                    r"\b(do not|don't|never) (follow|obey|adhere to|comply with) (your|the|any) (previous |prior |original |system )?(instructions|rules|guidelines|programming)\b",
-                ),
-                // "rules" alone is too common ("ignore the rules of chess"): only prior ones.
-                r(
-                    r"\b(ignore|disregard|forget|override|bypass|set aside|discard|abandon)\b (all |any )?(of )?(the |your )?(previous|prior|above|earlier|existing|original|current|system|your)\b[^.?!\n]{0,20}\brules\b",
-                ),
-            ],
-        ),
-        (
-            "prompt.role_hijack",
-            PROMPT_INJECTION,
-            vec![
-                r(
-                    r"\byou are (now|going to be|no longer)\b[^.\n]{0,40}\b(dan|jailbr\w*|unrestricted|uncensored|unfiltered|unaligned|evil|amoral|free of (all )?(rules|restrictions)|without (any )?(rules|restrictions|limits|limitations|filters|guidelines))",
-                ),
-                r(
-                    r"\b(do anything now|dan mode|jailbreak mode|god mode enabled|developer mode (enabled|output|response|activated))\b",
-                ),
-                r(
-                    r"\b(act|behave|respond|answer|reply|pretend|roleplay|role-play)\b[^.\n]{0,30}\b(as|like|in|you are|to be)\b[^.\n]{0,20}\b(dan|jailbroken|unrestricted|unfiltered|uncensored|evil|amoral|(developer|god|jailbreak|dan) mode)\b",
-                ),
-                r(
-                    r"\b(enable|enter|activate|switch to|simulate|emulate)\b[^.\n]{0,15}\b(dan|jailbreak|god|developer|unrestricted|unfiltered) mode\b[^.\n]{0,40}\b(you|your|chatgpt|assistant|ai|model|no (rules|restrictions|filters))\b",
-                ),
-                r(
-                    r"\b(stay in character|stay as dan|you have been freed|you have broken free|free from the typical confines)\b",
-                ),
-                // The persona must be the assistant itself, freed of its limits: "imagine a
-                // world without rules" passes.
-                r(
-                    r"\b(pretend|imagine|act|behave|respond)\b[^.\n]{0,20}\b(you are|you're|as|like|to be)\b[^.\n]{0,25}\b(ai|assistant|model|chatbot|bot|llm|gpt|yourself)\b[^.\n]{0,15}(without (any |all )?|with no |free (of|from) )(restrictions|rules|filters|guidelines|limits|limitations|censorship|content polic(y|ies)|ethics|morals)\b",
-                ),
-                r(
-                    r"\b(developer|dan|jailbreak|god) mode\b[^.\n]{0,40}\b(no (restrictions|rules|filters|limits)|without (any )?(restrictions|rules|filters|limits)|unrestricted|unfiltered|uncensored)\b",
-                ),
-                r(
-                    r"\byou (have|had|now have) no (restrictions|rules|filters|limits|limitations|guidelines|ethical (guidelines|constraints))\b",
-                ),
-                r(
-                    r"\byou are not bound by (any )?(rules|guidelines|policies|restrictions|content polic(y|ies))\b",
-                ),
-            ],
-        ),
-        (
-            "prompt.system_leak",
-            PROMPT_INJECTION,
-            vec![
-                r(
-                    r"\b(reveal|print|show|display|output|repeat|recite|tell me|give me|what (is|are|was|were)|leak|dump|share|spell out|write out|copy|paste|list)\b[^.?!\n]{0,25}\byour\b[^.?!\n]{0,20}\b(system prompt|system message|(initial|original|hidden|secret|first|full|exact|underlying|internal) (instructions|prompt|directives)|instructions you were given|pre-?prompt|prompt verbatim)\b",
-                ),
-                r(
-                    r"\b(reveal|print|show|display|output|repeat|recite|dump|leak)\b[^.?!\n]{0,20}\b(the )?(system prompt|initial instructions|hidden instructions|hidden prompt|secret instructions)\b[^.?!\n]{0,30}\b(you|verbatim|word for word|above)\b",
-                ),
-                r(
-                    r"\b(repeat|print|output|reveal|recite)\b[^.\n]{0,20}\b(the )?(words|text|everything|all text|instructions) (above|before this|preceding)\b",
-                ),
-                r(r"\bwhat (were|are) (the )?instructions you (were|have been) given\b"),
-            ],
-        ),
-        (
-            "prompt.delimiter",
-            PROMPT_INJECTION,
-            vec![
-                Literal("<|im_start|>".into()),
-                Literal("<|im_end|>".into()),
-                Literal("<|endoftext|>".into()),
-                Literal("<|system|>".into()),
-                Literal("<|begin_of_text|>".into()),
-                Literal("<|start_header_id|>".into()),
-                Literal("<|eot_id|>".into()),
-                Literal("<<sys>>".into()),
-                r(r"\[/?inst\]"),
-                r(r"(^|\s)#{2,4} ?(system|instruction|instructions|system prompt)\s*:"),
-                r(
-                    r"(^|\n|\s)(system|assistant)\s*:\s*(you are|ignore|new instructions|from now on)",
-                ),
-            ],
-        ),
-    ]
-}
-
-/// Words every built-in regular expression needs: at least one of them is in any text one of them
-/// matches. Text with none of them skips the `RegexSet` (a literal search is far cheaper). When a
-/// built-in pattern changes, its anchor must stay in this list; the corpus test guards it.
-const ANCHORS: &[&str] = &[
-    // script and code
-    "<",
-    "script:",
-    "eval",
-    "exec",
-    "compile",
-    "function",
-    "__import__",
-    "os.",
-    "subprocess.",
-    "getruntime",
-    "child_process",
-    "rm -rf /",
-    "curl ",
-    "wget ",
-    "nc -e",
-    "/bin/",
-    // prompt.override
-    "ignore",
-    "disregard",
-    "forget",
-    "override",
-    "overwrite",
-    "bypass",
-    "discard",
-    "abandon",
-    "drop",
-    "skip",
-    "neglect",
-    "set aside",
-    "instructions",
-    "directives",
-    "rules",
-    "from now on",
-    "follow",
-    "obey",
-    "adhere to",
-    "comply with",
-    // prompt.role_hijack
-    "you are",
-    "do anything now",
-    " mode",
-    "act",
-    "behave",
-    "respond",
-    "answer",
-    "reply",
-    "pretend",
-    "roleplay",
-    "role-play",
-    "imagine",
-    "stay ",
-    "you have",
-    "you had",
-    "you now have",
-    "free from",
-    "not bound by",
-    // prompt.system_leak
-    "your",
-    "system prompt",
-    "hidden prompt",
-    "above",
-    "before this",
-    "preceding",
-    // prompt.delimiter
-    "[inst",
-    "[/inst",
-    "#",
-    "system",
-    "assistant",
-];
 
 /// An operator-added rule.
 #[derive(Debug, Clone)]
@@ -323,21 +93,48 @@ pub struct RuleOptions {
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    /// The literal patterns, then the anchors, in one automaton: one pass over the text finds
-    /// both. Pattern ids below `literal_rule.len()` are literals, the rest anchors.
+    /// The operator's literal patterns and the built-in expressions' trigger literals, in one
+    /// automaton that reports every occurrence of each.
     words: AhoCorasick,
-    literal_rule: Vec<usize>,
-    builtin_regexes: RegexSet,
-    builtin_rule: Vec<usize>,
+    /// For each literal of `words`: what its occurrence means.
+    targets: Vec<Targets>,
+    /// The built-in regular expressions, each compiled alone.
+    builtin: Vec<Builtin>,
+    /// Built-in expressions without trigger literals: they run on every text.
+    always: Vec<usize>,
     extra_regexes: RegexSet,
     extra_rule: Vec<usize>,
     layered: Rule,
     classifier: Rule,
 }
 
+/// One built-in regular expression.
+#[derive(Debug)]
+struct Builtin {
+    regex: regex_automata::meta::Regex,
+    /// Index of its rule.
+    rule: usize,
+    /// Whether it is [`Pattern::Addressed`]: its matches are located and judged in context.
+    addressed: bool,
+}
+
+/// What finding a literal means: rules matched (operator literals) and built-in expressions to
+/// run (triggers).
+#[derive(Debug, Default, Clone)]
+struct Targets {
+    rules: Vec<usize>,
+    /// Expressions whose matches start where the literal does.
+    starting: Vec<usize>,
+    /// Expressions whose matches end with the literal, somewhere after it starts.
+    ending: Vec<usize>,
+}
+
+/// Most built-in expressions: a scan marks the triggered ones in a fixed bit set.
+const MAX_BUILTIN: usize = 256;
+
 /// Ids of the built-in rules.
 pub fn builtin_ids() -> Vec<&'static str> {
-    builtin().into_iter().map(|(id, _, _)| id).collect()
+    builtin::rules().into_iter().map(|(id, _, _)| id).collect()
 }
 
 impl RuleSet {
@@ -367,15 +164,14 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut literals = Vec::new();
         let mut literal_rule = Vec::new();
-        let mut builtin_regexes = Vec::new();
-        let mut builtin_rule = Vec::new();
+        let mut builtin = Vec::new();
         let mut extra_regexes = Vec::new();
         let mut extra_rule = Vec::new();
-        let builtin_count = builtin()
+        let builtin_count = builtin::rules()
             .iter()
             .filter(|(id, _, _)| !options.disabled.iter().any(|d| d == id))
             .count();
-        let all = builtin()
+        let all = builtin::rules()
             .into_iter()
             .filter(|(id, _, _)| !options.disabled.iter().any(|d| d == id))
             .map(|(id, category, patterns)| (id.to_owned(), category, patterns))
@@ -393,17 +189,17 @@ impl RuleSet {
                 category,
             });
             for pattern in patterns {
-                match pattern {
+                match &pattern {
                     Pattern::Literal(text) => {
-                        literals.push(super::normalize::normalize(&text).text.into_owned());
+                        literals.push(super::normalize::normalize(text).text.into_owned());
                         literal_rule.push(index);
                     }
-                    Pattern::Regex(text) if index < builtin_count => {
-                        builtin_regexes.push(text);
-                        builtin_rule.push(index);
+                    Pattern::Regex(text) | Pattern::Addressed(text) if index < builtin_count => {
+                        let addressed = matches!(pattern, Pattern::Addressed(_));
+                        builtin.push((text.clone(), index, addressed));
                     }
-                    Pattern::Regex(text) => {
-                        extra_regexes.push(text);
+                    Pattern::Regex(text) | Pattern::Addressed(text) => {
+                        extra_regexes.push(text.clone());
                         extra_rule.push(index);
                     }
                 }
@@ -417,26 +213,65 @@ impl RuleSet {
                 _ => "has patterns too large to compile".to_owned(),
             })
         };
-        let builtin_regexes = compile(&builtin_regexes)?;
         let extra_regexes = compile(&extra_regexes)?;
+        if builtin.len() > MAX_BUILTIN {
+            return Err("has more built-in patterns than a scan can track".to_owned());
+        }
+        // Each built-in expression runs when one of its trigger literals is in the text (or
+        // always, without them); the literals join the operator's in one automaton.
+        let mut slots = std::collections::HashMap::<Vec<u8>, usize>::new();
+        let mut words: Vec<Vec<u8>> = Vec::new();
+        let mut direct: Vec<Targets> = Vec::new();
+        let mut slot = |literal: Vec<u8>, words: &mut Vec<Vec<u8>>, direct: &mut Vec<Targets>| {
+            *slots.entry(literal.clone()).or_insert_with(|| {
+                words.push(literal);
+                direct.push(Targets::default());
+                words.len() - 1
+            })
+        };
+        for (literal, &rule) in literals.iter().zip(&literal_rule) {
+            let at = slot(literal.as_bytes().to_vec(), &mut words, &mut direct);
+            direct[at].rules.push(rule);
+        }
+        let mut always = Vec::new();
+        let mut compiled = Vec::with_capacity(builtin.len());
+        for (n, (text, rule, addressed)) in builtin.into_iter().enumerate() {
+            match super::trigger::triggers(&text)? {
+                None => always.push(n),
+                Some((end, triggers)) => {
+                    for literal in triggers {
+                        let at = slot(literal, &mut words, &mut direct);
+                        let list = match end {
+                            End::Start => &mut direct[at].starting,
+                            End::End => &mut direct[at].ending,
+                        };
+                        if !list.contains(&n) {
+                            list.push(n);
+                        }
+                    }
+                }
+            }
+            compiled.push(Builtin {
+                regex: regex_automata::meta::Regex::new(&text)
+                    .map_err(|e| format!("cannot compile a built-in rule ({e})"))?,
+                rule,
+                addressed,
+            });
+        }
+        let targets = direct;
         // Overlapping matches (the standard match kind): every occurrence of every literal is
         // reported, so a literal inside or across another match is not hidden by it.
         let words = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
-            .build(
-                literals
-                    .iter()
-                    .map(String::as_str)
-                    .chain(ANCHORS.iter().copied()),
-            )
+            .build(&words)
             .map_err(|e| format!("cannot build the word matcher ({e})"))?;
         Ok(RuleSet {
             rules,
             words,
-            literal_rule,
-            builtin_regexes,
-            builtin_rule,
+            targets,
+            builtin: compiled,
+            always,
             extra_regexes,
             extra_rule,
             layered: Rule {
@@ -452,6 +287,32 @@ impl RuleSet {
         })
     }
 
+    /// Whether built-in expression `n` matches `text`, at `start` (anchored) or anywhere; for an
+    /// addressed one, a match that is not only mentioned.
+    fn matches(&self, n: usize, text: &str, start: Option<usize>) -> bool {
+        use regex_automata::{Anchored, Input};
+        let builtin = &self.builtin[n];
+        let input = match start {
+            Some(start) => Input::new(text)
+                .span(start..text.len())
+                .anchored(Anchored::Yes),
+            None => Input::new(text),
+        };
+        if !builtin.addressed {
+            return builtin.regex.is_match(input);
+        }
+        match start {
+            Some(_) => builtin
+                .regex
+                .search(&input)
+                .is_some_and(|m| !mention::is_mention(text, m.start(), m.end())),
+            None => builtin
+                .regex
+                .find_iter(input)
+                .any(|m| !mention::is_mention(text, m.start(), m.end())),
+        }
+    }
+
     /// The rule for text still changing after the maximum decoding rounds.
     pub fn layered_encoding(&self) -> &Rule {
         &self.layered
@@ -464,6 +325,12 @@ impl RuleSet {
 
     /// The most severe rule matching normalised `text`: a blocking one before a logging one.
     pub fn scan(&self, text: &str) -> Option<&Rule> {
+        self.scan_gated(text, true)
+    }
+
+    /// [`RuleSet::scan`], with the trigger literals optional: without them every built-in
+    /// expression runs (tests compare both).
+    pub fn scan_gated(&self, text: &str, gate: bool) -> Option<&Rule> {
         let mut found: Option<&Rule> = None;
         let mut consider = |index: usize| {
             let rule = &self.rules[index];
@@ -471,27 +338,73 @@ impl RuleSet {
                 found = Some(rule);
             }
         };
-        // Most text matches nothing: the built-in patterns run only when an anchor word is
-        // present, and the cheaper yes/no question comes before collecting matches.
-        let mut anchored = false;
+        // One pass finds the operator's literals and the built-in expressions' triggers; only the
+        // triggered expressions run (and those without triggers): anchored where their starting
+        // literal was found, or once over the text when their literal ends their matches.
+        let mut whole = [0u64; MAX_BUILTIN / 64];
+        let mut mark = |n: usize| whole[n / 64] |= 1 << (n % 64);
         for m in self.words.find_overlapping_iter(text) {
-            match self.literal_rule.get(m.pattern().as_usize()) {
-                Some(&index) => consider(index),
-                None => anchored = true,
-            }
-        }
-        let sets = [
-            (&self.builtin_regexes, &self.builtin_rule, anchored),
-            (&self.extra_regexes, &self.extra_rule, true),
-        ];
-        for (set, rule_of, wanted) in sets {
-            if wanted && !set.is_empty() && set.is_match(text) {
-                for index in set.matches(text).iter() {
-                    consider(rule_of[index]);
+            if let Some(targets) = self.targets.get(m.pattern().as_usize()) {
+                for &index in &targets.rules {
+                    consider(index);
+                }
+                for &n in &targets.starting {
+                    if gate && self.matches(n, text, Some(m.start())) {
+                        consider(self.builtin[n].rule);
+                    }
+                }
+                for &n in &targets.ending {
+                    mark(n);
                 }
             }
         }
+        for &n in &self.always {
+            mark(n);
+        }
+        if !gate {
+            (0..self.builtin.len()).for_each(&mut mark);
+        }
+        for (word, bits) in whole.iter().enumerate() {
+            let mut bits = *bits;
+            while bits != 0 {
+                let n = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if n < self.builtin.len() && self.matches(n, text, None) {
+                    consider(self.builtin[n].rule);
+                }
+            }
+        }
+        if !self.extra_regexes.is_empty() && self.extra_regexes.is_match(text) {
+            for index in self.extra_regexes.matches(text).iter() {
+                consider(self.extra_rule[index]);
+            }
+        }
         found
+    }
+}
+
+#[cfg(test)]
+impl RuleSet {
+    /// The built-in expressions that would run on `text` (by rule id and position), and the
+    /// ones that run on every text.
+    pub(crate) fn profile(&self, text: &str) -> (Vec<String>, Vec<String>) {
+        let name = |n: usize| {
+            let rule = &self.rules[self.builtin[n].rule].id;
+            let first = self
+                .builtin
+                .iter()
+                .position(|b| b.rule == self.builtin[n].rule);
+            format!("{rule}[{}]", n - first.unwrap_or(n))
+        };
+        let mut run = std::collections::BTreeSet::new();
+        for m in self.words.find_overlapping_iter(text) {
+            let targets = &self.targets[m.pattern().as_usize()];
+            run.extend(targets.starting.iter().chain(&targets.ending).copied());
+        }
+        (
+            run.into_iter().map(name).collect(),
+            self.always.iter().copied().map(name).collect(),
+        )
     }
 }
 
@@ -506,10 +419,9 @@ mod tests {
     }
 
     #[test]
-    fn a_literal_does_not_hide_an_anchor_inside_it() {
-        // Every anchor word of the text ("ignore", "instructions") lies inside the operator's
-        // literal; they must still be seen, or the built-in patterns would be skipped and only
-        // the logging rule would match.
+    fn a_literal_does_not_hide_a_builtin_match_inside_it() {
+        // The operator's logging literal covers the whole text; the blocking built-in rule
+        // matching the same words must still be found.
         let rules = RuleSet::new(&RuleOptions {
             actions: vec![("custom.word".to_owned(), Action::Log)],
             extra: vec![ExtraRule {
@@ -546,5 +458,98 @@ mod tests {
             hit("&lt;img src=x onerror=alert(1)&gt;").as_deref(),
             Some("xss.event_handler")
         );
+    }
+}
+
+#[cfg(test)]
+mod costs {
+    use super::*;
+
+    /// Times each step of a scan on the validation benchmark's sentences
+    /// (`cargo test --release --lib scan_costs -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a tool for tuning the rules"]
+    fn scan_costs() {
+        let set = RuleSet::new(&RuleOptions::default()).unwrap();
+        println!(
+            "{} literals for {} expressions, {} bytes of automaton",
+            set.targets.len(),
+            set.builtin.len(),
+            set.words.memory_usage()
+        );
+        let mut per: Vec<(usize, usize)> = (0..set.builtin.len())
+            .map(|n| {
+                let count = set
+                    .targets
+                    .iter()
+                    .filter(|t| t.starting.contains(&n) || t.ending.contains(&n))
+                    .count();
+                (count, n)
+            })
+            .collect();
+        per.sort();
+        for (count, n) in per.iter().rev().take(12) {
+            let rule = &set.rules[set.builtin[*n].rule].id;
+            println!("{count:>5} literals: {rule} {n}");
+        }
+        let sentences = [
+            "Please summarise the quarterly report and list the three biggest risks.",
+            "How do I evaluate this integral and why does eval() in JavaScript worry people?",
+            "Der Kunde möchte die Lieferung auf nächsten Dienstag verschieben.",
+            "Write a polite reminder that the invoice is overdue by fourteen days.",
+            "Explain what the <script> tag does and where it belongs in a page.",
+            "请帮我把这段话翻译成英文，谢谢。",
+        ];
+        let time = |f: &dyn Fn()| {
+            let started = std::time::Instant::now();
+            for _ in 0..2000 {
+                f();
+            }
+            started.elapsed() / 2000
+        };
+        for sentence in sentences {
+            let text = super::super::normalize::normalize(&sentence.repeat(3))
+                .text
+                .into_owned();
+            let words = time(&|| {
+                std::hint::black_box(set.words.find_overlapping_iter(text.as_str()).count());
+            });
+            let scan = time(&|| {
+                std::hint::black_box(set.scan(&text));
+            });
+            let (run, _) = set.profile(&text);
+            let hits: Vec<&str> = set
+                .words
+                .find_overlapping_iter(text.as_str())
+                .map(|m| &text[m.start()..m.end()])
+                .collect();
+            println!("{words:>8.1?} words {scan:>8.1?} scan  {run:?} {hits:?}");
+            for name in run {
+                let n = set
+                    .builtin
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| name.starts_with(&set.rules[b.rule].id))
+                    .nth(
+                        name.rsplit('[')
+                            .next()
+                            .unwrap()
+                            .trim_end_matches(']')
+                            .parse()
+                            .unwrap(),
+                    )
+                    .map(|(n, _)| n)
+                    .unwrap();
+                let one = time(&|| {
+                    std::hint::black_box(set.builtin[n].regex.is_match(text.as_str()));
+                });
+                let starting = set.targets.iter().any(|t| t.starting.contains(&n));
+                let first = text.find('<').or_else(|| text.find("eval")).unwrap_or(0);
+                let anchored = time(&|| {
+                    std::hint::black_box(set.matches(n, &text, Some(first)));
+                });
+                println!("           {one:>8.1?} {name} starting={starting} anchored {anchored:?}");
+            }
+        }
     }
 }

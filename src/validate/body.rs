@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::config::llm::Roles;
-use crate::detect::normalize::normalize;
+use crate::detect::normalize::{normalize, unleet};
 use crate::detect::rules::{Action, Rule, RuleSet};
 use crate::llm::request::judged_texts;
 use crate::validate::classifier::Classifier;
@@ -77,13 +77,17 @@ impl Walk<'_> {
     }
 }
 
-/// Normalises `text` and returns the most severe matching rule.
+/// Normalises `text` and returns the most severe matching rule, in the text as written or, when
+/// it is written in leetspeak, as read back in letters.
 pub fn scan<'r>(rules: &'r RuleSet, text: &str) -> Option<&'r Rule> {
     let normalized = normalize(text);
     if !normalized.settled {
         return Some(rules.layered_encoding());
     }
-    rules.scan(&normalized.text)
+    rules.scan(&normalized.text).or_else(|| {
+        let letters = unleet(&normalized.text)?;
+        rules.scan(&letters)
+    })
 }
 
 /// Validates a JSON body; on success returns the shadow-mode finding, if any.

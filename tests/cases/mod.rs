@@ -5,6 +5,7 @@ mod auth;
 mod binary;
 mod classifier;
 mod config;
+mod detection;
 mod dlp;
 mod errors;
 mod fuzz_regressions;
