@@ -7,7 +7,7 @@ use crate::common::{MockUpstream, Options, TestPki, config_text};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
-fn portcullis(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn portcullis(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("PORTCULLIS_CONFIG")

@@ -11,7 +11,7 @@ use portcullis::detect::rules::{RuleOptions, RuleSet};
 use portcullis::validate::evaluate::{Label, evaluate};
 use serde_json::{Value, json};
 
-use super::binary::BIN;
+use super::binary::portcullis;
 use crate::common::{MockUpstream, Options, TestGateway};
 
 const CORPORA: [&str; 4] = [
@@ -252,18 +252,7 @@ fn check_rules_reports_rates_per_category_and_role() {
     ];
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&corpus, text).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .env_remove("PORTCULLIS_CONFIG")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = portcullis;
     let path = corpus.display().to_string();
     let (code, out, _) = run(&["check-rules", &path, "--show", "all"]);
     assert_eq!(code, 0, "{out}");
