@@ -38,11 +38,20 @@ const SCRIPT_PAYLOAD: &str = r#"fetch\s*\(\s*["'`]?(https?:)?//|(alert|confirm|p
 /// their character references, decoded by normalisation to spaces) are dropped by the URL parser.
 const SCRIPT_SCHEME: &str = r"(j ?a ?v ?a ?s ?c ?r ?i ?p ?t|v ?b ?s ?c ?r ?i ?p ?t) ?:";
 
+/// `pattern` for normalised text, where the only whitespace is a single space: `\s*\(` (a call)
+/// is ` ?\(`. The same matches, and trigger literals that reach the parenthesis (`eval(` and
+/// `eval (`, not the `eval` of "evaluate"). Only there: optional spaces elsewhere would double
+/// the literals at each one.
+fn single_spaces(pattern: &str) -> String {
+    pattern.replace(r"\s*\(", r" ?\(")
+}
+
 /// The built-in rules: (id, category, patterns).
 pub fn rules() -> Vec<(&'static str, &'static str, Vec<Pattern>)> {
     use Pattern::{Addressed, Literal, Regex};
     let fill = |p: &str| {
-        p.replace(r"\b", B)
+        single_spaces(p)
+            .replace(r"\b", B)
             .replace("{OVERRIDE_VERBS}", OVERRIDE_VERBS)
             .replace("{OVERRIDE_OBJECTS}", OVERRIDE_OBJECTS)
             .replace("{EARLIER}", EARLIER)

@@ -12,8 +12,6 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::RegexSet;
 
-use super::trigger::End;
-
 use super::builtin;
 use super::mention;
 
@@ -100,6 +98,9 @@ pub struct RuleSet {
     targets: Vec<Targets>,
     /// The built-in regular expressions, each compiled alone.
     builtin: Vec<Builtin>,
+    /// The expressions a starting literal triggers, as one automaton each: most triggers in
+    /// honest text lead nowhere, and one anchored run rules out all of them at once.
+    groups: Vec<Group>,
     /// Built-in expressions without trigger literals: they run on every text.
     always: Vec<usize>,
     extra_regexes: RegexSet,
@@ -118,19 +119,126 @@ struct Builtin {
     addressed: bool,
 }
 
+/// Expressions triggered together, and one automaton for all of them (`None` for one alone: its
+/// own).
+#[derive(Debug)]
+struct Group {
+    regex: Option<regex_automata::meta::Regex>,
+    members: Vec<usize>,
+}
+
 /// What finding a literal means: rules matched (operator literals) and built-in expressions to
 /// run (triggers).
 #[derive(Debug, Default, Clone)]
 struct Targets {
     rules: Vec<usize>,
-    /// Expressions whose matches start where the literal does.
+    /// Expressions whose matches start where the literal does, and that have no literals ending
+    /// their matches: tried anchored there.
     starting: Vec<usize>,
-    /// Expressions whose matches end with the literal, somewhere after it starts.
+    /// The group of `starting` in [`RuleSet::groups`].
+    group: Option<usize>,
+    /// Expressions whose matches end with the literal, and that have no literals starting them:
+    /// run once over the text.
     ending: Vec<usize>,
+    /// Expressions with literals at both ends, whose matches start where this one does.
+    opening: Vec<usize>,
+    /// Expressions with literals at both ends, whose matches end with this one.
+    closing: Vec<usize>,
 }
 
 /// Most built-in expressions: a scan marks the triggered ones in a fixed bit set.
 const MAX_BUILTIN: usize = 256;
+
+/// Anchored runs of one group of expressions in one text before it runs once over the rest
+/// instead.
+const MAX_ANCHORED: u16 = 8;
+
+/// Groups or expressions tracked by one scan's [`Runs`] or [`Spans`]; more than that run over the
+/// rest of the text.
+const TRACKED: usize = 16;
+
+/// For the expressions with literals at both ends: the first position where a starting literal
+/// was found and the last where an ending one ended. A match needs one before the other.
+#[derive(Default)]
+struct Spans {
+    len: usize,
+    seen: [(u16, usize, usize); TRACKED],
+}
+
+impl Spans {
+    /// Notes a starting literal (`open`) or an ending one of expression `n` at `at`; false when
+    /// too many expressions are tracked (the expression then runs over the whole text).
+    fn note(&mut self, n: usize, at: usize, open: bool) -> bool {
+        let Ok(id) = u16::try_from(n) else {
+            return false;
+        };
+        let entry = match self.seen[..self.len].iter().position(|(e, _, _)| *e == id) {
+            Some(i) => &mut self.seen[i],
+            None if self.len < TRACKED => {
+                self.seen[self.len] = (id, usize::MAX, 0);
+                self.len += 1;
+                &mut self.seen[self.len - 1]
+            }
+            None => return false,
+        };
+        if open {
+            entry.1 = entry.1.min(at);
+        } else {
+            entry.2 = entry.2.max(at);
+        }
+        true
+    }
+
+    /// The expressions with a starting literal before an ending one, and where the first
+    /// starting literal is.
+    fn complete(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.seen[..self.len]
+            .iter()
+            .filter(|(_, first, last)| first < last)
+            .map(|(n, first, _)| (usize::from(*n), *first))
+    }
+}
+
+/// What to do with an expression found at a position.
+enum Run {
+    /// It already ran anchored here.
+    Repeat,
+    /// Run it anchored here.
+    Anchored,
+    /// Run it once over the rest of the text.
+    Rest,
+}
+
+/// The anchored runs of a scan, per group of expressions: the last position and the count, in a
+/// few bytes on the stack (a text triggers few groups).
+#[derive(Default)]
+struct Runs {
+    len: usize,
+    seen: [(u16, u16, usize); TRACKED],
+}
+
+impl Runs {
+    fn at(&mut self, n: usize, start: usize) -> Run {
+        let Ok(id) = u16::try_from(n) else {
+            return Run::Rest;
+        };
+        match self.seen[..self.len].iter_mut().find(|(e, _, _)| *e == id) {
+            Some((_, _, last)) if *last == start => Run::Repeat,
+            Some((_, count, _)) if *count >= MAX_ANCHORED => Run::Rest,
+            Some((_, count, last)) => {
+                *count += 1;
+                *last = start;
+                Run::Anchored
+            }
+            None if self.len < TRACKED => {
+                self.seen[self.len] = (id, 1, start);
+                self.len += 1;
+                Run::Anchored
+            }
+            None => Run::Rest,
+        }
+    }
+}
 
 /// Ids of the built-in rules.
 pub fn builtin_ids() -> Vec<&'static str> {
@@ -235,22 +343,32 @@ impl RuleSet {
         }
         let mut always = Vec::new();
         let mut compiled = Vec::with_capacity(builtin.len());
+        let mut sources = Vec::with_capacity(builtin.len());
         for (n, (text, rule, addressed)) in builtin.into_iter().enumerate() {
-            match super::trigger::triggers(&text)? {
-                None => always.push(n),
-                Some((end, triggers)) => {
-                    for literal in triggers {
-                        let at = slot(literal, &mut words, &mut direct);
-                        let list = match end {
-                            End::Start => &mut direct[at].starting,
-                            End::End => &mut direct[at].ending,
-                        };
-                        if !list.contains(&n) {
-                            list.push(n);
-                        }
+            let triggers = super::trigger::triggers(&text)?;
+            let sides = [
+                (&triggers.start, triggers.end.is_none()),
+                (&triggers.end, triggers.start.is_none()),
+            ];
+            for (side, (literals, alone)) in sides.into_iter().enumerate() {
+                for literal in literals.iter().flatten() {
+                    let at = slot(literal.clone(), &mut words, &mut direct);
+                    let targets = &mut direct[at];
+                    let list = match (side, alone) {
+                        (0, true) => &mut targets.starting,
+                        (0, false) => &mut targets.opening,
+                        (_, true) => &mut targets.ending,
+                        (_, false) => &mut targets.closing,
+                    };
+                    if !list.contains(&n) {
+                        list.push(n);
                     }
                 }
             }
+            if triggers.start.is_none() && triggers.end.is_none() {
+                always.push(n);
+            }
+            sources.push(text.clone());
             compiled.push(Builtin {
                 regex: regex_automata::meta::Regex::new(&text)
                     .map_err(|e| format!("cannot compile a built-in rule ({e})"))?,
@@ -258,7 +376,48 @@ impl RuleSet {
                 addressed,
             });
         }
-        let targets = direct;
+        let mut targets = direct;
+        // A literal found means every literal it starts with was found at the same place: the
+        // expressions it starts join those of its shortest such literal that starts some already,
+        // so that one anchored run tries them all.
+        for b in 0..words.len() {
+            let host = (0..words.len())
+                .filter(|&a| {
+                    a != b && words[b].starts_with(&words[a]) && !targets[a].starting.is_empty()
+                })
+                .min_by_key(|&a| words[a].len());
+            if let Some(a) = host {
+                for n in std::mem::take(&mut targets[b].starting) {
+                    if !targets[a].starting.contains(&n) {
+                        targets[a].starting.push(n);
+                    }
+                }
+            }
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of = std::collections::HashMap::<Vec<usize>, usize>::new();
+        for target in &mut targets {
+            if target.starting.is_empty() {
+                continue;
+            }
+            let mut members = target.starting.clone();
+            members.sort_unstable();
+            let next = groups.len();
+            let at = *group_of.entry(members.clone()).or_insert(next);
+            if at == next {
+                let regex = match members.as_slice() {
+                    [_] => None,
+                    _ => Some(
+                        regex_automata::meta::Regex::new_many(
+                            &members.iter().map(|&n| &sources[n]).collect::<Vec<_>>(),
+                        )
+                        .map_err(|e| format!("cannot compile a built-in rule ({e})"))?,
+                    ),
+                };
+                groups.push(Group { regex, members });
+            }
+            target.group = Some(at);
+        }
         // Overlapping matches (the standard match kind): every occurrence of every literal is
         // reported, so a literal inside or across another match is not hidden by it.
         let words = AhoCorasick::builder()
@@ -271,6 +430,7 @@ impl RuleSet {
             words,
             targets,
             builtin: compiled,
+            groups,
             always,
             extra_regexes,
             extra_rule,
@@ -287,30 +447,31 @@ impl RuleSet {
         })
     }
 
-    /// Whether built-in expression `n` matches `text`, at `start` (anchored) or anywhere; for an
-    /// addressed one, a match that is not only mentioned.
-    fn matches(&self, n: usize, text: &str, start: Option<usize>) -> bool {
+    /// Whether built-in expression `n` matches `text`: anchored at `from`, or anywhere from
+    /// there on; for an addressed one, a match that is not only mentioned.
+    fn matches(&self, n: usize, text: &str, from: usize, anchored: bool) -> bool {
         use regex_automata::{Anchored, Input};
         let builtin = &self.builtin[n];
-        let input = match start {
-            Some(start) => Input::new(text)
-                .span(start..text.len())
-                .anchored(Anchored::Yes),
-            None => Input::new(text),
-        };
+        let input = Input::new(text)
+            .span(from..text.len())
+            .anchored(if anchored {
+                Anchored::Yes
+            } else {
+                Anchored::No
+            });
         if !builtin.addressed {
             return builtin.regex.is_match(input);
         }
-        match start {
-            Some(_) => builtin
+        if anchored {
+            return builtin
                 .regex
                 .search(&input)
-                .is_some_and(|m| !mention::is_mention(text, m.start(), m.end())),
-            None => builtin
-                .regex
-                .find_iter(input)
-                .any(|m| !mention::is_mention(text, m.start(), m.end())),
+                .is_some_and(|m| !mention::is_mention(text, m.start(), m.end()));
         }
+        builtin
+            .regex
+            .find_iter(input)
+            .any(|m| !mention::is_mention(text, m.start(), m.end()))
     }
 
     /// The rule for text still changing after the maximum decoding rounds.
@@ -339,37 +500,87 @@ impl RuleSet {
             }
         };
         // One pass finds the operator's literals and the built-in expressions' triggers; only the
-        // triggered expressions run (and those without triggers): anchored where their starting
-        // literal was found, or once over the text when their literal ends their matches.
+        // triggered expressions run (and those without triggers). An expression with literals at
+        // both ends of its matches runs once, from the first starting literal, when an ending
+        // one follows it. Those with starting literals only run anchored where one was found,
+        // all a literal triggers together first, once per position; found more than
+        // [`MAX_ANCHORED`] times, they run once from there to the end, which covers every later
+        // find. One with ending literals only runs once over the whole text.
+        let mut runs = Runs::default();
+        let mut spans = Spans::default();
+        let mut done = [0u64; MAX_BUILTIN / 64];
         let mut whole = [0u64; MAX_BUILTIN / 64];
-        let mut mark = |n: usize| whole[n / 64] |= 1 << (n % 64);
+        let set = |bits: &mut [u64; MAX_BUILTIN / 64], n: usize| bits[n / 64] |= 1 << (n % 64);
         for m in self.words.find_overlapping_iter(text) {
-            if let Some(targets) = self.targets.get(m.pattern().as_usize()) {
-                for &index in &targets.rules {
-                    consider(index);
-                }
-                for &n in &targets.starting {
-                    if gate && self.matches(n, text, Some(m.start())) {
+            let Some(targets) = self.targets.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            for &index in &targets.rules {
+                consider(index);
+            }
+            if let Some(g) = targets.group.filter(|_| gate) {
+                let anchored = match runs.at(g, m.start()) {
+                    Run::Repeat => continue,
+                    Run::Anchored => true,
+                    Run::Rest => false,
+                };
+                let group = &self.groups[g];
+                let any = group.regex.as_ref().is_none_or(|regex| {
+                    use regex_automata::{Anchored, Input};
+                    let input = Input::new(text).span(m.start()..text.len());
+                    regex.is_match(input.anchored(if anchored {
+                        Anchored::Yes
+                    } else {
+                        Anchored::No
+                    }))
+                });
+                for &n in group.members.iter().filter(|_| any) {
+                    if done[n / 64] & (1 << (n % 64)) != 0 {
+                        continue;
+                    }
+                    if !anchored {
+                        set(&mut done, n);
+                    }
+                    if self.matches(n, text, m.start(), anchored) {
+                        set(&mut done, n);
                         consider(self.builtin[n].rule);
                     }
                 }
-                for &n in &targets.ending {
-                    mark(n);
+            }
+            for &n in &targets.ending {
+                set(&mut whole, n);
+            }
+            for (list, open) in [(&targets.opening, true), (&targets.closing, false)] {
+                for &n in list {
+                    let at = if open { m.start() } else { m.end() };
+                    if !spans.note(n, at, open) {
+                        set(&mut whole, n);
+                    }
+                }
+            }
+        }
+        // Expressions with literals at both ends run from the first start when an end follows
+        // it.
+        if gate {
+            for (n, first) in spans.complete() {
+                if done[n / 64] & (1 << (n % 64)) == 0 && self.matches(n, text, first, false) {
+                    set(&mut done, n);
+                    consider(self.builtin[n].rule);
                 }
             }
         }
         for &n in &self.always {
-            mark(n);
+            set(&mut whole, n);
         }
         if !gate {
-            (0..self.builtin.len()).for_each(&mut mark);
+            (0..self.builtin.len()).for_each(|n| set(&mut whole, n));
         }
         for (word, bits) in whole.iter().enumerate() {
-            let mut bits = *bits;
+            let mut bits = *bits & !done[word];
             while bits != 0 {
                 let n = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if n < self.builtin.len() && self.matches(n, text, None) {
+                if n < self.builtin.len() && self.matches(n, text, 0, false) {
                     consider(self.builtin[n].rule);
                 }
             }
@@ -397,10 +608,18 @@ impl RuleSet {
             format!("{rule}[{}]", n - first.unwrap_or(n))
         };
         let mut run = std::collections::BTreeSet::new();
+        let mut spans = Spans::default();
         for m in self.words.find_overlapping_iter(text) {
             let targets = &self.targets[m.pattern().as_usize()];
             run.extend(targets.starting.iter().chain(&targets.ending).copied());
+            for &n in &targets.opening {
+                spans.note(n, m.start(), true);
+            }
+            for &n in &targets.closing {
+                spans.note(n, m.end(), false);
+            }
         }
+        run.extend(spans.complete().map(|(n, _)| n));
         (
             run.into_iter().map(name).collect(),
             self.always.iter().copied().map(name).collect(),
@@ -482,7 +701,11 @@ mod costs {
                 let count = set
                     .targets
                     .iter()
-                    .filter(|t| t.starting.contains(&n) || t.ending.contains(&n))
+                    .filter(|t| {
+                        [&t.starting, &t.ending, &t.opening, &t.closing]
+                            .iter()
+                            .any(|l| l.contains(&n))
+                    })
                     .count();
                 (count, n)
             })
@@ -543,10 +766,13 @@ mod costs {
                 let one = time(&|| {
                     std::hint::black_box(set.builtin[n].regex.is_match(text.as_str()));
                 });
-                let starting = set.targets.iter().any(|t| t.starting.contains(&n));
+                let starting = set
+                    .targets
+                    .iter()
+                    .any(|t| t.starting.contains(&n) || t.opening.contains(&n));
                 let first = text.find('<').or_else(|| text.find("eval")).unwrap_or(0);
                 let anchored = time(&|| {
-                    std::hint::black_box(set.matches(n, &text, Some(first)));
+                    std::hint::black_box(set.matches(n, &text, first, true));
                 });
                 println!("           {one:>8.1?} {name} starting={starting} anchored {anchored:?}");
             }

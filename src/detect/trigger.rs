@@ -5,7 +5,7 @@
 //! lazy DFA (it thrashes, and scanning costs milliseconds per kilobyte). Instead one Aho-Corasick
 //! pass finds the triggers in a text, and only the patterns triggered run, each with its own small
 //! DFA. The literals come from `regex-syntax`'s extractor, the one the regex engine itself uses for
-//! its prefilters: the prefixes or the suffixes of every match, whichever set's shortest literal is longer.
+//! its prefilters: the prefixes or the suffixes of every match, both ends when each is selective: an expression runs only where both are found.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 
@@ -13,38 +13,37 @@ use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 /// characters prose rarely holds and markup and shell commands always do.
 const MIN_LEN: usize = 2;
 
+/// Shortest literal of a second, confirming set: common short words would be found in most text.
+const STRONG_LEN: usize = 5;
+
 /// Longest literal kept.
 const MAX_LEN: usize = 6;
 
 /// Single characters selective enough to filter on.
 const RARE_CHARACTERS: &[u8] = b"<>`$|&;{}[\\";
 
-/// Where the trigger literals of an expression sit in its matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Every match starts with one: the expression need only be tried where one was found.
-    Start,
-    /// Every match ends with one.
-    End,
+/// The trigger literals of an expression: one of `start` begins every match, one of `end` ends
+/// every match; a side is `None` when it has no usable set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Triggers {
+    /// Literals that begin every match: the expression need only be tried where one was found.
+    pub start: Option<Vec<Vec<u8>>>,
+    /// Literals that end every match.
+    pub end: Option<Vec<Vec<u8>>>,
 }
 
-/// Trigger literals, and which end of a match they are.
-pub type Triggers = (End, Vec<Vec<u8>>);
-
-/// The trigger literals of `pattern`; `None` when it has no usable set (it must always run).
-pub fn triggers(pattern: &str) -> Result<Option<Triggers>, String> {
+/// The trigger literals of `pattern` at both ends of its matches.
+pub fn triggers(pattern: &str) -> Result<Triggers, String> {
     let hir = regex_syntax::ParserBuilder::new()
         .build()
         .parse(pattern)
         .map_err(|e| format!("cannot parse a built-in rule ({e})"))?;
-    let best = [
-        (End::Start, ExtractKind::Prefix),
-        (End::End, ExtractKind::Suffix),
-    ]
-    .into_iter()
-    .filter_map(|(end, kind)| {
-        let suffix = end == End::End;
-        let mut seq = Extractor::new().kind(kind).extract(&hir);
+    let side = |kind: ExtractKind| {
+        let suffix = matches!(kind, ExtractKind::Suffix);
+        let mut seq = Extractor::new()
+            .kind(kind)
+            .limit_literal_len(MAX_LEN)
+            .extract(&hir);
         // Cut to a few bytes at the matching end: the alternatives' cross products
         // collapse into a few hundred short literals, a small automaton that stays in cache.
         if suffix {
@@ -52,15 +51,36 @@ pub fn triggers(pattern: &str) -> Result<Option<Triggers>, String> {
         } else {
             seq.keep_first_bytes(MAX_LEN);
         }
-        usable(seq).map(|literals| (end, literals))
+        usable(seq)
+    };
+    let (start, end) = (side(ExtractKind::Prefix), side(ExtractKind::Suffix));
+    // The side whose shortest literal is longer is selective enough alone (between equals, the
+    // start, where a found literal says where to try the expression); the other joins it only
+    // when it is as selective, since every literal found costs a step of the scan.
+    let shortest = |side: &Option<Vec<Vec<u8>>>| {
+        side.as_ref()
+            .and_then(|l| l.iter().map(Vec::len).min())
+            .unwrap_or(0)
+    };
+    let strong = |side: &Option<Vec<Vec<u8>>>| {
+        side.as_ref().is_some_and(|literals| {
+            literals
+                .iter()
+                .all(|l| l.len() >= STRONG_LEN || l.iter().any(|b| RARE_CHARACTERS.contains(b)))
+        })
+    };
+    let (strong_start, strong_end) = (strong(&start), strong(&end));
+    Ok(if shortest(&start) >= shortest(&end) {
+        Triggers {
+            end: end.filter(|_| strong_end),
+            start,
+        }
+    } else {
+        Triggers {
+            start: start.filter(|_| strong_start),
+            end,
+        }
     })
-    // The set whose shortest literal is longest (short literals are common words); between
-    // equals, the start, where a found literal says where to try the expression.
-    .max_by_key(|(end, literals)| {
-        let shortest = literals.iter().map(Vec::len).min().unwrap_or(0);
-        (shortest, *end == End::Start)
-    });
-    Ok(best)
 }
 
 /// The literals of `seq`, when it is finite and each is long enough to be selective.
@@ -81,19 +101,24 @@ mod tests {
     use super::triggers;
 
     #[test]
-    fn literals_come_from_the_more_selective_end() {
+    fn literals_come_from_both_ends() {
         let t = triggers(r"(?-u:\b)(ignore|disregard) all (instructions|rules)").unwrap();
-        assert_eq!(t.as_ref().map(|(end, _)| *end), Some(super::End::Start));
-        let mut t: Vec<String> = t
-            .unwrap()
-            .1
-            .into_iter()
-            .map(|l| String::from_utf8(l).unwrap())
-            .collect();
-        t.sort();
-        // Cut to their first bytes: "ignore" and "disreg" start every match.
-        assert_eq!(t, ["disreg", "ignore"], "{t:?}");
-        // No literal bounds a leading class: the pattern always runs.
-        assert_eq!(triggers(r"[a-z]+ ?x").unwrap(), None);
+        let sorted = |side: Option<Vec<Vec<u8>>>| {
+            let mut side: Vec<String> = side
+                .unwrap()
+                .into_iter()
+                .map(|l| String::from_utf8(l).unwrap())
+                .collect();
+            side.sort();
+            side
+        };
+        // Cut to their first or last bytes: "ignore" and "disreg" start every match, "ctions"
+        // and " rules" end it.
+        assert_eq!(sorted(t.start), ["disreg", "ignore"]);
+        assert_eq!(sorted(t.end), [" rules", "ctions"]);
+        // No literal bounds a leading class, and a common single letter selects nothing: both
+        // sides are unusable.
+        let t = triggers(r"[a-z]+ ?x").unwrap();
+        assert_eq!(t, super::Triggers::default());
     }
 }
