@@ -19,6 +19,12 @@
 //! request; without it, the HTTP/1.1 server would close a connection with an unread body, and a
 //! client still sending that body could be reset before it reads the refusal. A body that cannot be
 //! drained in time gets its refusal with `Connection: close`.
+//!
+//! HTTP/2 refusals go out at once, and the stream's unread body is then read and discarded, up to
+//! [`H2_DRAIN_LIMIT`] bytes within [`DRAIN_WAIT`] and the deadline: a stream reset while the
+//! client is still sending its body (`RST_STREAM` with `NO_ERROR`, which RFC 9113 section 8.1
+//! allows after a complete response) makes common clients (curl, httpx) report a framing error
+//! instead of the status. Past the bound the stream is reset so, with `NO_ERROR`.
 
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -44,6 +50,10 @@ use crate::stage::{Request, Response, StageResult};
 pub const DRAIN_LIMIT: u64 = 64 * 1024;
 /// The longest a refusal waits for the rest of such a body.
 pub const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// The most request body read and discarded after an HTTP/2 refusal; past it, the stream is
+/// reset. It costs only bandwidth: what is read is dropped frame by frame.
+pub const H2_DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// A request body handed back unread by the stage that dropped it.
 type Returned = Arc<Mutex<Option<Body>>>;
@@ -102,18 +112,21 @@ where
         let started = context.map_or_else(Instant::now, |c| c.started);
         let facts = context.map(|c| c.facts.clone());
         let deadline = tokio::time::Instant::from_std(started + self.body_timeout);
-        // HTTP/2 needs no drain: an unread body costs its stream a reset, not the connection.
-        let returned = (request.version() <= Version::HTTP_11
-            && request
-                .body()
-                .size_hint()
-                .upper()
-                .is_some_and(|upper| upper <= DRAIN_LIMIT))
+        // HTTP/1.1: small bodies, drained before the refusal; HTTP/2: any body, drained after it.
+        let h2 = request.version() == Version::HTTP_2;
+        let returned = (h2
+            || request.version() <= Version::HTTP_11
+                && request
+                    .body()
+                    .size_hint()
+                    .upper()
+                    .is_some_and(|upper| upper <= DRAIN_LIMIT))
         .then(Returned::default);
         let drain = returned.clone().map(|returned| Drain {
             returned,
             deadline,
             facts,
+            h2,
         });
         let request = request.map(|inner| {
             Body::new(DeadlineBody {
@@ -136,6 +149,8 @@ struct Drain {
     returned: Returned,
     deadline: tokio::time::Instant,
     facts: Option<Arc<Facts>>,
+    /// An HTTP/2 stream: the answer goes out first, the body is discarded behind it.
+    h2: bool,
 }
 
 impl Drain {
@@ -149,10 +164,16 @@ impl Drain {
             Err(error) => error.closes_connection(),
         };
         let unread = self.returned.lock().ok().and_then(|mut slot| slot.take());
+        let wait = self.deadline.min(tokio::time::Instant::now() + DRAIN_WAIT);
+        if self.h2 {
+            if let Some(body) = unread {
+                tokio::spawn(tokio::time::timeout_at(wait, discard(body, H2_DRAIN_LIMIT)));
+            }
+            return ControlFlow::Break(answer);
+        }
         let Some(body) = unread.filter(|_| !closes) else {
             return ControlFlow::Break(answer);
         };
-        let wait = self.deadline.min(tokio::time::Instant::now() + DRAIN_WAIT);
         // Boxed: only a refusal of an unread body drains.
         ControlFlow::Continue(Box::pin(async move {
             let drained = tokio::time::timeout_at(wait, drain(body)).await;
@@ -224,13 +245,24 @@ async fn drain(mut body: Body) -> bool {
     true
 }
 
+/// Reads and drops `body` until its end, an error, or more than `limit` bytes.
+async fn discard(mut body: Body, limit: u64) {
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |data| data.len() as u64);
+        if seen > limit {
+            return;
+        }
+    }
+}
+
 struct DeadlineBody {
     inner: Body,
     deadline: tokio::time::Instant,
     timer: Option<Pin<Box<Sleep>>>,
     /// The body ended in an error: nothing to hand back.
     failed: bool,
-    /// Where the body goes when it is dropped unread (small bodies only).
+    /// Where the body goes when it is dropped unread (small bodies, or any over HTTP/2).
     returned: Option<Returned>,
 }
 
