@@ -41,8 +41,11 @@ use classifier::{Classifier, Verdict};
 pub struct Validator {
     settings: ValidationSettings,
     metrics: Arc<Metrics>,
-    /// Body bytes that may be buffered at once, in bytes.
+    /// Body bytes that may be buffered at once, in bytes, less the share kept for small bodies.
     buffer_budget: Arc<Semaphore>,
+    /// The share of the budget only small bodies (at most [`SMALL_BODY`]) may take: a flood of
+    /// large bodies cannot starve them.
+    small_budget: Arc<Semaphore>,
     /// The roles judged on OpenAI-compatible routes (`[llm] scan_roles`).
     llm_roles: Roles,
     /// Whether every JSON body's parsed view is kept for later stages (data-loss prevention).
@@ -61,11 +64,16 @@ enum MediaKind {
 impl Validator {
     /// The stage for validated `[validation]` settings.
     pub fn new(settings: ValidationSettings, metrics: Arc<Metrics>) -> Validator {
-        let buffer_budget = Arc::new(Semaphore::new(settings.max_buffered_bytes));
+        let total = settings.max_buffered_bytes;
+        // An eighth, unless the rest would not hold one body of the largest size.
+        let small = (total / SMALL_SHARE).min(total.saturating_sub(settings.max_body_bytes));
+        let buffer_budget = Arc::new(Semaphore::new(total - small));
+        let small_budget = Arc::new(Semaphore::new(small));
         Validator {
             settings,
             metrics,
             buffer_budget,
+            small_budget,
             llm_roles: Roles::of(&DEFAULT_SCAN_ROLES),
             keep_view: false,
             classifier: None,
@@ -372,11 +380,19 @@ where
         let units = u32::try_from(reserve).unwrap_or(u32::MAX);
         let (parts, body) = request.into_parts();
         let reader = BodyReader::new(body, validator.settings.max_body_bytes, reserve);
-        match validator
+        let small = reserve <= SMALL_BODY;
+        let now = validator
             .buffer_budget
             .clone()
             .try_acquire_many_owned(units)
-        {
+            .or_else(|_| {
+                if small {
+                    validator.small_budget.clone().try_acquire_many_owned(units)
+                } else {
+                    Err(tokio::sync::TryAcquireError::NoPermits)
+                }
+            });
+        match now {
             Ok(reserved) => Either::Right(Either::Right(Either::Left(ValidateFuture::Reading {
                 reader,
                 read: Some(ReadThen {
@@ -389,8 +405,19 @@ where
             }))),
             // Boxed: only while the budget is taken (a flood of large bodies).
             Err(_) => Either::Right(Either::Right(Either::Right(Box::pin(async move {
-                let budget = validator.buffer_budget.clone();
-                let reserved = tokio::time::timeout(BUFFER_WAIT, budget.acquire_many_owned(units))
+                let shared = validator.buffer_budget.clone().acquire_many_owned(units);
+                let kept = validator.small_budget.clone().acquire_many_owned(units);
+                let either = async {
+                    if small {
+                        tokio::select! {
+                            permit = shared => permit,
+                            permit = kept => permit,
+                        }
+                    } else {
+                        shared.await
+                    }
+                };
+                let reserved = tokio::time::timeout(BUFFER_WAIT, either)
                     .await
                     .ok()
                     .and_then(Result::ok)
@@ -594,6 +621,13 @@ impl BodyReader {
         }
     }
 }
+
+/// The largest body (by its announced length) that may use the share of the buffer budget kept
+/// for small bodies.
+pub const SMALL_BODY: usize = 64 * 1024;
+
+/// The share kept for small bodies: one part in this many of `max_buffered_bytes`.
+const SMALL_SHARE: usize = 8;
 
 /// How long a request waits for room in the buffer budget before it is refused with 503.
 pub const BUFFER_WAIT: Duration = Duration::from_secs(2);

@@ -1555,3 +1555,67 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Large bodies announced and sent slowly by 200 connections from the honest client's own
+/// address take the whole shared buffer budget; the honest client's small JSON bodies, sent one
+/// after another meanwhile, take the share kept for small bodies and are all answered 200 (before
+/// the share, they waited `BUFFER_WAIT` and got 503 `overloaded`).
+#[tokio::test]
+async fn small_bodies_are_answered_during_a_flood_of_large_slow_ones() {
+    let upstream = MockUpstream::start().await;
+    let gateway = TestGateway::start_with(
+        &upstream.url(),
+        Options {
+            extra: "[validation]\nmax_body_bytes = 1048576\nmax_buffered_bytes = 16777216\n"
+                .to_owned(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let honest = gateway.client();
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        let mut tls = raw_tls(&gateway).await;
+        tls.write_all(
+            b"POST /flood HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+              content-length: 1048576\r\n\r\n[\"",
+        )
+        .await
+        .unwrap();
+        tls.flush().await.unwrap();
+        let flooding = flooding.clone();
+        flood.push(tokio::spawn(async move {
+            // A byte every 100 ms, until the honest client is done.
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                if tls.write_all(b"a").await.is_err() || tls.flush().await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    // The shared budget (14 MiB) holds 14 of the announced bodies; the rest wait for room, and
+    // give up after `BUFFER_WAIT` (2 s): the honest requests run within that window and past it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let sent = Instant::now();
+        let reply = honest
+            .post_json(&gateway.url("/honest"), r#"{"q":"small and honest"}"#)
+            .await;
+        latencies.push(sent.elapsed());
+        assert_eq!(reply.status, 200, "honest small body during the flood");
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    for task in flood {
+        task.abort();
+    }
+    assert!(upstream.seen_on("/flood").is_empty());
+    report(
+        "body flood, 200 slow 1 MiB bodies from the same address",
+        "small bodies take the share kept for them",
+        &latencies,
+    );
+}
