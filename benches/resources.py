@@ -17,11 +17,14 @@ seconds idle) and the config key that bounds it.
                     the JWK set server was asked (the refetch is debounced to once per 30 s)
   sse-streams       S concurrent SSE streams held open through the gateway (opened at a steady rate):
                     RSS per open stream = (RSS with all open - RSS idle) / S
+  connections       C idle TLS connections (handshake done, no request) opened at a steady rate, held
+                    5 s and closed: RSS per connection, and RSS 1, 5 and 10 s after they closed
+                    (how much of it the allocator has given back)
   bodies            200 clients POST a 1 MiB JSON body each at once, slowly (over ~4 s), with
                     max_buffered_bytes = 16 MiB: excess requests wait 2 s then get 503 `overloaded`
   bodies-unbounded  the same with max_buffered_bytes = 256 MiB, to show what the budget saves
 
-N = 1,000,000 x scale, S = 10,000 x scale (--scale 0.1 for a quick run; 1 is the full run, about
+N = 1,000,000 x scale, S = 10,000 x scale, C = 3,000 (--connections) (--scale 0.1 for a quick run; 1 is the full run, about
 10-20 minutes on 2 cores, mostly minting and sending a million tokens). --only picks scenarios.
 
 Needs: wrk, nginx, taskset, openssl, python3-cryptography. Usage:
@@ -49,7 +52,8 @@ import harness as h  # noqa: E402
 
 PORT, ADMIN_PORT, UPSTREAM_PORT, JWKS_PORT = 29443, 29901, 29080, 29444
 SERVER_CORE, CLIENT_CORE = 0, 1
-SCENARIOS = ["users-default", "users-small-cache", "users-capped", "unknown-kid", "sse-streams", "bodies",
+SCENARIOS = ["users-default", "users-small-cache", "users-capped", "unknown-kid", "sse-streams", "connections",
+             "bodies",
              "bodies-unbounded"]
 
 
@@ -444,6 +448,70 @@ def sse_streams(tmp, count, rate):
 
 
 # ---------------------------------------------------------------------------------------------
+# Idle TLS connections, and the memory given back when they close.
+
+async def hold_idle(count, rate, hold_s, gw):
+    ctx = h.client_tls()
+    conns, failures = [], 0
+    started = time.monotonic()
+    for i in range(count):
+        conn = h.Conn(PORT, ctx)
+        try:
+            await conn.open()
+            conns.append(conn)
+        except OSError:
+            failures += 1
+        # Paced: `rate` handshakes a second.
+        ahead = (i + 1) / rate - (time.monotonic() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+    ramp = time.monotonic() - started
+    await asyncio.sleep(hold_s)
+    held = gw.rss()[0]
+    gauge = gw.metric("portcullis_open_connections")
+    for conn in conns:
+        conn.close()
+    await asyncio.sleep(0.2)
+    return len(conns), failures, ramp, held, gauge
+
+
+def connections(tmp, count, rate):
+    upstream = h.start_upstream(tmp, UPSTREAM_PORT)
+    gw = None
+    try:
+        gw = h.Gateway(tmp, "connections", PORT, ADMIN_PORT, *tmp_cert(tmp), UPSTREAM_PORT, "",
+                       server_extra="max_connections = 12000", workers=1, core=SERVER_CORE)
+        gw.wait_ready()
+        before = idle_rss(gw)
+        sampler = h.Sampler(gw, 1.0)
+        sampler.start()
+        os.sched_setaffinity(0, {CLIENT_CORE})
+        opened, failures, ramp, held, gauge = asyncio.run(hold_idle(count, rate, 5, gw))
+        os.sched_setaffinity(0, {SERVER_CORE, CLIENT_CORE})
+        closed = time.monotonic()
+        after = {}
+        for mark in (1, 5, 10):
+            time.sleep(max(0.0, closed + mark - time.monotonic()))
+            after[mark] = gw.rss()[0]
+        sampler.stop()
+        _, hwm = gw.rss()
+        per_conn = (held - before) * 1024 / max(opened, 1)
+        returned = (held - after[10]) / max(held - before, 1)
+        notes = [f"{opened} of {count} connections open after a {ramp:.1f} s ramp at {rate}/s; failures "
+                 f"{failures}; portcullis_open_connections {gauge:.0f} while held",
+                 f"RSS idle {mib(before)}, with all open {mib(held)}: {per_conn / 1024:.1f} KiB per connection",
+                 f"RSS after close: 1 s {mib(after[1])}, 5 s {mib(after[5])}, 10 s {mib(after[10])} "
+                 f"({returned:.0%} of the growth given back)"]
+        return Result("connections", f"{count} idle TLS connections held 5 s, then closed", opened / ramp,
+                      before, hwm, sampler.max_rss(), after[10], "server.max_connections (12000 here; default 10000)",
+                      notes)
+    finally:
+        if gw:
+            gw.stop()
+        h.stop(upstream)
+
+
+# ---------------------------------------------------------------------------------------------
 # Large bodies from many clients at once.
 
 def chat_body(size):
@@ -538,6 +606,7 @@ def main():
     parser.add_argument("--only", help=f"comma-separated scenarios: {','.join(SCENARIOS)}")
     parser.add_argument("--kid-seconds", type=int, default=30, help="length of the unknown-kid flood")
     parser.add_argument("--stream-rate", type=int, default=500, help="SSE streams opened per second")
+    parser.add_argument("--connections", type=int, default=3000, help="idle TLS connections held")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "taskset", "openssl"):
@@ -582,6 +651,8 @@ def main():
                 print(f"    open-file limit {nofile} (not raisable here) holds {fit} streams, not {streams}: "
                       f"measuring {fit}", flush=True)
             r = sse_streams(tmp, min(streams, fit), args.stream_rate)
+        elif name == "connections":
+            r = connections(tmp, min(args.connections, nofile - 200), 1000)
         elif name == "bodies":
             r = bodies(tmp, name, 200, 16 << 20)
         else:
