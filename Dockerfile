@@ -5,6 +5,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The allocator's build settings (jemalloc returns freed memory after about a second).
+COPY .cargo ./.cargo
 # Cargo.toml declares the [[bench]] targets, and cargo refuses to load a manifest whose declared
 # targets are missing, even for `--bin`: the bench sources come along but are not compiled.
 # Tests are discovered, not declared, so they stay out of the build.
