@@ -1,4 +1,4 @@
-//! Validation time for 1 KiB, 10 KiB and 1 MiB JSON bodies, and scanner throughput.
+//! Validation time for the load benchmark's 103-byte request, 1 KiB, 10 KiB and 1 MiB JSON bodies, and scanner throughput.
 //!
 //! Run with `cargo bench --bench validation`. Bodies are chat requests of realistic prose (mixed
 //! ASCII and some non-ASCII text), so normalisation and both matchers do their full work.
@@ -42,8 +42,19 @@ fn bench_validation(c: &mut Criterion) {
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(3));
-    for (name, size) in [("1KiB", 1024), ("10KiB", 10 * 1024), ("1MiB", 1024 * 1024)] {
-        let body = body(size);
+    // The load benchmark's request (benches/load/run.py), then bodies of prose.
+    let request = br#"{"model":"agent-1","messages":[{"role":"user","content":"Summarise the open tickets for today."}]}"#;
+    for (name, size) in [
+        ("103B", 0),
+        ("1KiB", 1024),
+        ("10KiB", 10 * 1024),
+        ("1MiB", 1024 * 1024),
+    ] {
+        let body = if size == 0 {
+            request.to_vec()
+        } else {
+            body(size)
+        };
         assert!(
             check_json(&body, &rules, 64, usize::MAX).is_ok(),
             "benign body passes"

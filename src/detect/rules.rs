@@ -107,7 +107,41 @@ pub struct RuleSet {
     extra_rule: Vec<usize>,
     layered: Rule,
     classifier: Rule,
+    /// The words of the protocols' own JSON (keys and role names) that no rule matches, sorted:
+    /// every request holds several, and looking one up costs less than a scan.
+    vocabulary: Vec<&'static str>,
 }
+
+/// Keys and values every OpenAI or MCP request is made of.
+const PROTOCOL_WORDS: &[&str] = &[
+    "arguments",
+    "assistant",
+    "content",
+    "developer",
+    "function",
+    "id",
+    "image_url",
+    "input",
+    "jsonrpc",
+    "max_tokens",
+    "messages",
+    "method",
+    "model",
+    "name",
+    "params",
+    "role",
+    "stream",
+    "system",
+    "temperature",
+    "text",
+    "tool",
+    "tool_call_id",
+    "tool_calls",
+    "tools",
+    "top_p",
+    "type",
+    "user",
+];
 
 /// One built-in regular expression.
 #[derive(Debug)]
@@ -425,7 +459,7 @@ impl RuleSet {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&words)
             .map_err(|e| format!("cannot build the word matcher ({e})"))?;
-        Ok(RuleSet {
+        let mut set = RuleSet {
             rules,
             words,
             targets,
@@ -444,7 +478,17 @@ impl RuleSet {
                 category: PROMPT_INJECTION,
                 action: action_of(CLASSIFIER),
             },
-        })
+            vocabulary: Vec::new(),
+        };
+        // Only the words no rule (the operator's included) matches are skipped.
+        let mut vocabulary: Vec<&'static str> = PROTOCOL_WORDS
+            .iter()
+            .copied()
+            .filter(|word| set.scan_gated(word, false).is_none())
+            .collect();
+        vocabulary.sort_unstable();
+        set.vocabulary = vocabulary;
+        Ok(set)
     }
 
     /// Whether built-in expression `n` matches `text`: anchored at `from`, or anywhere from
@@ -492,6 +536,9 @@ impl RuleSet {
     /// [`RuleSet::scan`], with the trigger literals optional: without them every built-in
     /// expression runs (tests compare both).
     pub fn scan_gated(&self, text: &str, gate: bool) -> Option<&Rule> {
+        if gate && text.len() <= 12 && self.vocabulary.binary_search(&text).is_ok() {
+            return None;
+        }
         let mut found: Option<&Rule> = None;
         let mut consider = |index: usize| {
             let rule = &self.rules[index];
@@ -506,8 +553,9 @@ impl RuleSet {
         // all a literal triggers together first, once per position; found more than
         // [`MAX_ANCHORED`] times, they run once from there to the end, which covers every later
         // find. One with ending literals only runs once over the whole text.
-        let mut runs = Runs::default();
-        let mut spans = Spans::default();
+        // Made on the first trigger found: most strings (object keys, short values) have none.
+        let mut runs: Option<Runs> = None;
+        let mut spans: Option<Spans> = None;
         let mut done = [0u64; MAX_BUILTIN / 64];
         let mut whole = [0u64; MAX_BUILTIN / 64];
         let set = |bits: &mut [u64; MAX_BUILTIN / 64], n: usize| bits[n / 64] |= 1 << (n % 64);
@@ -519,7 +567,7 @@ impl RuleSet {
                 consider(index);
             }
             if let Some(g) = targets.group.filter(|_| gate) {
-                let anchored = match runs.at(g, m.start()) {
+                let anchored = match runs.get_or_insert_with(Runs::default).at(g, m.start()) {
                     Run::Repeat => continue,
                     Run::Anchored => true,
                     Run::Rest => false,
@@ -553,7 +601,7 @@ impl RuleSet {
             for (list, open) in [(&targets.opening, true), (&targets.closing, false)] {
                 for &n in list {
                     let at = if open { m.start() } else { m.end() };
-                    if !spans.note(n, at, open) {
+                    if !spans.get_or_insert_with(Spans::default).note(n, at, open) {
                         set(&mut whole, n);
                     }
                 }
@@ -562,7 +610,7 @@ impl RuleSet {
         // Expressions with literals at both ends run from the first start when an end follows
         // it.
         if gate {
-            for (n, first) in spans.complete() {
+            for (n, first) in spans.iter().flat_map(Spans::complete) {
                 if done[n / 64] & (1 << (n % 64)) == 0 && self.matches(n, text, first, false) {
                     set(&mut done, n);
                     consider(self.builtin[n].rule);
@@ -656,6 +704,25 @@ mod tests {
             Some("prompt.override")
         );
         assert_eq!(found("nothing to see"), None);
+    }
+
+    #[test]
+    fn protocol_words_are_skipped_unless_a_rule_names_them() {
+        let rules = RuleSet::new(&RuleOptions {
+            extra: vec![ExtraRule {
+                id: "custom.model".to_owned(),
+                pattern: Pattern::Literal("model".to_owned()),
+            }],
+            ..RuleOptions::default()
+        })
+        .unwrap();
+        assert!(!rules.vocabulary.contains(&"model"));
+        assert!(rules.vocabulary.contains(&"messages"));
+        assert_eq!(
+            rules.scan("model").map(|r| r.id.as_str()),
+            Some("custom.model")
+        );
+        assert_eq!(rules.scan("messages"), None);
     }
 
     #[test]
