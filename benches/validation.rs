@@ -1,4 +1,5 @@
-//! Validation time for the load benchmark's 103-byte request, 1 KiB, 10 KiB and 1 MiB JSON bodies, and scanner throughput.
+//! Validation time for the load benchmark's 103-byte request, 1 KiB, 10 KiB and 1 MiB JSON
+//! bodies, and scanner throughput.
 //!
 //! Run with `cargo bench --bench validation`. Bodies are chat requests of realistic prose (mixed
 //! ASCII and some non-ASCII text), so normalisation and both matchers do their full work.
