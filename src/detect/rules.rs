@@ -107,12 +107,15 @@ pub struct RuleSet {
     extra_rule: Vec<usize>,
     layered: Rule,
     classifier: Rule,
-    /// The words of the protocols' own JSON (keys and role names) that no rule matches, sorted:
-    /// every request holds several, and looking one up costs less than a scan.
-    vocabulary: Vec<&'static str>,
+    /// Which of [`PROTOCOL_WORDS`] no rule matches, a bit each: every request holds several of
+    /// them, and finding one in the list costs less than a scan.
+    vocabulary: u64,
 }
 
-/// Keys and values every OpenAI or MCP request is made of.
+/// The longest of [`PROTOCOL_WORDS`].
+const LONGEST_PROTOCOL_WORD: usize = 12;
+
+/// Keys and values every OpenAI or MCP request is made of (at most 64).
 const PROTOCOL_WORDS: &[&str] = &[
     "arguments",
     "assistant",
@@ -478,16 +481,14 @@ impl RuleSet {
                 category: PROMPT_INJECTION,
                 action: action_of(CLASSIFIER),
             },
-            vocabulary: Vec::new(),
+            vocabulary: 0,
         };
         // Only the words no rule (the operator's included) matches are skipped.
-        let mut vocabulary: Vec<&'static str> = PROTOCOL_WORDS
+        set.vocabulary = PROTOCOL_WORDS
             .iter()
-            .copied()
-            .filter(|word| set.scan_gated(word, false).is_none())
-            .collect();
-        vocabulary.sort_unstable();
-        set.vocabulary = vocabulary;
+            .enumerate()
+            .filter(|(_, word)| set.scan_gated(word, false).is_none())
+            .fold(0, |bits, (i, _)| bits | 1 << i);
         Ok(set)
     }
 
@@ -518,6 +519,15 @@ impl RuleSet {
             .any(|m| !mention::is_mention(text, m.start(), m.end()))
     }
 
+    /// Whether `text` is one of the protocol words no rule matches.
+    fn skips(&self, text: &str) -> bool {
+        text.len() <= LONGEST_PROTOCOL_WORD
+            && PROTOCOL_WORDS
+                .iter()
+                .position(|word| *word == text)
+                .is_some_and(|i| self.vocabulary & 1 << i != 0)
+    }
+
     /// The rule for text still changing after the maximum decoding rounds.
     pub fn layered_encoding(&self) -> &Rule {
         &self.layered
@@ -536,7 +546,7 @@ impl RuleSet {
     /// [`RuleSet::scan`], with the trigger literals optional: without them every built-in
     /// expression runs (tests compare both).
     pub fn scan_gated(&self, text: &str, gate: bool) -> Option<&Rule> {
-        if gate && text.len() <= 12 && self.vocabulary.binary_search(&text).is_ok() {
+        if gate && self.skips(text) {
             return None;
         }
         let mut found: Option<&Rule> = None;
@@ -716,8 +726,14 @@ mod tests {
             ..RuleOptions::default()
         })
         .unwrap();
-        assert!(!rules.vocabulary.contains(&"model"));
-        assert!(rules.vocabulary.contains(&"messages"));
+        assert!(!rules.skips("model"));
+        assert!(rules.skips("messages"));
+        assert!(
+            PROTOCOL_WORDS.len() <= 64
+                && PROTOCOL_WORDS
+                    .iter()
+                    .all(|w| w.len() <= LONGEST_PROTOCOL_WORD)
+        );
         assert_eq!(
             rules.scan("model").map(|r| r.id.as_str()),
             Some("custom.model")
