@@ -399,15 +399,22 @@ async def open_streams(count, rate, token, hold_s, gw, sampler_box):
         except (OSError, asyncio.IncompleteReadError):
             pass
     readers = [asyncio.create_task(drain(c)) for c in conns]
-    await asyncio.sleep(hold_s)
-    held = gw.rss()[0]
-    open_gauge = gw.metric("portcullis_open_connections")
-    for c in conns:
-        c.close()
-    await asyncio.sleep(0.5)
+    held, open_gauge = await hold_and_close(conns, hold_s, gw, 0.5)
     for r in readers:
         r.cancel()
     return opened, failures, ramp, held, open_gauge
+
+
+async def hold_and_close(conns, hold_s, gw, settle):
+    """Holds `conns` open for `hold_s`, samples the gateway's RSS and open-connection gauge, then
+    closes them and waits `settle` seconds."""
+    await asyncio.sleep(hold_s)
+    held = gw.rss()[0]
+    gauge = gw.metric("portcullis_open_connections")
+    for conn in conns:
+        conn.close()
+    await asyncio.sleep(settle)
+    return held, gauge
 
 
 def sse_streams(tmp, count, rate):
@@ -466,12 +473,7 @@ async def hold_idle(count, rate, hold_s, gw):
         if ahead > 0:
             await asyncio.sleep(ahead)
     ramp = time.monotonic() - started
-    await asyncio.sleep(hold_s)
-    held = gw.rss()[0]
-    gauge = gw.metric("portcullis_open_connections")
-    for conn in conns:
-        conn.close()
-    await asyncio.sleep(0.2)
+    held, gauge = await hold_and_close(conns, hold_s, gw, 0.2)
     return len(conns), failures, ramp, held, gauge
 
 
