@@ -576,12 +576,15 @@ impl RuleSet {
             for &index in &targets.rules {
                 consider(index);
             }
-            if let Some(g) = targets.group.filter(|_| gate) {
-                let anchored = match runs.get_or_insert_with(Runs::default).at(g, m.start()) {
-                    Run::Repeat => continue,
-                    Run::Anchored => true,
-                    Run::Rest => false,
-                };
+            // A group already run at this position (found through another literal) is not run
+            // again; the literal's other targets still count.
+            let group = targets
+                .group
+                .filter(|_| gate)
+                .map(|g| (g, runs.get_or_insert_with(Runs::default).at(g, m.start())))
+                .filter(|(_, run)| !matches!(run, Run::Repeat));
+            if let Some((g, run)) = group {
+                let anchored = matches!(run, Run::Anchored);
                 let group = &self.groups[g];
                 let any = group.regex.as_ref().is_none_or(|regex| {
                     use regex_automata::{Anchored, Input};
