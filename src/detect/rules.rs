@@ -190,6 +190,9 @@ const MAX_BUILTIN: usize = 256;
 /// instead.
 const MAX_ANCHORED: u16 = 8;
 
+/// The run count of a group that has run over the rest of the text: nothing is left to try.
+const EXHAUSTED: u16 = u16::MAX;
+
 /// Groups or expressions tracked by one scan's [`Runs`] or [`Spans`]; more than that run over the
 /// rest of the text.
 const TRACKED: usize = 16;
@@ -260,8 +263,13 @@ impl Runs {
             return Run::Rest;
         };
         match self.seen[..self.len].iter_mut().find(|(e, _, _)| *e == id) {
+            // Already run over the rest of the text, or already run here.
+            Some((_, count, _)) if *count == EXHAUSTED => Run::Repeat,
             Some((_, _, last)) if *last == start => Run::Repeat,
-            Some((_, count, _)) if *count >= MAX_ANCHORED => Run::Rest,
+            Some((_, count, _)) if *count >= MAX_ANCHORED => {
+                *count = EXHAUSTED;
+                Run::Rest
+            }
             Some((_, count, last)) => {
                 *count += 1;
                 *last = start;
@@ -569,6 +577,7 @@ impl RuleSet {
         let mut done = [0u64; MAX_BUILTIN / 64];
         let mut whole = [0u64; MAX_BUILTIN / 64];
         let set = |bits: &mut [u64; MAX_BUILTIN / 64], n: usize| bits[n / 64] |= 1 << (n % 64);
+        let is_set = |bits: &[u64; MAX_BUILTIN / 64], n: usize| bits[n / 64] & (1 << (n % 64)) != 0;
         for m in self.words.find_overlapping_iter(text) {
             let Some(targets) = self.targets.get(m.pattern().as_usize()) else {
                 continue;
@@ -576,16 +585,24 @@ impl RuleSet {
             for &index in &targets.rules {
                 consider(index);
             }
-            // A group already run at this position (found through another literal) is not run
-            // again; the literal's other targets still count.
+            // A group already run at this position (found through another literal), or whose
+            // expressions are all decided, is not run again; the literal's other targets still
+            // count.
             let group = targets
                 .group
-                .filter(|_| gate)
+                .filter(|&g| gate && !self.groups[g].members.iter().all(|&n| is_set(&done, n)))
                 .map(|g| (g, runs.get_or_insert_with(Runs::default).at(g, m.start())))
                 .filter(|(_, run)| !matches!(run, Run::Repeat));
             if let Some((g, run)) = group {
                 let anchored = matches!(run, Run::Anchored);
                 let group = &self.groups[g];
+                let decided = done;
+                if !anchored {
+                    // One run from here covers every later find: the members are decided.
+                    for &n in &group.members {
+                        set(&mut done, n);
+                    }
+                }
                 let any = group.regex.as_ref().is_none_or(|regex| {
                     use regex_automata::{Anchored, Input};
                     let input = Input::new(text).span(m.start()..text.len());
@@ -596,11 +613,8 @@ impl RuleSet {
                     }))
                 });
                 for &n in group.members.iter().filter(|_| any) {
-                    if done[n / 64] & (1 << (n % 64)) != 0 {
+                    if is_set(&decided, n) {
                         continue;
-                    }
-                    if !anchored {
-                        set(&mut done, n);
                     }
                     if self.matches(n, text, m.start(), anchored) {
                         set(&mut done, n);
@@ -624,7 +638,7 @@ impl RuleSet {
         // it.
         if gate {
             for (n, first) in spans.iter().flat_map(Spans::complete) {
-                if done[n / 64] & (1 << (n % 64)) == 0 && self.matches(n, text, first, false) {
+                if !is_set(&done, n) && self.matches(n, text, first, false) {
                     set(&mut done, n);
                     consider(self.builtin[n].rule);
                 }
@@ -717,6 +731,32 @@ mod tests {
             Some("prompt.override")
         );
         assert_eq!(found("nothing to see"), None);
+    }
+
+    #[test]
+    fn a_literal_found_often_runs_its_group_once_over_the_rest() {
+        let mut runs = Runs::default();
+        for at in 0..usize::from(MAX_ANCHORED) {
+            assert!(matches!(runs.at(3, at), Run::Anchored));
+        }
+        assert!(matches!(runs.at(3, 8), Run::Rest));
+        assert!(
+            matches!(runs.at(3, 9), Run::Repeat),
+            "exhausted after the run over the rest"
+        );
+        // The payload sits after many finds of `<`: the run over the rest finds it, as the
+        // ungated scan does.
+        let rules = RuleSet::new(&RuleOptions::default()).unwrap();
+        let text = normalize(&format!(
+            "{}<img src=x onerror=alert(1)>",
+            "<b> hi ".repeat(50)
+        ))
+        .text
+        .into_owned();
+        let found = |gate| rules.scan_gated(&text, gate).map(|r| r.id.clone());
+        assert_eq!(found(true).as_deref(), Some("xss.event_handler"));
+        assert_eq!(found(true), found(false));
+        assert_eq!(rules.scan(&"<b> hi ".repeat(50)), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! lazy DFA (it thrashes, and scanning costs milliseconds per kilobyte). Instead one Aho-Corasick
 //! pass finds the triggers in a text, and only the patterns triggered run, each with its own small
 //! DFA. The literals come from `regex-syntax`'s extractor, the one the regex engine itself uses for
-//! its prefilters: the prefixes or the suffixes of every match, both ends when each is selective: an expression runs only where both are found.
+//! its prefilters: the prefixes or the suffixes of every match, and both when each is selective (the
+//! expression then runs only where a starting literal comes before an ending one).
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 
