@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::checklist::{self, Status};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LogFormat};
 use crate::server::{self, Gateway};
 
 /// Config file used when neither `--config` nor `PORTCULLIS_CONFIG` names one.
@@ -20,24 +20,39 @@ pub const EXIT_BAD_CONFIG: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about)]
 pub struct Cli {
-    /// The config file [env: PORTCULLIS_CONFIG; default: config/portcullis.toml].
-    #[arg(long, global = true, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    /// The config file of `run` when no subcommand is given (default: config/portcullis.toml).
+    #[arg(long, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// What to do; `run` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// The `--config` option of the subcommands that read a config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArg {
+    /// The config file (default: config/portcullis.toml).
+    #[arg(long, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).
-    Run,
+    Run {
+        /// The config file.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Validate the config and print the security checklist; exit 1 when invalid.
     CheckConfig {
         /// Treat every WARN as a failure.
         #[arg(long)]
         strict: bool,
+        /// The config file.
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Start a local trial setup: self-signed TLS, a demo agent, no files needed.
     Dev,
@@ -76,6 +91,9 @@ pub enum Command {
         /// Ask /healthz (the process is up) instead of /readyz (ready for traffic).
         #[arg(long)]
         live: bool,
+        /// The config file naming the admin listener.
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Manage API keys (`[auth.api_keys]`).
     ApiKey {
@@ -96,6 +114,9 @@ pub enum Command {
         /// The pins file (default: `[mcp] pins_file` of the config).
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// The config file naming the pins file, when `--file` is not given.
+        #[command(flatten)]
+        config: ConfigArg,
         /// What to do.
         #[command(subcommand)]
         action: McpPinsAction,
@@ -116,6 +137,9 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The config file whose rules and `[llm] scan_roles` are measured.
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Check the hash chain of audit log files (oldest first): exit 0 when intact, 1 at the first
     /// broken line (named by number, never by content), 2 when a file cannot be read.
@@ -171,10 +195,15 @@ pub enum McpPinsAction {
 }
 
 impl Cli {
-    fn config_path(&self) -> &Path {
-        self.config
-            .as_deref()
+    /// The config file given to the subcommand, else before it, else `PORTCULLIS_CONFIG` (which
+    /// both read), else [`DEFAULT_CONFIG`].
+    fn config_path<'a>(&'a self, sub: &'a ConfigArg) -> &'a Path {
+        self.given_config(sub)
             .unwrap_or_else(|| Path::new(DEFAULT_CONFIG))
+    }
+
+    fn given_config<'a>(&'a self, sub: &'a ConfigArg) -> Option<&'a Path> {
+        sub.config.as_deref().or(self.config.as_deref())
     }
 }
 
@@ -254,9 +283,16 @@ fn log_filter_spec(configured: Option<&str>) -> String {
     }
 }
 
-/// Sends operational logs to stderr; `PORTCULLIS_LOG` filters (default `info`) and
-/// `PORTCULLIS_LOG_FORMAT=json` switches to JSON lines.
-pub fn init_logging() {
+/// Sends operational logs to stderr in `format` (`PORTCULLIS_LOG_FORMAT=json` or `text`
+/// overrides it); `PORTCULLIS_LOG` filters (default `info`). Colours only when stderr is a
+/// terminal: a file, a pipe or a journal gets plain text.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let format = match std::env::var("PORTCULLIS_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") => LogFormat::Text,
+        _ => format,
+    };
     let configured = std::env::var("PORTCULLIS_LOG").ok();
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter_spec(configured.as_deref()))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter_spec(None)));
@@ -265,18 +301,25 @@ pub fn init_logging() {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .log_internal_errors(false);
-    if std::env::var("PORTCULLIS_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
 /// Runs the chosen command and returns the process exit status.
 pub fn execute(cli: Cli) -> ExitCode {
+    // `run` starts logging once its config has named the format; every other command now.
+    if !matches!(cli.command, None | Some(Command::Run { .. })) {
+        init_logging(LogFormat::default());
+    }
+    let no_config = ConfigArg::default();
     match &cli.command {
-        Some(Command::CheckConfig { strict }) => check_config(cli.config_path(), *strict),
+        Some(Command::CheckConfig { strict, config }) => {
+            check_config(cli.config_path(config), *strict)
+        }
         Some(Command::ApiKey {
             action: ApiKeyAction::New { user, scopes },
         }) => match crate::api_keys::new_key(user, scopes) {
@@ -290,10 +333,14 @@ pub fn execute(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::McpPins { file, action }) => {
+        Some(Command::McpPins {
+            file,
+            action,
+            config,
+        }) => {
             let file = match file {
                 Some(file) => file.clone(),
-                None => match pins_file_of(cli.config_path()) {
+                None => match pins_file_of(cli.config_path(config)) {
                     Ok(file) => file,
                     Err(e) => {
                         eprintln!("portcullis mcp-pins: {e}");
@@ -374,27 +421,36 @@ pub fn execute(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Some(Command::Healthcheck { live }) => {
+        Some(Command::Healthcheck { live, config }) => {
             let path = if *live { "/healthz" } else { "/readyz" };
-            let config_path = cli.config_path().to_owned();
+            let config_path = cli.config_path(config).to_owned();
             with_runtime(|| healthcheck(config_path, path))
         }
         Some(Command::AuditVerify { files }) => audit_verify(files),
-        Some(Command::CheckRules { file, show, json }) => {
-            check_rules(cli.config.as_deref(), file, *show, *json)
-        }
-        Some(Command::Run) | None => {
-            let config = match Config::load(cli.config_path()) {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("portcullis: invalid configuration: {e}");
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                }
-            };
-            let path = cli.config_path().to_owned();
-            with_runtime(|| run(config, path))
-        }
+        Some(Command::CheckRules {
+            file,
+            show,
+            json,
+            config,
+        }) => check_rules(cli.given_config(config), file, *show, *json),
+        Some(Command::Run { config }) => run_gateway(cli.config_path(config)),
+        None => run_gateway(cli.config_path(&no_config)),
     }
+}
+
+/// `portcullis run`: loads the config, starts logging in its format, serves until a signal.
+fn run_gateway(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            init_logging(LogFormat::default());
+            eprintln!("portcullis: invalid configuration: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    init_logging(config.server.log_format);
+    let path = path.to_owned();
+    with_runtime(|| run(config, path))
 }
 
 fn with_runtime<F, Fut>(f: F) -> ExitCode
@@ -431,7 +487,10 @@ async fn run(config: Config, path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %gateway.local_addr(), admin = ?gateway.admin_addr(), "portcullis is serving");
+    let admin = gateway
+        .admin_addr()
+        .map_or_else(|| "off".to_owned(), |addr| addr.to_string());
+    tracing::info!(listen = %gateway.local_addr(), %admin, "portcullis is serving");
     let signals = tokio::spawn(server::reload::on_signals(gateway.reloader(), path));
     gateway.serve(server::shutdown_signal()).await;
     signals.abort();

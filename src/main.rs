@@ -1,4 +1,4 @@
-//! The `portcullis` binary: parse the command line, start logging, hand over to the library.
+//! The `portcullis` binary: parse the command line, hand over to the library.
 
 use std::process::ExitCode;
 
@@ -11,6 +11,5 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = portcullis::cli::Cli::parse();
-    portcullis::cli::init_logging();
     portcullis::cli::execute(cli)
 }

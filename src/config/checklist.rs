@@ -80,11 +80,14 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
         Some(auth) if !auth.public_paths.is_empty() => Item {
             status: Status::Warn,
             name: "authentication configured",
-            why: format!(
-                "JWT required, but {} public path(s) need no token: {}",
-                auth.public_paths.len(),
-                auth.public_paths.join(", ")
-            ),
+            why: match broad_public_path(config, &auth.public_paths) {
+                Some(why) => why,
+                None => format!(
+                    "JWT required, but {} public path(s) need no token: {}",
+                    auth.public_paths.len(),
+                    auth.public_paths.join(", ")
+                ),
+            },
         },
         Some(auth) => Item {
             status: Status::Pass,
@@ -105,6 +108,10 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             },
         },
     });
+    if let Some(item) = token_binding_item(config) {
+        items.push(item);
+    }
+    items.push(placeholder_item(source));
     items.push(rate_limit_item(config));
     items.push(match &config.validation {
         None => item(
@@ -232,6 +239,171 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
     items
 }
 
+/// Host names reserved for documentation (RFC 2606, RFC 6761): a config naming one was copied
+/// from an example and never filled in.
+const PLACEHOLDER_DOMAINS: [&str; 6] = [
+    "example.com",
+    "example.org",
+    "example.net",
+    "example",
+    "invalid",
+    "test",
+];
+
+/// Keys naming the identity provider or the gateway's own public identity: a loopback host there
+/// is a development setting, never a production one (the upstream, by contrast, is often a
+/// sidecar on loopback).
+const IDENTITY_KEYS: [&str; 4] = [
+    "auth.issuer",
+    "auth.jwks_url",
+    "auth.oidc_issuer",
+    "mcp.resource",
+];
+
+/// WARNs on URLs whose host is a documentation placeholder (any key), or loopback in the keys
+/// naming the identity provider.
+fn placeholder_item(source: &str) -> Item {
+    let name = "no placeholder or loopback identity hosts";
+    let mut found = Vec::new();
+    if let Ok(table) = toml::from_str::<toml::Table>(source) {
+        let mut path = String::new();
+        walk_strings(&toml::Value::Table(table), &mut path, &mut |key, value| {
+            let Some(host) = url_host(value) else {
+                return;
+            };
+            if is_placeholder_host(&host) {
+                found.push(format!("{key} names the placeholder host {host}"));
+            } else if IDENTITY_KEYS.contains(&key) && is_loopback_host(&host) {
+                found.push(format!("{key} names the loopback host {host}"));
+            }
+        });
+    }
+    if found.is_empty() {
+        Item {
+            status: Status::Pass,
+            name,
+            why: "every URL names a real host; the identity provider is not on loopback".to_owned(),
+        }
+    } else {
+        Item {
+            status: Status::Warn,
+            name,
+            why: format!(
+                "{}: fill in the real identity provider and service addresses",
+                found.join("; ")
+            ),
+        }
+    }
+}
+
+/// The host of an `http(s)`/`redis(s)` URL, lower-cased, without port or brackets.
+fn url_host(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once("://")?;
+    if !matches!(scheme, "http" | "https" | "redis" | "rediss") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn is_placeholder_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    PLACEHOLDER_DOMAINS.iter().any(|domain| {
+        host == *domain
+            || host
+                .strip_suffix(domain)
+                .is_some_and(|prefix| prefix.ends_with('.'))
+    })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+/// A JWT configuration that checks neither `iss` nor `aud` accepts a token its identity
+/// provider issued for any other service; one without `audiences` accepts the provider's tokens
+/// for other audiences. `None` when JWTs are not accepted.
+fn token_binding_item(config: &Config) -> Option<Item> {
+    let auth = config.auth.as_ref()?;
+    if auth.algorithms.is_empty() {
+        return None;
+    }
+    let name = "tokens bound to this gateway";
+    let mcp_audience = config.mcp.as_ref().is_some_and(|m| m.resource.is_some());
+    Some(match (&auth.issuer, auth.audiences.is_empty()) {
+        (Some(issuer), false) => Item {
+            status: Status::Pass,
+            name,
+            why: format!(
+                "iss must be {issuer} and aud one of {}",
+                auth.audiences.join(", ")
+            ),
+        },
+        (None, false) => Item {
+            status: Status::Warn,
+            name,
+            why: "[auth] audiences is set but issuer is not: a key set shared by several                   issuers would let any of them in"
+                .to_owned(),
+        },
+        (Some(_), true) => Item {
+            status: Status::Warn,
+            name,
+            why: if mcp_audience {
+                "[auth] audiences is empty: outside the MCP endpoints, a token the identity                  provider issued for any other service is accepted"
+            } else {
+                "[auth] audiences is empty: a token the identity provider issued for any other                  service is accepted"
+            }
+            .to_owned(),
+        },
+        (None, true) => Item {
+            status: Status::Warn,
+            name,
+            why: "[auth] sets neither issuer nor audiences: any token signed by a trusted key is                   accepted, whoever it was issued by and for"
+                .to_owned(),
+        },
+    })
+}
+
+/// Names a public path that reaches more than one page: the root, a directory-like path ending
+/// in `/`, a wildcard written as if paths were patterns, or a protected route's own path.
+fn broad_public_path(config: &Config, public: &[String]) -> Option<String> {
+    let routes: Vec<&str> = config
+        .llm
+        .iter()
+        .flat_map(|l| l.paths.iter())
+        .chain(config.mcp.iter().flat_map(|m| m.paths.iter()))
+        .map(String::as_str)
+        .collect();
+    public.iter().find_map(|path| {
+        let why = if path == "/" {
+            "is the root of the whole site"
+        } else if path.contains('*') {
+            "holds a wildcard (public_paths are exact paths, so it matches only itself; list              the paths one by one)"
+        } else if path.ends_with('/') {
+            "ends in / as if it were a prefix covering everything below it"
+        } else if routes.contains(&path.as_str()) {
+            "is an LLM or MCP route: the model or tool endpoint itself needs no token"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "JWT required, but the public path {path} {why}; public paths should be single \
+             pages such as a health check"
+        ))
+    })
+}
+
 fn rate_limit_item(config: &Config) -> Item {
     let name = "rate limiting configured";
     let Some(limits) = &config.rate_limit else {
@@ -287,6 +459,26 @@ fn find_inline_secret(source: &str) -> Option<String> {
     found
 }
 
+/// Calls `visit` with the dotted key and value of every string in `value`.
+fn walk_strings(value: &toml::Value, path: &mut String, visit: &mut impl FnMut(&str, &str)) {
+    match value {
+        toml::Value::String(s) => visit(path, s),
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                walk_strings(v, path, visit);
+                path.truncate(len);
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|v| walk_strings(v, path, visit)),
+        _ => {}
+    }
+}
+
 fn walk(value: &toml::Value, path: &mut String, found: &mut Option<String>) {
     if found.is_some() {
         return;
@@ -337,6 +529,26 @@ mod tests {
             "https://auth.example.com/.well-known/jwks.json"
         ));
         assert!(!looks_secret("config/tls/key.pem"));
+    }
+
+    #[test]
+    fn placeholder_and_loopback_hosts_are_recognised() {
+        assert_eq!(
+            url_host("https://auth.example.com:8443/x").as_deref(),
+            Some("auth.example.com")
+        );
+        assert_eq!(url_host("redis://u:p@[::1]:6379").as_deref(), Some("::1"));
+        assert_eq!(url_host("config/jwks.json"), None);
+        for host in ["example.com", "auth.example.org", "idp.test", "x.invalid"] {
+            assert!(is_placeholder_host(host), "{host}");
+        }
+        for host in ["myexample.com", "example.company.io", "idp.corp"] {
+            assert!(!is_placeholder_host(host), "{host}");
+        }
+        for host in ["localhost", "127.0.0.1", "::1", "0.0.0.0", "idp.localhost"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        assert!(!is_loopback_host("10.0.0.1"));
     }
 
     #[test]

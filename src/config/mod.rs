@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod checklist;
 pub mod dlp;
+pub mod duration;
 pub mod llm;
 pub mod mcp;
 pub mod rate_limit;
@@ -32,6 +33,7 @@ pub use dlp::DlpSettings;
 pub use llm::LlmSettings;
 pub use mcp::McpSettings;
 pub use rate_limit::{FailureMode, Override, PerIpSettings, RateLimitBackend, RateLimitSettings};
+pub use raw::LogFormat;
 use raw::RawConfig;
 pub use validation::ValidationSettings;
 
@@ -180,6 +182,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// TLS, or `None` for plain HTTP.
     pub tls: Option<TlsSettings>,
+    /// Format of the operational logs.
+    pub log_format: LogFormat,
 }
 
 /// Validated `[server.tls]`, with the rustls configuration built.
@@ -624,6 +628,7 @@ fn validate_server(raw: &RawConfig, at: &Locator<'_>) -> Result<ServerSettings, 
         shutdown_grace,
         trusted_proxies,
         tls,
+        log_format: s.log_format.unwrap_or_default(),
     })
 }
 

@@ -120,7 +120,7 @@ pub struct RawBudget {
     /// Tokens (input + output) per user per window.
     pub tokens: u64,
     /// The window.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub window: Duration,
     /// Budgets for users with a claim value.
     #[serde(default)]
@@ -138,7 +138,7 @@ pub struct RawBudgetOverride {
     /// Tokens per window for matching users.
     pub tokens: u64,
     /// Window length for matching users (default: the budget's).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub window: Option<Duration>,
 }
 
@@ -151,7 +151,7 @@ pub struct RawTracing {
     /// `service.name` of the exported spans.
     pub service_name: Option<String>,
     /// How often queued spans are exported.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub export_interval: Option<Duration>,
 }
 
@@ -166,26 +166,39 @@ pub struct RawServer {
     /// Serve HTTP/1.1 requests whose target is in absolute form (`GET https://host/path`).
     pub allow_absolute_form: Option<bool>,
     /// Time allowed for the TLS handshake and for each complete request head.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub header_timeout: Option<Duration>,
     /// Most client connections served at once.
     pub max_connections: Option<u64>,
     /// Length of the kernel's queue of connections not yet accepted.
     pub listen_backlog: Option<u32>,
     /// Time allowed for a whole request body to arrive, counted from the request head.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub body_timeout: Option<Duration>,
     /// Longest a response write may wait for a client that does not read.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub write_timeout: Option<Duration>,
     /// How long in-flight requests may run after a shutdown signal.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub shutdown_grace: Option<Duration>,
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Format of the operational logs on stderr: `text` (the default) or `json`.
+    pub log_format: Option<LogFormat>,
     /// `[server.tls]`; absent means plain HTTP.
     pub tls: Option<RawTls>,
+}
+
+/// Format of the operational logs (`[server] log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// `[server.tls]`.
@@ -199,7 +212,7 @@ pub struct RawTls {
     /// PEM bundle of CAs; present means clients must present a certificate (mTLS).
     pub client_ca_file: Option<String>,
     /// How often the certificate and key files are checked for a rotation.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub watch_interval: Option<Duration>,
 }
 
@@ -218,18 +231,18 @@ pub struct RawUpstream {
     /// Base URL of the agent backend, `http` or `https`.
     pub url: String,
     /// Time allowed to open a connection to the upstream.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub connect_timeout: Option<Duration>,
     /// Most requests (and so connections) in flight to the upstream at once.
     pub max_connections: Option<u64>,
     /// Time allowed until the upstream's response head arrives.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub response_header_timeout: Option<Duration>,
     /// Longest silence allowed between two body chunks of a streamed response.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub idle_timeout: Option<Duration>,
     /// Interval of `: keep-alive` comments on an idle SSE response; `0s` turns them off.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub sse_keepalive: Option<Duration>,
     /// Extra PEM CA bundle trusted for an `https` upstream, besides the system roots.
     pub ca_file: Option<String>,
@@ -252,7 +265,7 @@ pub struct RawAuth {
     #[serde(default)]
     pub algorithms: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub leeway: Option<Duration>,
     /// Claim naming the user.
     pub user_claim: Option<String>,
@@ -266,7 +279,7 @@ pub struct RawAuth {
     /// File listing revoked token ids and subjects (`jti <id>` / `sub <subject>` lines).
     pub revocation_file: Option<String>,
     /// How often `jwks_url` is fetched again.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub jwks_refresh: Option<Duration>,
     /// Extra PEM CA bundle trusted when fetching `jwks_url`, besides the system roots.
     pub jwks_ca_file: Option<String>,
@@ -286,7 +299,7 @@ pub struct RawAuth {
     /// Most verified tokens kept in the cache.
     pub cache_capacity: Option<u64>,
     /// Longest time a verified token is served from the cache.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub cache_max_ttl: Option<Duration>,
     /// `[auth.api_keys]`: API keys accepted beside (or instead of) JWTs.
     pub api_keys: Option<RawApiKeys>,
@@ -321,7 +334,7 @@ pub struct RawRateLimit {
     /// Requests admitted per user in any window.
     pub requests: Option<u64>,
     /// Length of the sliding window.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub window: Option<Duration>,
     /// `memory` or `redis`.
     pub backend: Option<String>,
@@ -330,7 +343,7 @@ pub struct RawRateLimit {
     /// File holding the Redis URL.
     pub redis_url_file: Option<String>,
     /// Per-call Redis timeout.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub redis_timeout: Option<Duration>,
     /// `local`, `open` or `closed`: what to do while Redis is unreachable.
     pub failure_mode: Option<String>,
@@ -354,7 +367,7 @@ pub struct RawOverride {
     /// Requests admitted in any window for matching users.
     pub requests: u64,
     /// Window length for matching users.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub window: Duration,
 }
 
@@ -407,7 +420,7 @@ pub struct RawClassifier {
     /// Score at or above which a text is flagged.
     pub threshold: Option<f64>,
     /// Deadline for one request's texts.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub timeout: Option<Duration>,
     /// `open` or `closed`.
     pub failure_mode: Option<String>,

@@ -214,6 +214,9 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
     if running.server.max_connections != next.server.max_connections {
         keys.push("server.max_connections");
     }
+    if running.server.log_format != next.server.log_format {
+        keys.push("server.log_format");
+    }
     if running.server.listen_backlog != next.server.listen_backlog {
         keys.push("server.listen_backlog");
     }

@@ -519,12 +519,33 @@ fn kubernetes_example_passes_check_config_strict() {
     let key = crate::common::keys::TestKey::es256("idp-1");
     std::fs::write(auth.join("jwks.json"), crate::common::keys::jwks(&[&key])).unwrap();
     let text = toml.replace(SECRETS, &format!("{}/", dir.path().display()));
-    let path = write_config(dir.path(), &text);
 
+    // As shipped, the identity provider is a placeholder: the strict check (and so the pod's
+    // init container) refuses it, naming the key, and for nothing else.
+    let path = write_config(dir.path(), &text);
+    let (code, out, _) = portcullis(&["check-config", "--strict", "--config", &path]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("auth.issuer names the placeholder host auth.example.com"),
+        "{out}"
+    );
+    assert!(
+        out.contains("result: FAIL, 0 failed, 1 warnings (--strict: warnings fail)"),
+        "{out}"
+    );
+
+    // Filled in, every item passes.
+    let filled = text.replace(PLACEHOLDER_ISSUER, FILLED_ISSUER);
+    let path = write_config(dir.path(), &filled);
     let (code, out, err) = portcullis(&["check-config", "--strict", "--config", &path]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("result: OK, 0 warnings"), "{out}");
 }
+
+/// The identity provider the shipped examples name, to be changed by the operator.
+const PLACEHOLDER_ISSUER: &str = "https://auth.example.com/";
+/// What an operator puts in its place.
+const FILLED_ISSUER: &str = "https://login.acme-corp.io/";
 
 #[test]
 fn api_key_new_prints_a_key_and_the_line_that_admits_it() {
@@ -644,4 +665,210 @@ fn scan_finds_secrets_in_files_without_printing_them_and_the_hook_refuses_the_co
         "{said}"
     );
     assert!(!said.contains(&key));
+}
+
+/// Starts the binary on `options`, stops it with SIGTERM, and returns its stderr.
+async fn operational_logs(options: &Options) -> String {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    let (text, port) = config_on_free_port(
+        &pki,
+        &upstream.url(),
+        &dir.path().join("audit.log"),
+        options,
+    );
+    let path = write_config(dir.path(), &text);
+    let child = run_listening(&path, port, &[]).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn operational_logs_are_plain_off_a_terminal_and_json_when_configured() {
+    // stderr is a pipe here, as under a log collector or the journal: no colour codes, and the
+    // start-up line names the admin address plainly.
+    let logs = operational_logs(&Options::default()).await;
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
+    let serving = logs
+        .lines()
+        .find(|l| l.contains("portcullis is serving"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(serving.contains(" admin=127.0.0.1:"), "{serving}");
+    assert!(!serving.contains("Some("), "{serving}");
+
+    let json = Options {
+        server: "log_format = \"json\"".into(),
+        ..Options::default()
+    };
+    let logs = operational_logs(&json).await;
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let serving = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "portcullis is serving")
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(serving["level"], "INFO");
+    assert!(
+        serving["fields"]["admin"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{serving}"
+    );
+}
+
+#[test]
+fn help_offers_config_only_where_a_config_is_read() {
+    let reads = [
+        vec!["run"],
+        vec!["check-config"],
+        vec!["healthcheck"],
+        vec!["mcp-pins"],
+        vec!["check-rules"],
+    ];
+    let ignores = [
+        vec!["token"],
+        vec!["api-key", "new"],
+        vec!["scan"],
+        vec!["dev"],
+        vec!["audit-verify"],
+    ];
+    for (command, expected) in reads
+        .iter()
+        .map(|c| (c, true))
+        .chain(ignores.iter().map(|c| (c, false)))
+    {
+        let mut args = command.clone();
+        args.push("--help");
+        let (code, out, err) = portcullis(&args);
+        assert_eq!(code, 0, "{command:?}: {err}");
+        assert_eq!(out.contains("--config"), expected, "{command:?}:\n{out}");
+        // The environment variable is named once, by clap.
+        assert!(out.matches("PORTCULLIS_CONFIG").count() <= 1, "{out}");
+    }
+    let (_, out, _) = portcullis(&["check-config", "--help"]);
+    assert!(out.contains("[env: PORTCULLIS_CONFIG=]"), "{out}");
+}
+
+#[test]
+fn check_config_names_the_units_of_a_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    for value in ["\"10\"", "10"] {
+        let options = Options {
+            server: format!("body_timeout = {value}"),
+            ..Options::default()
+        };
+        let text = config_text(
+            &pki,
+            "http://127.0.0.1:8080",
+            &dir.path().join("a.log"),
+            &options,
+        );
+        let path = write_config(dir.path(), &text);
+        let (code, out, _) = portcullis(&["check-config", "--config", &path]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("server.body_timeout:") && out.contains("such as 10s, 500ms, 5m or 1h"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn check_config_warns_on_placeholders_unbound_tokens_and_broad_public_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    let jwks = dir.path().join("jwks.json");
+    let key = crate::common::keys::TestKey::es256("k1");
+    std::fs::write(&jwks, crate::common::keys::jwks(&[&key])).unwrap();
+    let check = |auth: &str| {
+        let options = Options {
+            extra: format!(
+                "[auth]\nalgorithms = [\"ES256\"]\njwks_file = \"{}\"\n{auth}\n",
+                jwks.display()
+            ),
+            ..Options::default()
+        };
+        let text = config_text(
+            &pki,
+            "http://127.0.0.1:8080",
+            &dir.path().join("a.log"),
+            &options,
+        );
+        let path = write_config(dir.path(), &text);
+        portcullis(&["check-config", "--config", &path]).1
+    };
+
+    let bound = "issuer = \"https://login.acme-corp.io/\"\naudiences = [\"agent-api\"]";
+    let out = check(bound);
+    assert!(out.contains("PASS tokens bound to this gateway"), "{out}");
+    assert!(
+        out.contains("PASS no placeholder or loopback identity hosts"),
+        "{out}"
+    );
+
+    let out = check("");
+    assert!(
+        out.contains("WARN tokens bound to this gateway: [auth] sets neither issuer nor audiences"),
+        "{out}"
+    );
+    let out = check("issuer = \"https://login.acme-corp.io/\"");
+    assert!(
+        out.contains("WARN tokens bound to this gateway: [auth] audiences is empty"),
+        "{out}"
+    );
+
+    for (issuer, host) in [
+        (
+            "https://auth.example.com/",
+            "placeholder host auth.example.com",
+        ),
+        (
+            "https://idp.example.org/realms/x",
+            "placeholder host idp.example.org",
+        ),
+        ("http://localhost:8080/", "loopback host localhost"),
+        ("https://127.0.0.1/", "loopback host 127.0.0.1"),
+    ] {
+        let out = check(&format!(
+            "issuer = \"{issuer}\"\naudiences = [\"agent-api\"]"
+        ));
+        assert!(
+            out.contains(&format!(
+                "WARN no placeholder or loopback identity hosts: auth.issuer names the {host}"
+            )),
+            "{issuer}: {out}"
+        );
+    }
+
+    for (public, why) in [
+        ("/", "is the root of the whole site"),
+        ("/v1/", "ends in / as if it were a prefix"),
+        ("/v1/*", "holds a wildcard"),
+    ] {
+        let out = check(&format!(
+            "{bound}\npublic_paths = [\"/healthz\", \"{public}\"]"
+        ));
+        assert!(
+            out.contains(&format!(
+                "WARN authentication configured: JWT required, but the public path {public} {why}"
+            )),
+            "{public}: {out}"
+        );
+    }
+    let out = check(&format!("{bound}\npublic_paths = [\"/healthz\"]"));
+    assert!(
+        out.contains("WARN authentication configured: JWT required, but 1 public path(s) need no token: /healthz"),
+        "{out}"
+    );
 }

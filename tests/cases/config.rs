@@ -400,6 +400,9 @@ fn readme_minimal_production_config_passes_check_config_strict() {
     std::fs::rename(&pki.key_file, place(&tls.key_file)).unwrap();
     let key = crate::common::keys::TestKey::es256("key-1");
     std::fs::write(place(&jwks_file), crate::common::keys::jwks(&[&key])).unwrap();
+    // The README's issuer is a placeholder the reader replaces with their identity provider's.
+    assert!(toml.contains("https://auth.example.com/"));
+    let toml = toml.replace("https://auth.example.com/", "https://login.acme-corp.io/");
     std::fs::write(dir.path().join("portcullis.toml"), toml).unwrap();
 
     // Relative paths resolve against the working directory, as the README says.
