@@ -490,7 +490,10 @@ async fn run(config: Config, path: PathBuf) -> ExitCode {
     let admin = gateway
         .admin_addr()
         .map_or_else(|| "off".to_owned(), |addr| addr.to_string());
-    tracing::info!(listen = %gateway.local_addr(), %admin, "portcullis is serving");
+    let metrics = gateway
+        .metrics_addr()
+        .map_or_else(|| "off".to_owned(), |addr| addr.to_string());
+    tracing::info!(listen = %gateway.local_addr(), %admin, %metrics, "portcullis is serving");
     let signals = tokio::spawn(server::reload::on_signals(gateway.reloader(), path));
     gateway.serve(server::shutdown_signal()).await;
     signals.abort();

@@ -176,6 +176,17 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             "[admin] listen is not a loopback address: metrics are exposed beyond this host",
         ),
     });
+    if let Some(m) = &config.metrics {
+        items.push(Item {
+            status: Status::Pass,
+            name: "metrics listener serves only metrics",
+            why: format!(
+                "[metrics] on {} answers GET /metrics and nothing else (404); health, readiness \
+                 and the rest of the admin API stay on the admin listener",
+                m.listen
+            ),
+        });
+    }
     items.push(match find_inline_secret(source) {
         None => item(
             Status::Pass,

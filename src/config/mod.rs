@@ -124,6 +124,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// The admin listener, when configured.
     pub admin: Option<AdminSettings>,
+    /// The metrics-only listener, when configured.
+    pub metrics: Option<MetricsSettings>,
     /// The agent backend.
     pub upstream: UpstreamSettings,
     /// JWT authentication, when configured.
@@ -212,6 +214,13 @@ impl fmt::Debug for TlsSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     /// Admin listener address.
+    pub listen: SocketAddr,
+}
+
+/// Validated `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Address of the listener that serves `GET /metrics` and nothing else.
     pub listen: SocketAddr,
 }
 
@@ -340,6 +349,20 @@ impl Config {
                 )?,
             }),
         };
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(m) => {
+                let listen = parse_addr(&m.listen, "metrics.listen", at)?;
+                let taken = [Some(server.listen), admin.as_ref().map(|a| a.listen)];
+                if taken.contains(&Some(listen)) && listen.port() != 0 {
+                    return Err(at.error(
+                        "metrics.listen",
+                        "must differ from server.listen and admin.listen",
+                    ));
+                }
+                Some(MetricsSettings { listen })
+            }
+        };
         let upstream = validate_upstream(&raw, at)?;
         let headers = HeaderSettings {
             hsts: header_value(
@@ -436,6 +459,7 @@ impl Config {
         Ok(Config {
             server,
             admin,
+            metrics,
             upstream,
             auth,
             rate_limit,

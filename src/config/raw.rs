@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub server: RawServer,
     /// `[admin]`: health, readiness and metrics; absent means no admin listener.
     pub admin: Option<RawAdmin>,
+    /// `[metrics]`: a listener serving only `/metrics`, for scrapers outside the host.
+    pub metrics: Option<RawMetrics>,
     /// `[upstream]`: the agent backend.
     pub upstream: RawUpstream,
     /// `[auth]`: JWT authentication.
@@ -222,6 +224,14 @@ pub struct RawTls {
 pub struct RawAdmin {
     /// Socket address of the admin listener.
     pub listen: Option<String>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Socket address of the metrics-only listener.
+    pub listen: String,
 }
 
 /// `[upstream]`.

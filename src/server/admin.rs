@@ -36,16 +36,29 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin routes until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+/// The metrics-only routes (`[metrics] listen`): `GET /metrics`; every other path is 404, so a
+/// scraper allowed in from the network reaches neither readiness nor anything added later.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_only_metrics))
+        .with_state(metrics)
+}
+
+/// Serves `router` on `listener` until `stop` turns true; `name` names it in the error log.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    name: &'static str,
+    mut stop: watch::Receiver<bool>,
+) {
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    if let Err(e) = axum::serve(listener, router(state))
+    if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
     {
-        tracing::error!(error = %e, "admin listener failed");
+        tracing::error!(error = %e, listener = name, "admin listener failed");
     }
 }
 
@@ -85,9 +98,13 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    render_only_metrics(State(state.metrics)).await
+}
+
+async fn render_only_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.encode(),
+        metrics.encode(),
     )
 }
 

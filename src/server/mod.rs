@@ -83,6 +83,7 @@ pub enum StartError {
 pub struct Gateway {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     policies: Policies,
 }
@@ -131,6 +132,10 @@ impl Gateway {
             Some(admin) => Some(bind(admin.listen, ADMIN_BACKLOG).await?),
             None => None,
         };
+        let metrics_listener = match &config.metrics {
+            Some(m) => Some(bind(m.listen, ADMIN_BACKLOG).await?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             metrics,
             audit,
@@ -142,6 +147,7 @@ impl Gateway {
         Ok(Gateway {
             listener,
             admin_listener,
+            metrics_listener,
             shared,
             policies: Arc::new(ArcSwap::from_pointee(policy)),
         })
@@ -161,6 +167,13 @@ impl Gateway {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The bound metrics-only address, when `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// The handle that reloads this gateway's configuration and certificates.
     pub fn reloader(&self) -> Reloader {
         Reloader::new(self.policies.clone(), self.shared.clone())
@@ -176,6 +189,7 @@ impl Gateway {
         let Gateway {
             listener,
             admin_listener,
+            metrics_listener,
             shared,
             policies,
         } = self;
@@ -186,7 +200,22 @@ impl Gateway {
                 policies: policies.clone(),
                 audit: shared.audit.clone(),
             };
-            tokio::spawn(admin::serve(admin_listener, state, admin_stopped));
+            let router = admin::router(state);
+            tokio::spawn(admin::serve(
+                admin_listener,
+                router,
+                "admin",
+                admin_stopped.clone(),
+            ));
+        }
+        if let Some(metrics_listener) = metrics_listener {
+            let router = admin::metrics_router(shared.metrics.clone());
+            tokio::spawn(admin::serve(
+                metrics_listener,
+                router,
+                "metrics",
+                admin_stopped,
+            ));
         }
         let reloader = Reloader::new(policies.clone(), shared.clone());
         let watching = tokio::spawn(reloader.watch_files());

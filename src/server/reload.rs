@@ -229,6 +229,9 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
     if running.admin.as_ref().map(|a| a.listen) != next.admin.as_ref().map(|a| a.listen) {
         keys.push("admin.listen");
     }
+    if running.metrics != next.metrics {
+        keys.push("metrics.listen");
+    }
     if running.audit != next.audit {
         keys.push("audit");
     }

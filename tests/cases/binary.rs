@@ -872,3 +872,91 @@ fn check_config_warns_on_placeholders_unbound_tokens_and_broad_public_paths() {
         "{out}"
     );
 }
+
+/// `GET path` over HTTP/1.1 to `port` on loopback; returns the status line and the body.
+fn plain_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: scraper\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn metrics_listener_serves_metrics_and_nothing_else_on_any_address() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let options = Options {
+        extra: format!("[metrics]\nlisten = \"0.0.0.0:{metrics_port}\"\n"),
+        ..Options::default()
+    };
+    let (text, port) = config_on_free_port(
+        &pki,
+        &upstream.url(),
+        &dir.path().join("audit.log"),
+        &options,
+    );
+    let path = write_config(dir.path(), &text);
+
+    // A non-loopback metrics address passes the checklist (the admin listener stays on loopback).
+    let (_, out, _) = portcullis(&["check-config", "--config", &path]);
+    assert!(
+        out.contains(&format!(
+            "PASS metrics listener serves only metrics: [metrics] on 0.0.0.0:{metrics_port}"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS admin listener only on loopback"),
+        "{out}"
+    );
+
+    let child = run_listening(&path, port, &[]).await;
+    let client = crate::common::TestClient::new(&pki, false);
+    let reply = client
+        .get(&format!("https://localhost:{port}/counted"))
+        .await;
+    assert_eq!(reply.status, 200);
+    let (status, body) = plain_get(metrics_port, "/metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("portcullis_requests_total{") && l.contains("status=\"200\"")),
+        "{body}"
+    );
+    for other in ["/healthz", "/readyz", "/", "/metrics/../readyz"] {
+        let (status, _) = plain_get(metrics_port, other);
+        assert!(status.contains(" 404 "), "{other}: {status}");
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains(&format!("metrics=0.0.0.0:{metrics_port}")),
+        "{logs}"
+    );
+}
