@@ -1,9 +1,12 @@
-//! The key store: static keys (JWKS file, HMAC secrets) and a JWK set fetched over HTTPS.
+//! The key store: static keys (JWKS file, HMAC secrets) and a JWK set fetched over HTTPS, from
+//! `jwks_url` or from the `jwks_uri` of an OpenID provider's discovery document (`oidc_issuer`).
 //!
 //! Guards against a stale or hammered identity provider: the remote set is refreshed every
 //! `jwks_refresh`; a token naming an unknown key id triggers at most one refetch per 30 s, however
 //! many such tokens arrive; a failed refresh keeps the last good set; a response is read only up to
-//! 1 MiB and only over HTTPS.
+//! 1 MiB and only over HTTPS. With discovery, every refresh reads the discovery document first
+//! (so a provider that moves its key set is followed) and refuses one whose `issuer` is not the
+//! configured issuer exactly (OpenID Connect Discovery 1.0 §4.3), keeping the last good set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +35,7 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Wait before retrying a failed refresh (capped at `jwks_refresh`).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-pub use crate::config::auth::RemoteJwksSettings;
+pub use crate::config::auth::{JwksSource, RemoteJwksSettings};
 
 struct Remote {
     settings: RemoteJwksSettings,
@@ -113,7 +116,7 @@ impl KeyStore {
         let (Some(remote), Some(old)) = (&self.remote, &previous.remote) else {
             return;
         };
-        if remote.settings.uri != old.settings.uri || !old.loaded.load(Ordering::Relaxed) {
+        if remote.settings.source != old.settings.source || !old.loaded.load(Ordering::Relaxed) {
             return;
         }
         let keys = old.fetched.load_full();
@@ -186,7 +189,7 @@ impl KeyStore {
             Err(reason) => {
                 self.metrics.jwks_fetch("error");
                 tracing::warn!(
-                    url = %remote.settings.uri,
+                    url = %remote.settings.source.first_url(),
                     reason,
                     "JWK set fetch failed; keeping the last good key set"
                 );
@@ -196,29 +199,98 @@ impl KeyStore {
     }
 
     async fn fetch(&self, remote: &Remote) -> Result<Vec<Arc<VerifyingKey>>, String> {
-        let request = http::Request::get(remote.settings.uri.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|_| "cannot build the request".to_owned())?;
-        let response = tokio::time::timeout(FETCH_TIMEOUT, remote.client.request(request))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| format!("unreachable ({e})"))?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("answered {}", response.status()));
-        }
-        let body = tokio::time::timeout(
-            FETCH_TIMEOUT,
-            Limited::new(response.into_body(), MAX_JWKS_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| "timed out reading".to_owned())?
-        .map_err(|_| "body unreadable or over 1 MiB".to_owned())?
-        .to_bytes();
+        let jwks_uri = match &remote.settings.source {
+            JwksSource::Url(uri) => uri.clone(),
+            JwksSource::Discovery {
+                issuer,
+                configuration,
+            } => {
+                let document = get(remote, configuration.clone())
+                    .await
+                    .map_err(|e| format!("discovery document {e}"))?;
+                discovered_jwks_uri(&document, issuer)?
+            }
+        };
+        let body = get(remote, jwks_uri).await?;
         let (keys, skipped) = keys_from_jwks(&body, &self.allowed)?;
         if keys.is_empty() {
             return Err(format!("no usable signing key ({skipped} skipped)"));
         }
         Ok(keys)
+    }
+}
+
+/// The `jwks_uri` of a discovery document, once its `issuer` is `expected` exactly.
+fn discovered_jwks_uri(document: &[u8], expected: &str) -> Result<http::Uri, String> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let discovery: Discovery = serde_json::from_slice(document)
+        .map_err(|_| "discovery document is not JSON with issuer and jwks_uri".to_owned())?;
+    if discovery.issuer != expected {
+        return Err("discovery document names another issuer than oidc_issuer".to_owned());
+    }
+    discovery
+        .jwks_uri
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|u| u.scheme_str() == Some("https") && u.host().is_some())
+        .ok_or_else(|| "discovery document's jwks_uri is not an https:// URL".to_owned())
+}
+
+/// GETs `uri` as JSON: a 200 answer's body, read up to [`MAX_JWKS_BYTES`] within
+/// [`FETCH_TIMEOUT`]s.
+async fn get(remote: &Remote, uri: http::Uri) -> Result<Bytes, String> {
+    let request = http::Request::get(uri)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::new())
+        .map_err(|_| "cannot build the request".to_owned())?;
+    let response = tokio::time::timeout(FETCH_TIMEOUT, remote.client.request(request))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| format!("unreachable ({e})"))?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("answered {}", response.status()));
+    }
+    Ok(tokio::time::timeout(
+        FETCH_TIMEOUT,
+        Limited::new(response.into_body(), MAX_JWKS_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| "timed out reading".to_owned())?
+    .map_err(|_| "body unreadable or over 1 MiB".to_owned())?
+    .to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discovered_jwks_uri;
+
+    #[test]
+    fn discovery_yields_the_key_set_of_the_configured_issuer_only() {
+        let document = |issuer: &str, jwks: &str| {
+            format!(r#"{{"issuer":"{issuer}","jwks_uri":"{jwks}","token_endpoint":"x"}}"#)
+        };
+        let ok = discovered_jwks_uri(
+            document("https://idp.corp/", "https://keys.idp.corp/jwks").as_bytes(),
+            "https://idp.corp/",
+        );
+        assert_eq!(
+            ok.map(|u| u.to_string()),
+            Ok("https://keys.idp.corp/jwks".to_owned())
+        );
+        for (issuer, jwks) in [
+            ("https://idp.corp", "https://idp.corp/jwks"),
+            ("https://evil.corp/", "https://idp.corp/jwks"),
+            ("https://idp.corp/", "http://idp.corp/jwks"),
+            ("https://idp.corp/", "/jwks"),
+        ] {
+            let refused =
+                discovered_jwks_uri(document(issuer, jwks).as_bytes(), "https://idp.corp/");
+            assert!(refused.is_err(), "{issuer} {jwks}");
+        }
+        assert!(discovered_jwks_uri(b"<html>", "https://idp.corp/").is_err());
     }
 }

@@ -18,11 +18,45 @@ use crate::secret::Secret;
 use crate::tls;
 use rustls_pki_types::CertificateDer;
 
+/// Where the remote JWK set is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `jwks_url`: the set itself.
+    Url(Uri),
+    /// `oidc_issuer`: the provider's discovery document, fetched first on every refresh, whose
+    /// `issuer` must equal `issuer` exactly and whose `jwks_uri` (HTTPS) names the set.
+    Discovery {
+        /// The issuer as configured.
+        issuer: String,
+        /// `<issuer>/.well-known/openid-configuration`.
+        configuration: Uri,
+    },
+}
+
+impl JwksSource {
+    /// The first URL fetched: the set's, or the discovery document's.
+    pub fn first_url(&self) -> &Uri {
+        match self {
+            JwksSource::Url(uri) => uri,
+            JwksSource::Discovery { configuration, .. } => configuration,
+        }
+    }
+}
+
+/// The discovery document's URL for `issuer` (OpenID Connect Discovery 1.0 §4: a terminating
+/// `/` is removed before `/.well-known/openid-configuration` is appended).
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
 /// Where and how often to fetch the remote JWK set.
 #[derive(Debug, Clone)]
 pub struct RemoteJwksSettings {
-    /// The HTTPS URL.
-    pub uri: Uri,
+    /// Where the set is found.
+    pub source: JwksSource,
     /// Refresh interval.
     pub refresh: Duration,
     /// Extra CAs trusted for the fetch, besides the system roots.
@@ -164,15 +198,48 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
             hmac_key(&key.kid, &secret, &algorithms).map_err(|m| at.error(&at_key("kid"), m))?;
         static_keys.push(Arc::new(built));
     }
-    let jwks_url = match &raw.jwks_url {
-        None => None,
-        Some(url) => {
-            let uri: Uri = url
-                .parse()
-                .map_err(|_| at.error("auth.jwks_url", "is not a valid URL"))?;
-            if uri.scheme_str() != Some("https") || uri.host().is_none() {
-                return Err(at.error("auth.jwks_url", "must be an https:// URL"));
+    let https_url = |key: &str, url: &str| -> Result<Uri, ConfigError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| at.error(key, "is not a valid URL"))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err(at.error(key, "must be an https:// URL"));
+        }
+        Ok(uri)
+    };
+    let source = match (&raw.jwks_url, &raw.oidc_issuer) {
+        (None, None) => None,
+        (Some(url), None) => Some(JwksSource::Url(https_url("auth.jwks_url", url)?)),
+        (None, Some(issuer)) => {
+            let parsed = https_url("auth.oidc_issuer", issuer)?;
+            if parsed.query().is_some() {
+                return Err(at.error("auth.oidc_issuer", "must not have a query"));
             }
+            if raw.issuer.as_ref().is_some_and(|i| i != issuer) {
+                return Err(at.error(
+                    "auth.issuer",
+                    "must equal auth.oidc_issuer when both are set (or leave it out: the \
+                     discovered issuer is required in iss)",
+                ));
+            }
+            let configuration = discovery_url(issuer)
+                .parse()
+                .map_err(|_| at.error("auth.oidc_issuer", "is not a valid URL"))?;
+            Some(JwksSource::Discovery {
+                issuer: issuer.clone(),
+                configuration,
+            })
+        }
+        (Some(_), Some(_)) => {
+            return Err(at.error(
+                "auth.oidc_issuer",
+                "give jwks_url or oidc_issuer, not both (discovery finds the JWK set's URL)",
+            ));
+        }
+    };
+    let jwks_url = match source {
+        None => None,
+        Some(source) => {
             let refresh = raw.jwks_refresh.unwrap_or(DEFAULT_JWKS_REFRESH);
             if refresh < MIN_JWKS_REFRESH {
                 return Err(at.error("auth.jwks_refresh", "must be at least 1s"));
@@ -183,7 +250,7 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
                     .map_err(|m| at.error("auth.jwks_ca_file", m))?,
             };
             Some(RemoteJwksSettings {
-                uri,
+                source,
                 refresh,
                 extra_roots,
             })
@@ -192,7 +259,7 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
     if !algorithms.is_empty() && static_keys.is_empty() && jwks_url.is_none() {
         return Err(at.error(
             "auth",
-            "needs a key source: jwks_url, jwks_file or [[auth.hmac_keys]]",
+            "needs a key source: oidc_issuer, jwks_url, jwks_file or [[auth.hmac_keys]]",
         ));
     }
     if algorithms.is_empty()
@@ -258,7 +325,8 @@ pub(super) fn validate(raw: &RawAuth, at: &Locator<'_>) -> Result<AuthSettings, 
     };
     Ok(AuthSettings {
         algorithms,
-        issuer: raw.issuer.clone(),
+        // With discovery, tokens must carry the discovered issuer even when `issuer` is left out.
+        issuer: raw.issuer.clone().or_else(|| raw.oidc_issuer.clone()),
         audiences: raw.audiences.clone(),
         leeway,
         user_claim: raw

@@ -284,6 +284,8 @@ pub struct RawAuth {
     pub required_scopes: Vec<String>,
     /// HTTPS URL of a JWK set.
     pub jwks_url: Option<String>,
+    /// HTTPS issuer URL of an OpenID provider, whose discovery document names the JWK set.
+    pub oidc_issuer: Option<String>,
     /// Path of a JWK set file.
     pub jwks_file: Option<String>,
     /// File listing revoked token ids and subjects (`jti <id>` / `sub <subject>` lines).

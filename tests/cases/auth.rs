@@ -961,3 +961,65 @@ async fn http2_refusals_before_the_body_reach_an_h2_library() {
     assert_eq!(printed, ["401/HTTP/2"; 6].join(" "));
     assert!(setup.upstream.seen_on("/v1/upload").is_empty());
 }
+
+#[tokio::test]
+async fn oidc_discovery_with_a_real_provider_accepts_its_tokens_and_follows_a_key_rotation() {
+    let idp_dir = tempfile::tempdir().unwrap();
+    let idp_pki = TestPki::create(idp_dir.path());
+    let Some(mut idp) = crate::common::oidc::OidcProvider::start(&idp_pki, "2026-12-a") else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    // No issuer and no jwks_url: both come from the provider's discovery document.
+    let extra = format!(
+        "[auth]\nalgorithms = [\"ES256\"]\noidc_issuer = \"{}\"\naudiences = [\"agent-api\"]\n\
+         required_scopes = [\"agent:use\"]\nuser_claim = \"client_id\"\n\
+         jwks_ca_file = \"{}\"\n",
+        idp.issuer(),
+        idp_pki.ca_file.display()
+    );
+    let gateway = TestGateway::start_with(
+        &upstream.url(),
+        Options {
+            extra,
+            ..Options::default()
+        },
+    )
+    .await;
+    let g = &gateway;
+    wait_until("the discovered key set never loaded", || async move {
+        g.metric(r#"portcullis_jwks_fetches_total{result="ok"}"#)
+            .await
+            >= 1.0
+    })
+    .await;
+
+    // A token the provider issued is accepted, its client id forwarded as the user.
+    let first = idp.token();
+    let reply = with_token(&gateway, "/oidc-first", &first).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        upstream.seen_on("/oidc-first")[0].headers["x-portcullis-user"],
+        "agent"
+    );
+    // The provider's signature is what counts: the same claims re-signed by another key fail.
+    let (head, rest) = first.split_once('.').unwrap();
+    let (payload, _) = rest.split_once('.').unwrap();
+    let forged = format!("{head}.{payload}.{}", "A".repeat(86));
+    assert_problem(&with_token(&gateway, "/oidc-forged", &forged).await, 401);
+    assert!(upstream.seen_on("/oidc-forged").is_empty());
+
+    // The provider rotates its key: a token from the new key is accepted after one refetch
+    // (discovery document, then key set), and the old key, no longer published, is refused.
+    idp.rotate("2026-12-b");
+    let second = idp.token();
+    assert_ne!(second, first);
+    let reply = with_token(&gateway, "/oidc-rotated", &second).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The old token was verified and cached before; a cached token is served only while its key
+    // is still published, so it is refused now.
+    assert_problem(&with_token(&gateway, "/oidc-old-key", &first).await, 401);
+    assert!(upstream.seen_on("/oidc-old-key").is_empty());
+    let audit = std::fs::read_to_string(&gateway.audit_path).unwrap();
+    assert!(!audit.contains(&first) && !audit.contains(&second));
+}

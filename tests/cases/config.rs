@@ -76,7 +76,7 @@ fn reference_config_validates_once_its_certificates_exist() {
     let auth = config.auth.expect("[auth] validated");
     let jwks_url = auth.jwks_url.expect("jwks_url");
     assert_eq!(
-        jwks_url.uri.to_string(),
+        jwks_url.source.first_url().to_string(),
         "https://auth.example.com/.well-known/jwks.json"
     );
     assert_eq!(auth.audiences, vec!["agent-api"]);
@@ -642,4 +642,43 @@ fn mcp_settings_are_checked_at_start_up() {
         .unwrap();
     assert_eq!(session.status, portcullis::config::checklist::Status::Warn);
     assert!(session.why.contains("will not survive a restart"));
+}
+
+#[test]
+fn oidc_issuer_is_https_alone_and_becomes_the_required_issuer() {
+    let config = |auth: &str| {
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:8080\"\n[auth]\nalgorithms = [\"ES256\"]\n{auth}\n"
+        );
+        Config::from_toml(&text, "t.toml")
+    };
+    let auth = config("oidc_issuer = \"https://login.acme-corp.io/realms/agents\"")
+        .unwrap()
+        .auth
+        .unwrap();
+    assert_eq!(
+        auth.issuer.as_deref(),
+        Some("https://login.acme-corp.io/realms/agents")
+    );
+    assert_eq!(
+        auth.jwks_url.unwrap().source.first_url().to_string(),
+        "https://login.acme-corp.io/realms/agents/.well-known/openid-configuration"
+    );
+    for (auth, key) in [
+        (
+            "oidc_issuer = \"http://login.acme-corp.io/\"",
+            "auth.oidc_issuer",
+        ),
+        (
+            "oidc_issuer = \"https://a.acme-corp.io/\"\njwks_url = \"https://a.acme-corp.io/k\"",
+            "auth.oidc_issuer",
+        ),
+        (
+            "oidc_issuer = \"https://a.acme-corp.io/\"\nissuer = \"https://b.acme-corp.io/\"",
+            "auth.issuer",
+        ),
+    ] {
+        let err = config(auth).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{auth}: {err}");
+    }
 }

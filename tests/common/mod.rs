@@ -6,6 +6,7 @@ pub mod examples;
 pub mod jwks_server;
 pub mod keys;
 pub mod mcp;
+pub mod oidc;
 pub mod openai;
 pub mod pki;
 pub mod python;
