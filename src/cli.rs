@@ -1,4 +1,4 @@
-//! The command line: `run` (the default), `check-config`, `dev`, `token`, `api-key`, `scan`,
+//! The command line: `run` (the default), `check-config`, `dev`, `init`, `token`, `api-key`, `scan`,
 //! `mcp-pins`, `check-rules`, `healthcheck` and `audit-verify`.
 
 use std::path::{Path, PathBuf};
@@ -56,6 +56,17 @@ pub enum Command {
     },
     /// Start a local trial setup: self-signed TLS, a demo agent, no files needed.
     Dev,
+    /// Write a production-shaped config and a trial certificate into DIR, and say which lines to
+    /// change; `check-config --strict` passes once the identity provider is filled in.
+    Init {
+        /// The directory to write into (created when missing); nothing is overwritten.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A DNS name or IP address for the trial certificate (repeat for several; default
+        /// localhost and 127.0.0.1).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Mint a signed JWT from a private key file, for local testing only.
     Token {
         /// PEM private key (RSA, EC, Ed25519) or, for HS*, a file holding the shared secret.
@@ -371,6 +382,16 @@ pub fn execute(cli: Cli) -> ExitCode {
             Err(e) => {
                 eprintln!("portcullis scan: {e}");
                 ExitCode::from(2)
+            }
+        },
+        Some(Command::Init { dir, names }) => match crate::init::init(dir, names) {
+            Ok(written) => {
+                print!("{}", crate::init::next_steps(&written));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis init: {e}");
+                ExitCode::FAILURE
             }
         },
         Some(Command::Dev) => with_runtime(|| async {

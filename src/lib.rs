@@ -58,6 +58,7 @@ pub mod fault;
 pub(crate) mod file_stamp;
 pub mod head_limit;
 pub mod headers;
+pub mod init;
 pub mod jsonrpc;
 pub mod keys;
 pub mod llm;

@@ -207,6 +207,12 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
 
+/// Whether a DER certificate is self-signed (its issuer is its subject).
+pub fn is_self_signed(cert: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .is_ok_and(|(_, parsed)| parsed.issuer() == parsed.subject())
+}
+
 /// What a rotation check did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {

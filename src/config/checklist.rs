@@ -60,6 +60,21 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             "TLS enabled",
             "TLS 1.2/1.3 with client certificates required",
         ),
+        Some(t)
+            if t.files.as_ref().is_some_and(|f| {
+                crate::tls::read_certs(&f.cert)
+                    .ok()
+                    .and_then(|certs| certs.into_iter().next())
+                    .is_some_and(|leaf| crate::tls::is_self_signed(&leaf))
+            }) =>
+        {
+            item(
+                Status::Pass,
+                "TLS enabled",
+                "TLS 1.2/1.3 on the client listener; the certificate is self-signed, so clients \
+                 trust it only when given it: use your CA's for anything but trials",
+            )
+        }
         Some(_) => item(
             Status::Pass,
             "TLS enabled",

@@ -960,3 +960,124 @@ async fn metrics_listener_serves_metrics_and_nothing_else_on_any_address() {
         "{logs}"
     );
 }
+
+// curl runs synchronously here: the mock upstream answers from another worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_config_that_passes_strict_once_the_identity_provider_is_filled_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc/portcullis");
+    let etc_str = etc.display().to_string();
+    let (code, out, err) = portcullis(&["init", &etc_str]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Next, edit the lines marked CHANGE"), "{out}");
+    let config = etc.join("portcullis.toml");
+    let config_str = config.display().to_string();
+    let (code, _, err) = portcullis(&["init", &etc_str]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+
+    // As written: valid, and refused by --strict for its placeholder identity provider alone.
+    let (code, out, _) = portcullis(&["check-config", "--strict", "--config", &config_str]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("PASS configuration valid"), "{out}");
+    assert!(
+        out.contains("WARN no placeholder or loopback identity hosts: auth.oidc_issuer names the placeholder host idp.example.com"),
+        "{out}"
+    );
+    assert!(out.contains("1 warnings (--strict"), "{out}");
+    assert!(out.contains("the certificate is self-signed"), "{out}");
+
+    // The operator fills in the lines marked CHANGE: a real provider (the OpenID provider of
+    // the OIDC test when installed), the agent, and (for this test) free ports.
+    let upstream = MockUpstream::start().await;
+    let idp_dir = tempfile::tempdir().unwrap();
+    let idp_pki = TestPki::create(idp_dir.path());
+    let idp = crate::common::oidc::OidcProvider::start(&idp_pki, "init-key");
+    let issuer = idp
+        .as_ref()
+        .map_or_else(|| "https://login.acme-corp.io/".to_owned(), |p| p.issuer());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "oidc_issuer = \"https://idp.example.com/\"",
+            &format!(
+                "oidc_issuer = \"{issuer}\"\njwks_ca_file = \"{}\"",
+                idp_pki.ca_file.display()
+            ),
+        )
+        .replace("http://127.0.0.1:8080", &upstream.url())
+        .replace("0.0.0.0:8443", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"));
+    text = text.replace("# required_scopes", "required_scopes");
+    std::fs::write(&config, &text).unwrap();
+    if idp.is_some() {
+        // A provider on loopback is WARNed about, as it should be in production; the strict
+        // check is made with a real-looking host instead.
+        let strict = text.replace(&issuer, "https://login.acme-corp.io/");
+        let strict_path = etc.join("strict.toml");
+        std::fs::write(&strict_path, strict).unwrap();
+        let (code, out, _) = portcullis(&[
+            "check-config",
+            "--strict",
+            "--config",
+            &strict_path.display().to_string(),
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("result: OK, 0 warnings"), "{out}");
+    } else {
+        let (code, out, _) = portcullis(&["check-config", "--strict", "--config", &config_str]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("result: OK, 0 warnings"), "{out}");
+    }
+
+    // It runs, from another working directory, with the trial certificate.
+    let child = run_listening(&config_str, port, &[]).await;
+    let curl = |token: Option<&str>| {
+        let mut args = vec![
+            "-sS".to_owned(),
+            "-o".to_owned(),
+            "/dev/null".to_owned(),
+            "-w".to_owned(),
+            "%{http_code}".to_owned(),
+            "--cacert".to_owned(),
+            etc.join("tls/cert.pem").display().to_string(),
+            format!("https://localhost:{port}/from-init"),
+        ];
+        if let Some(token) = token {
+            args.push("-H".to_owned());
+            args.push(format!("authorization: Bearer {token}"));
+        }
+        let out = Command::new("curl").args(&args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(None), "401");
+    if let Some(idp) = &idp {
+        let token = idp.token();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = curl(Some(&token));
+            if status == "200" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "provider token never accepted: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(upstream.seen_on("/from-init").len(), 1);
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::task::spawn_blocking(move || child.wait_with_output()).await;
+}
