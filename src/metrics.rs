@@ -72,6 +72,8 @@ pub struct Metrics {
     pub rate_limit_decisions: Family<ResultLabel, Counter>,
     /// Redis calls that failed or timed out.
     pub rate_limit_redis_errors: Counter<u64, AtomicU64>,
+    /// 1 while the rate limiter's store answers (always, in memory), 0 during a Redis outage.
+    pub rate_limit_backend_up: Gauge,
     /// Redis outages (a first failure after a success).
     pub rate_limit_redis_outages: Counter<u64, AtomicU64>,
     /// Decisions made by the failure mode instead of Redis.
@@ -182,8 +184,37 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric under the `portcullis` prefix.
+    /// Creates and registers every metric under the `portcullis` prefix, with the series of
+    /// every fixed label value at 0, so that rates and alerts see a series before its first
+    /// event (Prometheus drops a family with no series from the exposition).
     pub fn new() -> Metrics {
+        let metrics = Self::registered();
+        let results: [(&Family<ResultLabel, Counter>, &[&'static str]); 7] = [
+            (&metrics.verifications, &["ok", "refused"]),
+            (&metrics.jwks_fetches, &["ok", "error"]),
+            (&metrics.rate_limit_decisions, &["admitted", "refused"]),
+            (&metrics.config_reloads, &["ok", "failed"]),
+            (&metrics.tls_reloads, &["ok", "failed"]),
+            (&metrics.revocation_reloads, &["ok", "failed"]),
+            (
+                &metrics.classifier_calls,
+                &["clean", "flagged", "cached", "error", "timeout"],
+            ),
+        ];
+        for (family, values) in results {
+            for &result in values {
+                let _ = family.get_or_create(&ResultLabel { result });
+            }
+        }
+        for reason in ["forbidden", "changed"] {
+            let _ = metrics
+                .mcp_tools_hidden
+                .get_or_create(&ReasonLabel { reason });
+        }
+        metrics
+    }
+
+    fn registered() -> Metrics {
         let mut root = Registry::default();
         let registry = root.sub_registry_with_prefix("portcullis");
         // 100 µs to ~105 s: gateway rejections are sub-millisecond, agent streams take minutes.
@@ -342,6 +373,12 @@ impl Metrics {
                 "rate_limit_redis_outages",
                 "Redis outages: a first failure after a success",
                 Counter::default(),
+            ),
+            rate_limit_backend_up: register(
+                registry,
+                "rate_limit_backend_up",
+                "1 while the rate limiter's store answers (always with the in-memory backend), 0 during a Redis outage",
+                Gauge::default(),
             ),
             rate_limit_fallback_decisions: register(
                 registry,
@@ -523,7 +560,11 @@ mod tests {
         let metrics = Metrics::new();
         let text = metrics.encode();
         assert!(!text.contains(r#"decision="allowed""#), "{text}");
-        assert!(!text.contains(r#"result="admitted""#), "{text}");
+        // Fixed label values start at 0 (rates and alerts need the series before its first event).
+        assert!(
+            text.contains(r#"portcullis_rate_limit_decisions_total{result="admitted"} 0"#),
+            "{text}"
+        );
         for _ in 0..2 {
             metrics.observe_request("allowed", 200, Duration::from_millis(1), 10, 20);
             metrics.rate_limit_decision("admitted");

@@ -109,6 +109,7 @@ impl RateLimiter {
                 retry_at_ms: AtomicU64::new(0),
             }),
         };
+        metrics.rate_limit_backend_up.set(1);
         Ok(Some(RateLimiter {
             default,
             classes,
@@ -143,6 +144,7 @@ impl RateLimiter {
             match shared.store.decide(&redis::key(class, user), limit).await {
                 Ok(verdict) => {
                     if shared.in_outage.swap(false, Ordering::Relaxed) {
+                        self.metrics.rate_limit_backend_up.set(1);
                         tracing::info!("Redis answers again; rate limits are shared again");
                     }
                     return self.count(to_check(verdict));
@@ -154,6 +156,7 @@ impl RateLimiter {
                         Ordering::Relaxed,
                     );
                     if !shared.in_outage.swap(true, Ordering::Relaxed) {
+                        self.metrics.rate_limit_backend_up.set(0);
                         self.metrics.rate_limit_redis_outages.inc();
                         tracing::warn!(
                             error = %e,

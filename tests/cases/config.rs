@@ -49,6 +49,16 @@ fn every_file_in_config_parses() {
                 portcullis::config::parse_raw(&toml, &name).unwrap_or_else(|e| panic!("{e}"));
             }
             Some("service") => assert!(!examples::systemd_directives(&text).is_empty()),
+            // The Grafana dashboard; its metric names are checked by
+            // `admin::every_metric_the_dashboard_and_alerts_use_is_exported`.
+            Some("json") => {
+                let dashboard: serde_json::Value =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(dashboard["panels"].is_array(), "{name}");
+            }
+            // Prometheus rules and their unit tests: `promtool check rules` and `promtool test
+            // rules` in .ci/run; the metric names are checked as for the dashboard.
+            Some("yml") => assert!(text.contains("portcullis"), "{name}"),
             _ => panic!("{name}: no test reads this kind of file; add one"),
         }
     }
