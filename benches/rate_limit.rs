@@ -122,6 +122,7 @@ fn bench_redis(c: &mut Criterion) {
     let _entered = runtime.enter();
     let store = RedisStore::new(
         &Secret::from_bytes(url.into_bytes()).unwrap(),
+        &portcullis::config::rate_limit::RedisTopology::Standalone,
         Duration::from_secs(1),
     )
     .unwrap();

@@ -49,6 +49,23 @@ impl FailureMode {
     }
 }
 
+/// How the configured URLs reach Redis (`redis_mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (or a proxy in front of several): one URL.
+    Standalone,
+    /// A Redis Cluster: the URLs of some of its nodes (the rest are discovered); a node that
+    /// fails over is followed.
+    Cluster,
+    /// A master watched by Redis Sentinel: the sentinels' URLs and the master's name; after a
+    /// failover the sentinels are asked again for the new master. The first URL's credentials
+    /// and TLS are also used for the master.
+    Sentinel {
+        /// The master's name (`sentinel monitor <name> ...`).
+        master: String,
+    },
+}
+
 /// Where per-user counts live.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RateLimitBackend {
@@ -56,8 +73,10 @@ pub enum RateLimitBackend {
     Memory,
     /// In Redis, shared by every replica.
     Redis {
-        /// The URL (a secret: it may carry a password).
+        /// The URL, or comma-separated URLs (a secret: it may carry a password).
         url: Secret,
+        /// How the URLs reach Redis.
+        topology: RedisTopology,
         /// Per-call timeout.
         timeout: Duration,
         /// Behaviour while Redis is unreachable.
@@ -160,8 +179,34 @@ pub(super) fn validate(
             if timeout.is_zero() {
                 return Err(at.error("rate_limit.redis_timeout", "must be longer than zero"));
             }
+            let topology = match (raw.redis_mode.as_deref(), &raw.redis_sentinel_master) {
+                (None | Some("standalone"), None) => RedisTopology::Standalone,
+                (Some("cluster"), None) => RedisTopology::Cluster,
+                (Some("sentinel"), Some(master)) if !master.is_empty() => RedisTopology::Sentinel {
+                    master: master.clone(),
+                },
+                (Some("sentinel"), _) => {
+                    return Err(at.error(
+                        "rate_limit.redis_sentinel_master",
+                        "names the master the sentinels watch; required with redis_mode = \"sentinel\"",
+                    ));
+                }
+                (None | Some("standalone" | "cluster"), Some(_)) => {
+                    return Err(at.error(
+                        "rate_limit.redis_sentinel_master",
+                        "is only used with redis_mode = \"sentinel\"",
+                    ));
+                }
+                (Some(_), _) => {
+                    return Err(at.error(
+                        "rate_limit.redis_mode",
+                        "must be \"standalone\", \"cluster\" or \"sentinel\"",
+                    ));
+                }
+            };
             RateLimitBackend::Redis {
                 url,
+                topology,
                 timeout,
                 failure_mode,
             }

@@ -357,6 +357,10 @@ pub struct RawRateLimit {
     /// Per-call Redis timeout.
     #[serde(default, with = "super::duration::option")]
     pub redis_timeout: Option<Duration>,
+    /// `standalone`, `cluster` or `sentinel`: how the URL(s) reach Redis.
+    pub redis_mode: Option<String>,
+    /// With `redis_mode = "sentinel"`: the name of the master the sentinels watch.
+    pub redis_sentinel_master: Option<String>,
     /// `local`, `open` or `closed`: what to do while Redis is unreachable.
     pub failure_mode: Option<String>,
     /// Most users tracked at once in memory.

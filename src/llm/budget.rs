@@ -58,9 +58,10 @@ impl Budgets {
             RateLimitBackend::Memory => None,
             RateLimitBackend::Redis {
                 url,
+                topology,
                 timeout,
                 failure_mode,
-            } => Some((RedisStore::new(url, *timeout)?, *failure_mode)),
+            } => Some((RedisStore::new(url, topology, *timeout)?, *failure_mode)),
         };
         Ok(Budgets {
             default: settings.default,

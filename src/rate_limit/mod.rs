@@ -100,10 +100,11 @@ impl RateLimiter {
             RateLimitBackend::Memory => None,
             RateLimitBackend::Redis {
                 url,
+                topology,
                 timeout,
                 failure_mode,
             } => Some(Shared {
-                store: RedisStore::new(url, *timeout)?,
+                store: RedisStore::new(url, topology, *timeout)?,
                 mode: *failure_mode,
                 in_outage: AtomicBool::new(false),
                 retry_at_ms: AtomicU64::new(0),

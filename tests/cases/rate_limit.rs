@@ -532,3 +532,228 @@ fn redis_url_is_a_secret_and_never_echoed() {
     assert!(err.message.contains("unknown field `redis_url`"), "{err}");
     assert!(!err.to_string().contains("hunter2"));
 }
+
+/// Calls `l` for each token in turn for `duration`: the count of each status and the slowest
+/// answer.
+async fn steady_load(
+    l: &Limited,
+    tokens: &[String],
+    duration: Duration,
+) -> (std::collections::BTreeMap<u16, usize>, Duration) {
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    let end = std::time::Instant::now() + duration;
+    let mut i = 0;
+    while std::time::Instant::now() < end {
+        let started = std::time::Instant::now();
+        let reply = l.call(&tokens[i % tokens.len()], "/load").await;
+        slowest = slowest.max(started.elapsed());
+        *statuses.entry(reply.status.as_u16()).or_insert(0) += 1;
+        i += 1;
+    }
+    (statuses, slowest)
+}
+
+fn redis_limits_at(urls: &str, extra: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "portcullis-test-redis-{}.url",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::write(&path, urls).unwrap();
+    format!(
+        "backend = \"redis\"\nredis_timeout = \"1s\"\nredis_url_file = \"{}\"\n{extra}",
+        path.display()
+    )
+}
+
+/// The sum of a rate-limit key's slot counts, read through the cluster-aware redis-cli on `port`.
+fn counted(port: u16, user: &str) -> u64 {
+    crate::common::redis::cli(port, &["-c", "hvals", &format!("portcullis:rl:0:{user}")])
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum()
+}
+
+// redis-cli runs synchronously: the gateways answer from another worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_shares_limits_and_survives_a_master_killed_under_load() {
+    let Some(cluster) = tokio::task::spawn_blocking(crate::common::redis::RedisCluster::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let limits = redis_limits_at(
+        &cluster.urls(),
+        "redis_mode = \"cluster\"\nrequests = 100000\nwindow = \"60s\"\nfailure_mode = \"local\"",
+    );
+    let a = limited(&limits, "").await;
+    let b = limited_on(&limits, "", Some(MockUpstream::start().await)).await;
+
+    // Two replicas count one user in one key of the cluster.
+    let (ta, tb) = (a.token("shared-user"), b.token("shared-user"));
+    for _ in 0..3 {
+        assert_eq!(a.call(&ta, "/shared").await.status, 200);
+        assert_eq!(b.call(&tb, "/shared").await.status, 200);
+    }
+    let port = cluster.ports[0];
+    let shared = tokio::task::spawn_blocking(move || counted(port, "shared-user"))
+        .await
+        .unwrap();
+    assert_eq!(shared, 6, "both replicas counted in the cluster");
+
+    // Users whose keys spread over the three masters; the master of the first is killed 1 s into
+    // 8 s of steady load.
+    let users: Vec<String> = (0..24).map(|i| format!("load-user-{i}")).collect();
+    let tokens: Vec<String> = users.iter().map(|u| a.token(u)).collect();
+    let victim_key = format!("portcullis:rl:0:{}", users[0]);
+    let victim = cluster.master_of(&victim_key);
+    let mut cluster = cluster;
+    let victim_key_for_killer = victim_key.clone();
+    let killer = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        cluster.kill(victim);
+        let killed_at = std::time::Instant::now();
+        cluster.wait_failover(&victim_key_for_killer, victim);
+        (cluster, killed_at.elapsed())
+    });
+    let (statuses, slowest) = steady_load(&a, &tokens, Duration::from_secs(8)).await;
+    let (cluster, failover) = killer.await.unwrap();
+    let outages = a
+        .gateway
+        .metric("portcullis_rate_limit_redis_outages_total")
+        .await;
+    let fallback = a
+        .gateway
+        .metric("portcullis_rate_limit_fallback_decisions_total")
+        .await;
+    println!(
+        "Redis Cluster, master {victim} killed under load: statuses {statuses:?}, slowest answer \
+         {slowest:?}, slot served by the promoted replica {failover:?} after the kill, {outages} outage(s), {fallback} \
+         decisions made locally meanwhile"
+    );
+    // failure_mode = "local": every request answered by the local window meanwhile, none lost.
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "{statuses:?}"
+    );
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
+
+    // After the failover the victim's key is counted in the cluster again, on the promoted node.
+    let g = &a.gateway;
+    let token = &tokens[0];
+    let port = cluster
+        .ports
+        .iter()
+        .copied()
+        .find(|&p| p != victim)
+        .unwrap();
+    let user = users[0].clone();
+    let before = tokio::task::spawn_blocking({
+        let user = user.clone();
+        move || counted(port, &user)
+    })
+    .await
+    .unwrap();
+    wait_until("the cluster never counted again", || {
+        let user = user.clone();
+        async move {
+            call(g, token, "/after").await;
+            tokio::task::spawn_blocking(move || counted(port, &user))
+                .await
+                .unwrap()
+                > before
+        }
+    })
+    .await;
+    assert_eq!(
+        a.gateway.metric("portcullis_rate_limit_backend_up").await,
+        1.0
+    );
+    assert_ne!(cluster.master_of(&victim_key), victim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_follows_a_failover_of_the_master_under_load() {
+    use crate::common::redis::{RedisSentinel, SENTINEL_MASTER};
+    let Some(sentinel) = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let limits = redis_limits_at(
+        &sentinel.urls(),
+        &format!(
+            "redis_mode = \"sentinel\"\nredis_sentinel_master = \"{SENTINEL_MASTER}\"\n\
+             requests = 100000\nwindow = \"60s\"\nfailure_mode = \"local\""
+        ),
+    );
+    let a = limited(&limits, "").await;
+    let token = a.token("sentinel-user");
+    for _ in 0..3 {
+        assert_eq!(a.call(&token, "/before").await.status, 200);
+    }
+    let master = sentinel.master_port;
+    assert_eq!(
+        tokio::task::spawn_blocking(move || counted(master, "sentinel-user"))
+            .await
+            .unwrap(),
+        3,
+        "counted on the master the sentinels name"
+    );
+
+    let tokens: Vec<String> = (0..8).map(|i| a.token(&format!("s-load-{i}"))).collect();
+    let mut sentinel = sentinel;
+    let killer = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        sentinel.kill_master();
+        let killed_at = std::time::Instant::now();
+        let deadline = killed_at + Duration::from_secs(20);
+        while sentinel.current_master() != sentinel.replica_port {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sentinels never failed over"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (sentinel, killed_at.elapsed())
+    });
+    let (statuses, slowest) = steady_load(&a, &tokens, Duration::from_secs(9)).await;
+    let (sentinel, failover) = killer.await.unwrap();
+    let outages = a
+        .gateway
+        .metric("portcullis_rate_limit_redis_outages_total")
+        .await;
+    println!(
+        "Redis Sentinel, master killed under load: statuses {statuses:?}, slowest answer \
+         {slowest:?}, replica promoted {failover:?} after the kill, {outages} outage(s)"
+    );
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "{statuses:?}"
+    );
+    assert!(outages >= 1.0, "the killed master was noticed");
+
+    // The gateway asked the sentinels again and counts on the promoted replica.
+    let g = &a.gateway;
+    let t = &token;
+    let replica = sentinel.replica_port;
+    wait_until("never counted on the promoted replica", || async move {
+        call(g, t, "/after").await;
+        tokio::task::spawn_blocking(move || counted(replica, "sentinel-user"))
+            .await
+            .unwrap()
+            > 3
+    })
+    .await;
+    assert_eq!(
+        a.gateway.metric("portcullis_rate_limit_backend_up").await,
+        1.0
+    );
+}
