@@ -518,6 +518,9 @@ fn kubernetes_example_passes_check_config_strict() {
     std::fs::rename(&pki.key_file, tls.join("tls.key")).unwrap();
     let key = crate::common::keys::TestKey::es256("idp-1");
     std::fs::write(auth.join("jwks.json"), crate::common::keys::jwks(&[&key])).unwrap();
+    let redis = dir.path().join("redis");
+    std::fs::create_dir_all(&redis).unwrap();
+    std::fs::write(redis.join("url"), "redis://:made-at-test-time@redis:6379/").unwrap();
     let text = toml.replace(SECRETS, &format!("{}/", dir.path().display()));
 
     // As shipped, the identity provider is a placeholder: the strict check (and so the pod's

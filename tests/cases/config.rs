@@ -44,6 +44,10 @@ fn every_file_in_config_parses() {
             Some("toml") => {
                 portcullis::config::parse_raw(&text, &name).unwrap_or_else(|e| panic!("{e}"));
             }
+            // Manifests without the gateway's config (redis.yaml) are Kubernetes objects.
+            Some("yaml") if !text.contains("portcullis.toml: |") => {
+                assert!(text.contains("\nkind: "), "{name}");
+            }
             Some("yaml") => {
                 let toml = examples::kubernetes_config_toml(&text);
                 portcullis::config::parse_raw(&toml, &name).unwrap_or_else(|e| panic!("{e}"));
@@ -219,10 +223,16 @@ fn kubernetes_example_embeds_a_valid_config() {
     // validates it whole with those files made at test time.
     let tls = raw.server.tls.expect("TLS from the Secret");
     let auth = raw.auth.expect("[auth] configured");
+    let redis_url = raw
+        .rate_limit
+        .expect("[rate_limit]")
+        .redis_url_file
+        .expect("the replicas share limits through Redis");
     let files = [
         tls.cert_file,
         tls.key_file,
         auth.jwks_file.expect("jwks_file from the Secret"),
+        redis_url,
     ];
     for file in &files {
         let dir = &file[..file.rfind('/').unwrap()];
