@@ -8,7 +8,8 @@
 //! 3. audit record and metrics, completed when the response ends — [`audit`], [`metrics`]
 //! 4. security headers on every response — [`headers`]
 //! 5. panic containment — [`error`]
-//! 6. on MCP endpoints: the OAuth protected resource metadata, CORS preflights and the `Origin`
+//! 6. CORS: preflights answered, answers and refusals readable by listed origins — [`cors`]; on
+//!    MCP endpoints: the OAuth protected resource metadata, CORS preflights and the `Origin`
 //!    check, before any token is asked for — [`mcp::edge`]
 //! 7. audit availability, under `audit.on_failure = "fail_closed"` — [`audit`]
 //! 8. request-head checks: size, framing, target form — [`head_limit`]
@@ -50,6 +51,7 @@ pub mod body_deadline;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod cors;
 pub mod detect;
 pub(crate) mod dev;
 pub mod dlp;

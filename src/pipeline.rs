@@ -20,7 +20,9 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::audit::{AuditLayer, Auditor, RequireWritable};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::body_deadline::BodyDeadlineLayer;
+use crate::config::cors::CorsSettings;
 use crate::context::{ClientAddress, ContextLayer, Routes, X_REQUEST_ID};
+use crate::cors::CorsLayer;
 use crate::dlp::{Dlp, DlpLayer};
 use crate::error::{CatchPanicLayer, RenderErrorsLayer};
 use crate::head_limit::HeadRules;
@@ -65,6 +67,8 @@ pub struct Stages {
     pub llm: Option<Arc<LlmPolicy>>,
     /// Data-loss prevention, when configured.
     pub dlp: Option<Arc<Dlp>>,
+    /// CORS for browser callers, when `[cors]` is configured.
+    pub cors: Option<Arc<CorsSettings>>,
     /// The edge of MCP endpoints (metadata, CORS, `Origin`), when `[mcp]` is configured.
     pub mcp_edge: Option<Arc<McpEdge>>,
     /// The MCP policy, when configured.
@@ -109,6 +113,9 @@ pub fn build(stages: Stages) -> Pipeline {
         .layer(SecurityHeadersLayer::new(stages.security_headers))
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
         .layer(CatchPanicLayer)
+        // CORS: a preflight is answered (or refused) here, without a token; a listed origin may
+        // read every answer below, refusals included.
+        .option_layer(stages.cors.map(CorsLayer::new))
         // MCP endpoints' edge: the OAuth metadata and CORS preflights need no token, a foreign
         // Origin is refused before any work, and an allowed one may read every answer below,
         // refusals included.

@@ -191,6 +191,24 @@ pub fn evaluate(config: &Config, source: &str) -> Vec<Item> {
             "[admin] listen is not a loopback address: metrics are exposed beyond this host",
         ),
     });
+    if let Some(cors) = &config.cors {
+        items.push(match &cors.origins {
+            super::cors::Origins::Any => item(
+                Status::Warn,
+                "CORS limited to listed origins",
+                "[cors] allowed_origins = [\"*\"]: a page on any site can call the gateway and \
+                 read the answers, given a token",
+            ),
+            super::cors::Origins::List(list) => Item {
+                status: Status::Pass,
+                name: "CORS limited to listed origins",
+                why: format!(
+                    "browsers may call from {} only; preflights from others are refused",
+                    list.join(", ")
+                ),
+            },
+        });
+    }
     if let Some(m) = &config.metrics {
         items.push(Item {
             status: Status::Pass,

@@ -223,7 +223,7 @@ pub(super) fn validate(raw: &RawMcp, at: &Locator<'_>) -> Result<McpSettings, Co
 }
 
 /// `scheme://authority` (lowercase) of an absolute http(s) URI without query or fragment.
-fn http_origin(text: &str) -> Option<String> {
+pub(crate) fn http_origin(text: &str) -> Option<String> {
     if text.contains('#') || text.contains('?') {
         return None;
     }

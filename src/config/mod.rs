@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod checklist;
+pub mod cors;
 pub mod dlp;
 pub mod duration;
 pub mod llm;
@@ -146,6 +147,8 @@ pub struct Config {
     pub dlp: Option<DlpSettings>,
     /// MCP endpoints, when configured.
     pub mcp: Option<McpSettings>,
+    /// CORS for browser callers, when configured.
+    pub cors: Option<cors::CorsSettings>,
 }
 
 /// Validated `[tracing]`.
@@ -409,6 +412,10 @@ impl Config {
                 Some(dlp::validate(raw_dlp, at)?)
             }
         };
+        let cors = match &raw.cors {
+            None => None,
+            Some(raw_cors) => Some(cors::validate(raw_cors, at)?),
+        };
         let mcp = match &raw.mcp {
             None => None,
             Some(raw_mcp) => {
@@ -470,6 +477,7 @@ impl Config {
             llm,
             dlp,
             mcp,
+            cors,
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub dlp: Option<RawDlp>,
     /// `[mcp]`: MCP (Model Context Protocol) endpoints.
     pub mcp: Option<RawMcp>,
+    /// `[cors]`: browser origins allowed to call.
+    pub cors: Option<super::cors::RawCors>,
 }
 
 /// `[mcp]`; parsed and checked for shape.

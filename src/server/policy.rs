@@ -240,6 +240,7 @@ impl Policy {
             llm,
             dlp,
             mcp_edge,
+            cors: config.cors.clone().map(Arc::new),
             mcp: mcp.clone(),
             metrics: metrics.clone(),
             upstream: upstream.clone(),

@@ -5,6 +5,7 @@ mod auth;
 mod binary;
 mod classifier;
 mod config;
+mod cors;
 mod detection;
 mod dlp;
 mod errors;

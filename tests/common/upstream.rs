@@ -288,5 +288,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Re
     headers.insert("x-upstream-hop", HeaderValue::from_static("1"));
     headers.insert("connection", HeaderValue::from_static("x-upstream-hop"));
     headers.insert("x-agent", HeaderValue::from_static("kept"));
+    if path == "/upstream-cors" {
+        // An agent with its own, wider CORS policy.
+        headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        headers.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+    }
     response
 }
