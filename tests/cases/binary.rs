@@ -682,16 +682,42 @@ async fn operational_logs(options: &Options) -> String {
         options,
     );
     let path = write_config(dir.path(), &text);
-    let child = run_listening(&path, port, &[]).await;
+    let mut child = run_listening(&path, port, &[]).await;
+    // Read stderr as it comes, and stop the gateway only once it has said it serves (a SIGTERM
+    // before its signal handler is in place would end it without a word).
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut logs = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs.contains("portcullis is serving") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("never served: {logs}"));
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+    tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    reader.join().unwrap();
+    logs.extend(rx.try_iter().map(|l| l + "\n"));
+    logs
 }
 
 #[tokio::test]
