@@ -28,7 +28,9 @@
 //!     tool listings — [`mcp`]
 //! 18. the rate limit's count of MCP calls (`tools/call`, `resources/read`, `prompts/get`) —
 //!     [`rate_limit`]
-//! 19. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`], over
+//! 19. WebSocket handshakes forwarded and their sockets relayed with bounds; other upgrades
+//!     refused — [`websocket`]
+//! 20. forwarding with streaming, timeouts and sanitised upstream errors — [`proxy`], over
 //!     pooled keep-alive upstream connections
 //!
 //! Every stage is a `tower` layer ([`stage`]) assembled with `tower::ServiceBuilder` in
@@ -78,3 +80,4 @@ pub mod stage;
 pub(crate) mod tls;
 pub mod trace;
 pub mod validate;
+pub mod websocket;

@@ -74,6 +74,12 @@ pub struct Metrics {
     pub rate_limit_redis_errors: Counter<u64, AtomicU64>,
     /// 1 while the rate limiter's store answers (always, in memory), 0 during a Redis outage.
     pub rate_limit_backend_up: Gauge,
+    /// WebSockets open now.
+    pub websocket_open: Gauge,
+    /// WebSockets closed, by how they ended.
+    pub websocket_closed: Family<EndLabel, Counter>,
+    /// WebSocket messages relayed, both directions.
+    pub websocket_messages: Counter<u64, AtomicU64>,
     /// Redis outages (a first failure after a success).
     pub rate_limit_redis_outages: Counter<u64, AtomicU64>,
     /// Decisions made by the failure mode instead of Redis.
@@ -108,6 +114,13 @@ pub struct Metrics {
     pub mcp_tools_hidden: Family<ReasonLabel, Counter>,
     /// The label sets counted on almost every request, each looked up in its family once.
     hot: HotCounters,
+}
+
+/// The label of a closed WebSocket: how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndLabel {
+    /// `closed`, `idle_timeout`, `message_too_big`, `client_closed` or `upstream_closed`.
+    pub end: &'static str,
 }
 
 /// Labels of the data-loss prevention counter.
@@ -374,6 +387,24 @@ impl Metrics {
                 "Redis outages: a first failure after a success",
                 Counter::default(),
             ),
+            websocket_open: register(
+                registry,
+                "websocket_open",
+                "WebSockets open now",
+                Gauge::default(),
+            ),
+            websocket_closed: register(
+                registry,
+                "websocket_closed",
+                "WebSockets closed, by end (a close code, idle_timeout, message_too_big, client_closed, upstream_closed)",
+                Family::<EndLabel, Counter>::default(),
+            ),
+            websocket_messages: register(
+                registry,
+                "websocket_messages",
+                "WebSocket messages relayed, both directions",
+                Counter::default(),
+            ),
             rate_limit_backend_up: register(
                 registry,
                 "rate_limit_backend_up",
@@ -538,6 +569,11 @@ impl Metrics {
         self.jwks_fetches
             .get_or_create(&ResultLabel { result })
             .inc();
+    }
+
+    /// Counts a closed WebSocket by how it ended.
+    pub fn websocket_closed(&self, end: &'static str) {
+        self.websocket_closed.get_or_create(&EndLabel { end }).inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

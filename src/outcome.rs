@@ -127,6 +127,14 @@ pub enum StreamEnd {
     UpstreamIdleTimeout,
     /// The upstream broke the stream; it was cut.
     UpstreamAborted,
+    /// A WebSocket closed with this code, sent by either side (written as the code).
+    SocketClosed(u16),
+    /// A WebSocket carried no frame for `idle_timeout`; closed with 1001.
+    SocketIdleTimeout,
+    /// A WebSocket message was larger than `max_message_bytes`; closed with 1009.
+    SocketMessageTooBig,
+    /// The upstream's side of a WebSocket went away without a close frame.
+    SocketUpstreamClosed,
 }
 
 impl StreamEnd {
@@ -137,6 +145,10 @@ impl StreamEnd {
             StreamEnd::ClientClosed => "client_closed",
             StreamEnd::UpstreamIdleTimeout => "upstream_idle_timeout",
             StreamEnd::UpstreamAborted => "upstream_aborted",
+            StreamEnd::SocketClosed(_) => "closed",
+            StreamEnd::SocketIdleTimeout => "idle_timeout",
+            StreamEnd::SocketMessageTooBig => "message_too_big",
+            StreamEnd::SocketUpstreamClosed => "upstream_closed",
         }
     }
 }

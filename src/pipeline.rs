@@ -37,6 +37,7 @@ use crate::rate_limit::per_ip::FloodGuard;
 use crate::rate_limit::{RateLimitLayer, RateLimiter};
 use crate::stage::{CheckLayer, Request, Response};
 use crate::validate::{ValidationLayer, Validator};
+use crate::websocket::{WebSocketLayer, WebSockets};
 
 /// What the stages are built from.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub struct Stages {
     pub llm: Option<Arc<LlmPolicy>>,
     /// Data-loss prevention, when configured.
     pub dlp: Option<Arc<Dlp>>,
+    /// WebSocket handshakes and their relay (`[websocket]`; without it upgrades are refused).
+    pub websocket: Arc<WebSockets>,
     /// CORS for browser callers, when `[cors]` is configured.
     pub cors: Option<Arc<CorsSettings>>,
     /// The edge of MCP endpoints (metadata, CORS, `Origin`), when `[mcp]` is configured.
@@ -160,6 +163,9 @@ pub fn build(stages: Stages) -> Pipeline {
                 .filter(|_| mcp_routes)
                 .map(RateLimitLayer::for_mcp_calls),
         )
+        // A WebSocket handshake that passed every stage is forwarded and its socket relayed
+        // with bounds; an upgrade anywhere else is refused.
+        .layer(WebSocketLayer::new(stages.websocket))
         // Forwarding to the upstream answers whatever passed every stage.
         .service(Forward(stages.upstream));
     Pipeline(Arc::new(stack))

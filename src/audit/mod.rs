@@ -89,6 +89,45 @@ pub struct AuditRecord {
     pub mcp_method: Option<Box<str>>,
     /// The tool (or prompt name, or resource URI) an MCP request acts on; never its arguments.
     pub mcp_tool: Option<Box<str>>,
+    /// WebSocket messages from the client (null for other requests).
+    pub messages_in: Option<u64>,
+    /// WebSocket messages to the client (null for other requests).
+    pub messages_out: Option<u64>,
+}
+
+/// What a WebSocket carried, reported by its relay when it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketSummary {
+    /// Message payload bytes from the client.
+    pub bytes_in: u64,
+    /// Message payload bytes to the client.
+    pub bytes_out: u64,
+    /// Messages from the client.
+    pub messages_in: u64,
+    /// Messages to the client.
+    pub messages_out: u64,
+    /// How it ended.
+    pub end: StreamEnd,
+}
+
+/// Put in a `101 Switching Protocols` response's extensions by the WebSocket relay: the record
+/// of that request is written when the socket closes, with what the socket carried, its whole
+/// lifetime as `latency_ms`. A relay that never reports (a dropped sender) leaves the record
+/// ended `client_closed`.
+#[derive(Debug, Clone)]
+pub struct SocketAudit(
+    Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<SocketSummary>>>>,
+);
+
+impl SocketAudit {
+    /// The audit side of the relay's report.
+    pub fn new(summary: tokio::sync::oneshot::Receiver<SocketSummary>) -> SocketAudit {
+        SocketAudit(Arc::new(std::sync::Mutex::new(Some(summary))))
+    }
+
+    fn take(&self) -> Option<tokio::sync::oneshot::Receiver<SocketSummary>> {
+        self.0.lock().ok()?.take()
+    }
 }
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -104,7 +143,10 @@ fn decision_text<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(d.as_str())
 }
 fn end_text<S: Serializer>(e: &StreamEnd, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(e.as_str())
+    match e {
+        StreamEnd::SocketClosed(code) => s.serialize_str(itoa::Buffer::new().format(*code)),
+        other => s.serialize_str(other.as_str()),
+    }
 }
 
 /// What the audit layer needs: the sink and the metrics fed from the same finished record.
@@ -294,6 +336,8 @@ where
                 dlp_rules: Vec::new(),
                 mcp_method: None,
                 mcp_tool: None,
+                messages_in: None,
+                messages_out: None,
             }),
         };
         let request = request.map(|body| {
@@ -338,6 +382,31 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for AuditFuture<F>
             if let Some(cause) = outcome.cause {
                 log_cause(status, record, &cause);
             }
+        }
+        let mut response = response;
+        if status == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(summary) = response
+                .extensions_mut()
+                .remove::<SocketAudit>()
+                .and_then(|s| s.take())
+        {
+            tokio::spawn(async move {
+                let mut pending = pending;
+                if let Some(record) = pending.record.as_mut() {
+                    match summary.await {
+                        Ok(summary) => {
+                            record.bytes_out = summary.bytes_out;
+                            record.messages_in = Some(summary.messages_in);
+                            record.messages_out = Some(summary.messages_out);
+                            record.end = summary.end;
+                            pending.facts.add_bytes_in(summary.bytes_in);
+                        }
+                        Err(_) => record.end = StreamEnd::ClientClosed,
+                    }
+                }
+                pending.write();
+            });
+            return Poll::Ready(Ok(response));
         }
         Poll::Ready(Ok(response.map(|body| {
             Body::new(AuditedBody {

@@ -367,12 +367,21 @@ where
 fn extract_token<'a>(headers: &'a HeaderMap, location: &TokenLocation) -> Result<&'a str, Refusal> {
     let token: &[u8] = match location {
         TokenLocation::Authorization => {
-            let value = single(headers, &header::AUTHORIZATION)?;
-            let (scheme, rest) = split_scheme(value);
-            if !scheme.eq_ignore_ascii_case(b"bearer") {
-                return Err(Refusal::Invalid("not_bearer"));
+            let subprotocol = subprotocol_token(headers)?;
+            match (single(headers, &header::AUTHORIZATION), subprotocol) {
+                // A browser's WebSocket cannot set headers: its token rides in the offered
+                // subprotocols.
+                (Err(Refusal::Missing), Some(token)) => token,
+                (Err(refusal), _) => return Err(refusal),
+                (Ok(_), Some(_)) => return Err(Refusal::Invalid("duplicate_token")),
+                (Ok(value), None) => {
+                    let (scheme, rest) = split_scheme(value);
+                    if !scheme.eq_ignore_ascii_case(b"bearer") {
+                        return Err(Refusal::Invalid("not_bearer"));
+                    }
+                    rest.trim_ascii()
+                }
             }
-            rest.trim_ascii()
         }
         TokenLocation::Header(name) => {
             let value = single(headers, name)?;
@@ -410,6 +419,48 @@ fn extract_token<'a>(headers: &'a HeaderMap, location: &TokenLocation) -> Result
     std::str::from_utf8(token).map_err(|_| Refusal::Invalid("malformed"))
 }
 
+/// The prefix of the `Sec-WebSocket-Protocol` entry that carries a token.
+pub const SUBPROTOCOL_TOKEN_PREFIX: &str = "portcullis.bearer.";
+
+/// The token of a `portcullis.bearer.<token>` entry among the offered WebSocket subprotocols;
+/// two such entries are refused.
+fn subprotocol_token(headers: &HeaderMap) -> Result<Option<&[u8]>, Refusal> {
+    let mut found = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.trim().strip_prefix(SUBPROTOCOL_TOKEN_PREFIX));
+    match (found.next(), found.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(Refusal::Invalid("duplicate_token")),
+        (Some(token), None) => Ok(Some(token.as_bytes())),
+    }
+}
+
+/// Removes `portcullis.bearer.*` entries from the offered subprotocols (the header goes when
+/// nothing else is offered), so the token is never forwarded.
+pub fn remove_subprotocol_token(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty() && !entry.starts_with(SUBPROTOCOL_TOKEN_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join(", "))
+    {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+}
+
 /// The bytes a token may hold: base64url, the JWS separator `.`, and `=` padding.
 static TOKEN_BYTE: [bool; 256] = {
     let mut table = [false; 256];
@@ -445,6 +496,7 @@ fn single<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Result<&'a [
 /// Removes the client's credential so it never reaches the upstream.
 fn remove_credentials(headers: &mut HeaderMap, location: &TokenLocation, api_keys: bool) {
     headers.remove(header::AUTHORIZATION);
+    remove_subprotocol_token(headers);
     if api_keys {
         headers.remove(&X_API_KEY);
     }

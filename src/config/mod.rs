@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod raw;
 
 pub mod validation;
+pub mod websocket;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -149,6 +150,8 @@ pub struct Config {
     pub mcp: Option<McpSettings>,
     /// CORS for browser callers, when configured.
     pub cors: Option<cors::CorsSettings>,
+    /// WebSocket pass-through, when configured.
+    pub websocket: Option<websocket::WebSocketSettings>,
 }
 
 /// Validated `[tracing]`.
@@ -412,6 +415,10 @@ impl Config {
                 Some(dlp::validate(raw_dlp, at)?)
             }
         };
+        let websocket = match &raw.websocket {
+            None => None,
+            Some(raw_ws) => Some(websocket::validate(raw_ws, at)?),
+        };
         let cors = match &raw.cors {
             None => None,
             Some(raw_cors) => Some(cors::validate(raw_cors, at)?),
@@ -478,6 +485,7 @@ impl Config {
             dlp,
             mcp,
             cors,
+            websocket,
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub mcp: Option<RawMcp>,
     /// `[cors]`: browser origins allowed to call.
     pub cors: Option<super::cors::RawCors>,
+    /// `[websocket]`: WebSocket pass-through.
+    pub websocket: Option<super::websocket::RawWebSocket>,
 }
 
 /// `[mcp]`; parsed and checked for shape.

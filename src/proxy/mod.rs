@@ -47,7 +47,13 @@ pub struct Upstream {
     answered: Arc<AtomicBool>,
     /// One permit per request in flight upstream, held until its response body ends.
     slots: Arc<Semaphore>,
+    /// WebSocket handshakes: a client that hands over upgraded connections, never pooled.
+    upgrades: UpgradeClient,
 }
+
+/// The client of WebSocket handshakes (hyper-util's, which supports upgrades).
+type UpgradeClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 impl Upstream {
     /// Builds the connection pool (http and https, TLS by rustls with system roots and
@@ -69,6 +75,10 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .map_err(|_| "upstream.url is not a valid URL".to_owned())?;
+        let upgrades =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector.clone());
         let pool = Pool::new(connector, target, pool::IDLE_TIMEOUT);
         let host = HeaderValue::from_str(settings.authority.as_str())
             .map_err(|_| "upstream.url has a host that is not a valid header value".to_owned())?;
@@ -79,7 +89,77 @@ impl Upstream {
             metrics,
             answered: Arc::new(AtomicBool::new(false)),
             slots: Arc::new(Semaphore::new(settings.max_connections)),
+            upgrades,
         })
+    }
+
+    /// Forwards a WebSocket handshake: on the agent's `101`, its answer's headers and the
+    /// upgraded connection; any other answer is a sanitised 502.
+    pub async fn open_websocket(
+        &self,
+        request: Request,
+    ) -> Result<(http::HeaderMap, hyper::upgrade::Upgraded), GatewayError> {
+        let uri = self
+            .upstream_uri(request.uri().path_and_query())
+            .map_err(|e| GatewayError::UpstreamUnavailable(e.into()))?;
+        let original_host = request.headers().get(header::HOST).cloned();
+        let (mut parts, _) = request.into_parts();
+        let Some(context) = parts.extensions.get::<RequestContext>() else {
+            return Err(GatewayError::Internal("request context missing"));
+        };
+        headers::prepare_upstream_request(
+            &mut parts.headers,
+            Forwarding {
+                context,
+                original_host: original_host.as_ref(),
+                upstream_host: &self.host,
+                principal: context.principal.as_deref(),
+                credential: self.settings.credential.as_ref(),
+            },
+        );
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let base = Uri::builder()
+            .scheme(self.settings.scheme.clone())
+            .authority(self.settings.authority.clone());
+        let absolute = match uri.path_and_query() {
+            Some(pq) => base.path_and_query(pq.clone()),
+            None => base.path_and_query("/"),
+        }
+        .build()
+        .map_err(|e| GatewayError::UpstreamUnavailable(e.into()))?;
+        let mut upstream_request = http::Request::new(Body::empty());
+        *upstream_request.method_mut() = http::Method::GET;
+        *upstream_request.uri_mut() = absolute;
+        *upstream_request.headers_mut() = parts.headers;
+        let sent = Instant::now();
+        let response = match tokio::time::timeout(
+            self.settings.response_header_timeout,
+            self.upgrades.request(upstream_request),
+        )
+        .await
+        {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(Box::new(e))),
+            Ok(Ok(response)) => response,
+        };
+        self.metrics
+            .upstream_latency
+            .observe(sent.elapsed().as_secs_f64());
+        self.answered.store(true, Ordering::Relaxed);
+        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            // The agent refused or did not understand: its body and reason stay with it.
+            return Err(GatewayError::UpstreamStatus(http::StatusCode::BAD_GATEWAY));
+        }
+        let answer = response.headers().clone();
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| GatewayError::UpstreamUnavailable(Box::new(e)))?;
+        Ok((answer, upgraded))
     }
 
     /// Whether the upstream has answered at least once (readiness).

@@ -5,7 +5,9 @@
 //! the connection permit is held until the connection is fully closed.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +16,8 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerSettings;
@@ -116,7 +117,7 @@ pub async fn serve(
     peer: SocketAddr,
     settings: Arc<ConnSettings>,
     policies: Policies,
-    watcher: Watcher,
+    stop: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
 ) {
     settings.metrics.open_connections.inc();
@@ -138,8 +139,11 @@ pub async fn serve(
                 settings.parse_buffer,
                 findings,
             );
-            let conn = settings.http1.serve_connection(TokioIo::new(io), service);
-            if let Err(e) = watcher.watch(conn).await {
+            let conn = settings
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            if let Err(e) = until_stopped(conn, stop, |c| c.graceful_shutdown()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
@@ -169,9 +173,8 @@ pub async fn serve(
                     info,
                     framing: None,
                 };
-                watcher
-                    .watch(settings.http2.serve_connection(TokioIo::new(io), service))
-                    .await
+                let conn = settings.http2.serve_connection(TokioIo::new(io), service);
+                until_stopped(conn, stop, |c| c.graceful_shutdown()).await
             } else {
                 let findings = Arc::new(Findings::default());
                 let service = ConnService {
@@ -180,15 +183,38 @@ pub async fn serve(
                     framing: Some(findings.clone()),
                 };
                 let io = FramingGuard::new(io, settings.parse_buffer, findings);
-                watcher
-                    .watch(settings.http1.serve_connection(TokioIo::new(io), service))
-                    .await
+                // With upgrades: a WebSocket handshake hands the connection to its relay.
+                let conn = settings
+                    .http1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                until_stopped(conn, stop, |c| c.graceful_shutdown()).await
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
     }
+}
+
+/// Drives `conn` to its end; once `stop` turns true, asks it to finish gracefully (`shut`: no
+/// new requests, in-flight ones complete) and drives it on.
+async fn until_stopped<C, T, E>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    shut: impl FnOnce(Pin<&mut C>),
+) -> Result<T, E>
+where
+    C: Future<Output = Result<T, E>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        biased;
+        result = &mut conn => return result,
+        _ = stop.wait_for(|stopped| *stopped) => {}
+    }
+    shut(conn.as_mut());
+    conn.await
 }
 
 struct OpenConnection {

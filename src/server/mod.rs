@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -142,6 +141,7 @@ impl Gateway {
             certs,
             spans: start_span_export(&config)?,
             reload_lock: tokio::sync::Mutex::new(()),
+            sockets: Arc::default(),
         });
         let policy = Policy::build(config, &shared, None)?;
         Ok(Gateway {
@@ -225,7 +225,9 @@ impl Gateway {
             let config = &policies.load().config;
             (config.server.max_connections, config.server.shutdown_grace)
         };
-        let graceful = GracefulShutdown::new();
+        // Every connection holds a slot until it is closed, and watches `stop`: at shutdown it
+        // finishes its in-flight requests and closes, and all slots back means all are closed.
+        let (stop, stopped) = watch::channel(false);
         let connection_slots = Arc::new(Semaphore::new(max_connections));
         tokio::pin!(shutdown);
         loop {
@@ -250,7 +252,7 @@ impl Gateway {
                         peer,
                         settings,
                         policies.clone(),
-                        graceful.watcher(),
+                        stopped.clone(),
                         permit,
                     ));
                 }
@@ -264,7 +266,14 @@ impl Gateway {
         watching.abort();
         pruning.abort();
         tracing::info!(grace = ?shutdown_grace, "shutting down: finishing in-flight requests");
-        match tokio::time::timeout(shutdown_grace, graceful.shutdown()).await {
+        let _ = stop.send(true);
+        shared.sockets.stop();
+        let all_closed = async {
+            let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+            let _ = connection_slots.acquire_many(all).await;
+            shared.sockets.all_closed().await;
+        };
+        match tokio::time::timeout(shutdown_grace, all_closed).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
         }

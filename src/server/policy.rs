@@ -47,6 +47,8 @@ pub struct Shared {
     pub spans: Option<Arc<SpanExport>>,
     /// Held by a reload from validation to swap, so two reloads never interleave.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// The open WebSockets, which outlive reloads.
+    pub sockets: Arc<crate::websocket::Sockets>,
 }
 
 /// One configuration's runtime objects.
@@ -241,6 +243,12 @@ impl Policy {
             dlp,
             mcp_edge,
             cors: config.cors.clone().map(Arc::new),
+            websocket: Arc::new(crate::websocket::WebSockets {
+                settings: config.websocket.clone(),
+                sockets: shared.sockets.clone(),
+                upstream: upstream.clone(),
+                metrics: metrics.clone(),
+            }),
             mcp: mcp.clone(),
             metrics: metrics.clone(),
             upstream: upstream.clone(),

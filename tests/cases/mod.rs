@@ -21,3 +21,4 @@ mod server;
 mod slow_clients;
 mod trace;
 mod validation;
+mod websocket;

@@ -12,6 +12,7 @@ pub mod pki;
 pub mod python;
 pub mod redis;
 pub mod upstream;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
