@@ -20,6 +20,9 @@ seconds idle) and the config key that bounds it.
   connections       C idle TLS connections (handshake done, no request) opened at a steady rate, held
                     5 s and closed: RSS per connection, and RSS 1, 5 and 10 s after they closed
                     (how much of it the allocator has given back)
+  websockets        W idle WebSockets (TLS, token in the handshake) held through the gateway to a
+                    WebSocket agent (tests/sdk/ws_upstream.py), then one echo on each: RSS per
+                    open socket = (RSS with all open - RSS idle) / W
   bodies            200 clients POST a 1 MiB JSON body each at once, slowly (over ~4 s), with
                     max_buffered_bytes = 16 MiB: excess requests wait 2 s then get 503 `overloaded`
   bodies-unbounded  the same with max_buffered_bytes = 256 MiB, to show what the budget saves
@@ -53,7 +56,7 @@ import harness as h  # noqa: E402
 PORT, ADMIN_PORT, UPSTREAM_PORT, JWKS_PORT = 29443, 29901, 29080, 29444
 SERVER_CORE, CLIENT_CORE = 0, 1
 SCENARIOS = ["users-default", "users-small-cache", "users-capped", "unknown-kid", "sse-streams", "connections",
-             "bodies",
+             "websockets", "bodies",
              "bodies-unbounded"]
 
 
@@ -514,6 +517,75 @@ def connections(tmp, count, rate):
 
 
 # ---------------------------------------------------------------------------------------------
+# Idle WebSockets.
+
+async def hold_sockets(count, rate, token, gw):
+    from websockets.asyncio.client import connect
+    ctx = h.client_tls()
+    sockets, failures = [], 0
+    started = time.monotonic()
+    for i in range(count):
+        try:
+            ws = await connect(f"wss://127.0.0.1:{PORT}/ws", ssl=ctx, compression=None,
+                               additional_headers={"authorization": f"Bearer {token}"},
+                               ping_interval=None, open_timeout=10)
+            sockets.append(ws)
+        except Exception:
+            failures += 1
+        ahead = (i + 1) / rate - (time.monotonic() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+    ramp = time.monotonic() - started
+    await asyncio.sleep(2)
+    held = gw.rss()[0]
+    gauge = gw.metric("portcullis_websocket_open")
+    echoed = 0
+    for ws in sockets:
+        await ws.send("still here")
+        echoed += await ws.recv() == "still here"
+    for ws in sockets:
+        await ws.close()
+    return len(sockets), failures, ramp, held, gauge, echoed
+
+
+def websockets_scenario(tmp, count, rate):
+    hs = h.Hs256(tmp)
+    agent = subprocess.Popen(["taskset", "-c", str(CLIENT_CORE), sys.executable,
+                              os.path.join(h.ROOT, "tests/sdk/ws_upstream.py"), str(UPSTREAM_PORT)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    gw = None
+    try:
+        assert agent.stdout.readline().strip() == "ready"
+        threading.Thread(target=lambda: [None for _ in agent.stdout], daemon=True).start()
+        gw = h.Gateway(tmp, "websockets", PORT, ADMIN_PORT, *tmp_cert(tmp), UPSTREAM_PORT,
+                       hs.auth_config() + f'\n[websocket]\npaths = ["/ws"]\nmax_per_user = {count + 10}\n',
+                       server_extra="max_connections = 12000", workers=1, core=SERVER_CORE)
+        gw.wait_ready()
+        token = hs.token("socket-user")
+        before = idle_rss(gw)
+        sampler = h.Sampler(gw, 1.0)
+        sampler.start()
+        opened, failures, ramp, held, gauge, echoed = asyncio.run(hold_sockets(count, rate, token, gw))
+        time.sleep(3)
+        after = gw.rss()[0]
+        sampler.stop()
+        _, hwm = gw.rss()
+        per_socket = (held - before) * 1024 / max(opened, 1)
+        notes = [f"{opened} of {count} sockets open after a {ramp:.1f} s ramp at {rate}/s; failures {failures}; "
+                 f"portcullis_websocket_open {gauge:.0f} while held; {echoed} echoes answered",
+                 f"RSS idle {mib(before)}, with all open {mib(held)}: {per_socket / 1024:.1f} KiB per socket "
+                 f"(client TLS connection, upstream connection, two WebSocket codecs, the relay task)",
+                 f"RSS 3 s after close {mib(after)}"]
+        return Result("websockets", f"{count} idle WebSockets held, one echo each, then closed", opened / ramp,
+                      before, hwm, sampler.max_rss(), after, "websocket.max_per_user, server.max_connections",
+                      notes)
+    finally:
+        if gw:
+            gw.stop()
+        agent.kill()
+
+
+# ---------------------------------------------------------------------------------------------
 # Large bodies from many clients at once.
 
 def chat_body(size):
@@ -609,6 +681,7 @@ def main():
     parser.add_argument("--kid-seconds", type=int, default=30, help="length of the unknown-kid flood")
     parser.add_argument("--stream-rate", type=int, default=500, help="SSE streams opened per second")
     parser.add_argument("--connections", type=int, default=3000, help="idle TLS connections held")
+    parser.add_argument("--sockets", type=int, default=1000, help="idle WebSockets held")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "taskset", "openssl"):
@@ -655,6 +728,8 @@ def main():
             r = sse_streams(tmp, min(streams, fit), args.stream_rate)
         elif name == "connections":
             r = connections(tmp, min(args.connections, nofile - 200), 1000)
+        elif name == "websockets":
+            r = websockets_scenario(tmp, min(args.sockets, (nofile - 200) // 2), 500)
         elif name == "bodies":
             r = bodies(tmp, name, 200, 16 << 20)
         else:

@@ -36,6 +36,9 @@ use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::stage::{Request, Response, StageResult};
 
+/// Read buffer of each side's WebSocket codec; a message larger than this grows it as it arrives.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// The open sockets of the process, across reloads: counted per user, and told to close at
 /// shutdown.
 #[derive(Debug)]
@@ -294,7 +297,11 @@ enum Side {
 impl Relay {
     /// Relays messages both ways until either side closes, a bound is crossed, or shutdown.
     async fn run(mut self, client: Upgraded, upstream: Upgraded) -> SocketSummary {
+        // Small read buffers (the default 128 KiB each would cost a quarter of a MiB per idle
+        // socket) and no write buffering: `send` flushes each message anyway.
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes));
         let mut client =
