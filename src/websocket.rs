@@ -122,6 +122,9 @@ pub struct WebSockets {
     pub upstream: Arc<Upstream>,
     /// Where sockets are counted.
     pub metrics: Arc<Metrics>,
+    /// `[cors]`, when configured: a browser's handshake from an unlisted origin is refused
+    /// (WebSockets are not subject to CORS, so the browser would not stop the page).
+    pub cors: Option<Arc<crate::config::cors::CorsSettings>>,
 }
 
 /// Whether `headers` ask to switch to WebSocket (`Upgrade: websocket`).
@@ -207,6 +210,11 @@ async fn handshake(ws: Arc<WebSockets>, mut request: Request) -> StageResult {
         || !version_ok
     {
         return Err(GatewayError::BadRequest("websocket_handshake"));
+    }
+    if let (Some(cors), Some(origin)) = (&ws.cors, request.headers().get(header::ORIGIN))
+        && !origin.to_str().is_ok_and(|o| cors.allows(o))
+    {
+        return Err(GatewayError::OriginForbidden);
     }
     let Some(on_client) = request.extensions_mut().remove::<OnUpgrade>() else {
         return Err(GatewayError::BadRequest("websocket_handshake"));
@@ -360,10 +368,12 @@ impl Relay {
             if let Message::Close(frame) = &message {
                 // Relay the close with its code; the sender got its reply from our side.
                 let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                let other = match side {
-                    Side::Client => &mut upstream,
-                    Side::Upstream => &mut client,
+                let (from, other) = match side {
+                    Side::Client => (&mut client, &mut upstream),
+                    Side::Upstream => (&mut upstream, &mut client),
                 };
+                // The close reply to the sender is queued by the codec: send it now.
+                let _ = tokio::time::timeout(Duration::from_secs(1), from.flush()).await;
                 let _ = other.close(frame.clone()).await;
                 // Let the other side's close reply arrive, briefly.
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {

@@ -248,6 +248,7 @@ impl Policy {
                 sockets: shared.sockets.clone(),
                 upstream: upstream.clone(),
                 metrics: metrics.clone(),
+                cors: config.cors.clone().map(Arc::new),
             }),
             mcp: mcp.clone(),
             metrics: metrics.clone(),

@@ -3,6 +3,7 @@ mod admin;
 mod audit;
 mod auth;
 mod binary;
+mod browser;
 mod classifier;
 mod config;
 mod cors;
