@@ -499,7 +499,15 @@ fn rate_limit_item(config: &Config) -> Item {
 fn find_inline_secret(source: &str) -> Option<String> {
     let table: toml::Table = toml::from_str(source).ok()?;
     let mut found = None;
-    walk(&toml::Value::Table(table), &mut String::new(), &mut found);
+    walk_strings(
+        &toml::Value::Table(table),
+        &mut String::new(),
+        &mut |key, value| {
+            if found.is_none() && looks_secret(value) {
+                found = Some(key.to_owned());
+            }
+        },
+    );
     found
 }
 
@@ -519,28 +527,6 @@ fn walk_strings(value: &toml::Value, path: &mut String, visit: &mut impl FnMut(&
             }
         }
         toml::Value::Array(a) => a.iter().for_each(|v| walk_strings(v, path, visit)),
-        _ => {}
-    }
-}
-
-fn walk(value: &toml::Value, path: &mut String, found: &mut Option<String>) {
-    if found.is_some() {
-        return;
-    }
-    match value {
-        toml::Value::String(s) if looks_secret(s) => *found = Some(path.clone()),
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(k);
-                walk(v, path, found);
-                path.truncate(len);
-            }
-        }
-        toml::Value::Array(a) => a.iter().for_each(|v| walk(v, path, found)),
         _ => {}
     }
 }

@@ -104,19 +104,7 @@ impl Upstream {
             .map_err(|e| GatewayError::UpstreamUnavailable(e.into()))?;
         let original_host = request.headers().get(header::HOST).cloned();
         let (mut parts, _) = request.into_parts();
-        let Some(context) = parts.extensions.get::<RequestContext>() else {
-            return Err(GatewayError::Internal("request context missing"));
-        };
-        headers::prepare_upstream_request(
-            &mut parts.headers,
-            Forwarding {
-                context,
-                original_host: original_host.as_ref(),
-                upstream_host: &self.host,
-                principal: context.principal.as_deref(),
-                credential: self.settings.credential.as_ref(),
-            },
-        );
+        self.prepare_headers(&mut parts, original_host.as_ref())?;
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -207,6 +195,29 @@ impl Upstream {
         Ok(Uri::from(path_and_query))
     }
 
+    /// Rewrites the head of a request bound upstream: hop-by-hop and client-forged headers out,
+    /// forwarding and identity headers in. Returns the request's facts.
+    fn prepare_headers(
+        &self,
+        parts: &mut http::request::Parts,
+        original_host: Option<&HeaderValue>,
+    ) -> Result<Arc<crate::context::Facts>, GatewayError> {
+        let Some(context) = parts.extensions.get::<RequestContext>() else {
+            return Err(GatewayError::Internal("request context missing"));
+        };
+        headers::prepare_upstream_request(
+            &mut parts.headers,
+            Forwarding {
+                context,
+                original_host,
+                upstream_host: &self.host,
+                principal: context.principal.as_deref(),
+                credential: self.settings.credential.as_ref(),
+            },
+        );
+        Ok(context.facts.clone())
+    }
+
     /// Forwards one request and relays the answer; every failure becomes a sanitised error.
     pub async fn forward(&self, request: Request) -> StageResult {
         let uri = self
@@ -218,20 +229,7 @@ impl Upstream {
         });
         let (parts, body) = request.into_parts();
         let mut parts = parts;
-        let Some(context) = parts.extensions.get::<RequestContext>() else {
-            return Err(GatewayError::Internal("request context missing"));
-        };
-        let facts = context.facts.clone();
-        headers::prepare_upstream_request(
-            &mut parts.headers,
-            Forwarding {
-                context,
-                original_host: original_host.as_ref(),
-                upstream_host: &self.host,
-                principal: context.principal.as_deref(),
-                credential: self.settings.credential.as_ref(),
-            },
-        );
+        let facts = self.prepare_headers(&mut parts, original_host.as_ref())?;
         let mut request = Request::from_parts(parts, body);
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
