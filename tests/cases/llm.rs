@@ -595,7 +595,6 @@ async fn two_gateways_sharing_redis_share_one_budget() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let per_request = CHAT_USAGE.0 + CHAT_USAGE.1;
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("redis.url");
     std::fs::write(&url_file, format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
@@ -603,14 +602,40 @@ async fn two_gateways_sharing_redis_share_one_budget() {
         "[rate_limit]\nbackend = \"redis\"\nredis_url_file = \"{}\"\nfailure_mode = \"closed\"\n",
         url_file.display()
     );
+    two_gateways_share_one_budget(&shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_a_redis_cluster_share_one_budget() {
+    let Some(cluster) = tokio::task::spawn_blocking(crate::common::redis::RedisCluster::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("redis.url");
+    std::fs::write(&url_file, cluster.urls()).unwrap();
+    let shared = format!(
+        "[rate_limit]\nbackend = \"redis\"\nredis_mode = \"cluster\"\nredis_url_file = \"{}\"\n\
+         redis_timeout = \"1s\"\nfailure_mode = \"closed\"\n",
+        url_file.display()
+    );
+    two_gateways_share_one_budget(&shared).await;
+}
+
+/// Two gateways with the `[rate_limit]` lines `shared` admit one user four requests' worth of
+/// tokens between them, and another user separately.
+async fn two_gateways_share_one_budget(shared: &str) {
+    let per_request = CHAT_USAGE.0 + CHAT_USAGE.1;
     let budget = format!(
         "[llm.budget]\ntokens = {}\nwindow = \"1h\"\n",
         4 * per_request
     );
-    let first = llm_gateway(&budget, &shared).await;
+    let first = llm_gateway(&budget, shared).await;
     // The second gateway verifies the same tokens (same key) against the same Redis.
     let second_upstream = MockOpenAi::start().await;
-    let second = llm_gateway_on(second_upstream, &budget, &shared).await;
+    let second = llm_gateway_on(second_upstream, &budget, shared).await;
     let token = first.key.sign(&claims("shared-user"));
     let second_token = {
         // Each harness made its own HS256 secret: sign with the second's.
