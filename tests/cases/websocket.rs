@@ -161,6 +161,26 @@ async fn messages_relay_both_ways_and_the_token_never_reaches_the_agent() {
         socket.send(Message::binary(payload.clone())).await.unwrap();
         assert_eq!(next(&mut socket).await, Message::binary(payload));
     }
+    // Pings pass both ways: the agent's ping reaches the client, the client's pong the agent.
+    socket
+        .send(Message::text("ping:are-you-there"))
+        .await
+        .unwrap();
+    let mut pinged = false;
+    let answer = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match message {
+            Message::Ping(data) => pinged |= &data[..] == b"are-you-there",
+            Message::Pong(_) => {}
+            other => break other,
+        }
+    };
+    assert!(pinged, "the agent's ping never reached the client");
+    assert_eq!(answer, Message::text("pong are-you-there"));
     socket.send(Message::text("headers?")).await.unwrap();
     let Message::Text(seen) = next(&mut socket).await else {
         panic!("no headers")
@@ -216,11 +236,14 @@ async fn messages_relay_both_ways_and_the_token_never_reaches_the_agent() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|r| r["status"] == 101)
         .collect();
-    let first = sockets.iter().find(|r| r["messages_in"] == 5).unwrap();
+    let first = sockets.iter().find(|r| r["messages_in"] == 6).unwrap();
     assert_eq!(first["decision"], "allowed");
-    assert_eq!(first["messages_in"], 5);
-    assert_eq!(first["messages_out"], 5);
-    assert_eq!(first["bytes_in"], 5 + 1024 + 64 * 1024 + 1024 * 1024 + 8);
+    assert_eq!(first["messages_in"], 6);
+    assert_eq!(first["messages_out"], 6);
+    assert_eq!(
+        first["bytes_in"],
+        5 + 1024 + 64 * 1024 + 1024 * 1024 + "ping:are-you-there".len() + 8
+    );
     assert_eq!(first["end"], "1000");
     assert!(first["bytes_out"].as_u64().unwrap() > 1024 * 1024);
 }

@@ -8,6 +8,8 @@ does something else:
   `close:CODE`      closes the socket with CODE
   `send:N:SIZE`     sends N binary messages of SIZE bytes
   `silent`          answers nothing (the socket then goes idle)
+  `ping:DATA`       pings the client with DATA and, once the client's pong arrives, sends
+                    `pong DATA`
 The agent picks the first subprotocol the client offers (as the gateway forwards the offer).
 """
 import asyncio
@@ -31,6 +33,11 @@ async def handler(ws):
                 await ws.send(b"x" * int(size))
         elif isinstance(message, str) and message == "silent":
             continue
+        elif isinstance(message, str) and message.startswith("ping:"):
+            data = message.split(":", 1)[1].encode()
+            waiter = await ws.ping(data)
+            await asyncio.wait_for(waiter, 10)
+            await ws.send(f"pong {data.decode()}")
         else:
             await ws.send(message)
 
