@@ -347,3 +347,32 @@ async fn shutdown_closes_open_sockets_with_1001() {
         .expect("the gateway did not finish")
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_websockets_library_client_talks_through_the_gateway() {
+    let Some(s) = setup(Some("")).await else {
+        return;
+    };
+    let token = s.key.sign(&claims("sdk-user"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/ws_client.py");
+    let seen = crate::common::python::run(
+        script,
+        vec![
+            s.url("/v1/realtime"),
+            s.gateway.pki.ca_file.display().to_string(),
+            token,
+        ],
+    )
+    .await;
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["subprotocol"], "realtime-v1", "{seen}");
+    assert_eq!(seen["text"], "hello from the sdk", "{seen}");
+    assert_eq!(seen["binary_echoed"], true, "{seen}");
+    assert_eq!(seen["close"], 1000, "{seen}");
+    let g = &s.gateway;
+    wait_until("no socket record", || async move {
+        let audit = std::fs::read_to_string(&g.audit_path).unwrap();
+        audit.contains("\"status\":101") && audit.contains("\"end\":\"1000\"")
+    })
+    .await;
+}
