@@ -36,6 +36,10 @@ use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::stage::{Request, Response, StageResult};
 
+/// Longest a close frame (or the wait for the other side's reply) may take: a peer that does not
+/// read cannot hold a closing relay.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// Read buffer of each side's WebSocket codec; a message larger than this grows it as it arrives.
 const READ_BUFFER: usize = 8 * 1024;
 
@@ -358,7 +362,11 @@ impl Relay {
                         Side::Client => (&mut upstream, StreamEnd::ClientClosed),
                         Side::Upstream => (&mut client, StreamEnd::SocketUpstreamClosed),
                     };
-                    let _ = other.close(Some(close_frame(CloseCode::Away))).await;
+                    let _ = tokio::time::timeout(
+                        CLOSE_WAIT,
+                        other.close(Some(close_frame(CloseCode::Away))),
+                    )
+                    .await;
                     summary.end = end;
                     break;
                 }
@@ -373,10 +381,10 @@ impl Relay {
                     Side::Upstream => (&mut upstream, &mut client),
                 };
                 // The close reply to the sender is queued by the codec: send it now.
-                let _ = tokio::time::timeout(Duration::from_secs(1), from.flush()).await;
-                let _ = other.close(frame.clone()).await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, from.flush()).await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, other.close(frame.clone())).await;
                 // Let the other side's close reply arrive, briefly.
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = tokio::time::timeout(CLOSE_WAIT, async {
                     while let Some(Ok(_)) = other.next().await {}
                 })
                 .await;
@@ -389,22 +397,28 @@ impl Relay {
                         summary.messages_in += 1;
                         summary.bytes_in += len;
                     }
-                    upstream.send(message).await
+                    tokio::time::timeout(self.idle_timeout, upstream.send(message)).await
                 }
                 Side::Upstream => {
                     if counted {
                         summary.messages_out += 1;
                         summary.bytes_out += len;
                     }
-                    client.send(message).await
+                    tokio::time::timeout(self.idle_timeout, client.send(message)).await
                 }
             };
-            if sent.is_err() {
+            // A side that stops reading cannot hold the relay: a send that makes no progress
+            // for idle_timeout ends the socket as a failed one does.
+            if !matches!(sent, Ok(Ok(()))) {
                 let (other, end) = match side {
                     Side::Client => (&mut client, StreamEnd::SocketUpstreamClosed),
                     Side::Upstream => (&mut upstream, StreamEnd::ClientClosed),
                 };
-                let _ = other.close(Some(close_frame(CloseCode::Away))).await;
+                let _ = tokio::time::timeout(
+                    CLOSE_WAIT,
+                    other.close(Some(close_frame(CloseCode::Away))),
+                )
+                .await;
                 summary.end = end;
                 break;
             }
@@ -434,7 +448,7 @@ async fn close_both(
     upstream: &mut WebSocketStream<TokioIo<Upgraded>>,
     code: CloseCode,
 ) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
         let _ = client.close(Some(close_frame(code))).await;
         let _ = upstream.close(Some(close_frame(code))).await;
     })
