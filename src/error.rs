@@ -374,6 +374,11 @@ impl GatewayError {
                 "Service Unavailable",
                 "The gateway cannot record requests right now; retry later.",
             ),
+            GatewayError::BadRequest(reason) if reason.starts_with("websocket") => (
+                "urn:portcullis:problem:bad-request",
+                "Bad Request",
+                "WebSocket upgrades are not accepted on this path, or the handshake is malformed.",
+            ),
             GatewayError::BadRequest(_) => (
                 "urn:portcullis:problem:bad-request",
                 "Bad Request",

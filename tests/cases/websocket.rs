@@ -103,7 +103,7 @@ async fn handshakes_are_requests_of_the_pipeline() {
     // An upgrade on another path: 400 bad_request, nothing forwarded.
     let token = s.key.sign(&claims("ws-user"));
     let bearer = format!("Bearer {token}");
-    let (status, _) = connect(
+    let (status, body) = connect(
         &s.gateway.pki,
         &s.url("/v1/chat"),
         &[("authorization", &bearer)],
@@ -112,6 +112,10 @@ async fn handshakes_are_requests_of_the_pipeline() {
     .err()
     .unwrap();
     assert_eq!(status, 400);
+    assert!(
+        body.contains("WebSocket upgrades are not accepted on this path"),
+        "{body}"
+    );
     assert_eq!(s.upstream.opened(), 0);
     let g = &s.gateway;
     wait_until("no bad_request record", || async move {
