@@ -12,8 +12,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderName};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
@@ -137,6 +138,8 @@ pub fn build(stages: Stages) -> Pipeline {
         .option_layer(stages.flood_guard.map(CheckLayer::new))
         // Identity before anything per-user; the token is removed here, never forwarded.
         .option_layer(stages.authenticator.map(AuthLayer::new))
+        // (A type break: see `Erase`.)
+        .layer(Erase)
         // The per-user limit, keyed by the identity just established, before the body is read
         // (MCP endpoints are counted below, once the message says what it is).
         .option_layer(stages.rate_limiter.clone().map(RateLimitLayer::new))
@@ -149,6 +152,8 @@ pub fn build(stages: Stages) -> Pipeline {
         // Secrets in the validated body are caught before any policy forwards it; answers are
         // redacted on the way back, as they stream.
         .option_layer(stages.dlp.map(DlpLayer::new))
+        // (A type break: see `Erase`.)
+        .layer(Erase)
         // The protocol policy (the model, the token limit) on the validated body; the answer's
         // tokens are counted on the way back.
         .option_layer(stages.llm.map(LlmLayer::new))
@@ -168,12 +173,12 @@ pub fn build(stages: Stages) -> Pipeline {
         .layer(WebSocketLayer::new(stages.websocket))
         // Forwarding to the upstream answers whatever passed every stage.
         .service(Forward(stages.upstream));
-    Pipeline(Arc::new(stack))
+    Pipeline(Erase.layer(stack))
 }
 
 /// A finished pipeline, its type erased: what a connection serves requests with. Cheap to clone.
 #[derive(Clone)]
-pub struct Pipeline(Arc<dyn Serve>);
+pub struct Pipeline(Erased<Infallible>);
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,35 +189,83 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Runs the pipeline as a future hyper can serve (it never fails).
     pub fn serve(&self, request: Request) -> Served {
+        Served(self.0.0.serve(request))
+    }
+}
+
+/// Erases the type of every layer below it: a service behind a reference-counted trait object,
+/// whose future is boxed.
+///
+/// Each optional stage (`option_layer`) is an `Either` whose future names the future below it
+/// twice, so without a break the stack's types double with every optional stage (tens of
+/// megabytes of symbol names, gigabytes of debug information). A break costs one boxed future
+/// per request; the pipeline puts one after every few optional stages.
+#[derive(Debug, Clone, Copy, Default)]
+struct Erase;
+
+impl<S, E> Layer<S> for Erase
+where
+    S: Service<Request, Response = Response, Error = E> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    E: Send + 'static,
+{
+    type Service = Erased<E>;
+
+    fn layer(&self, inner: S) -> Erased<E> {
+        Erased(Arc::new(inner))
+    }
+}
+
+/// The layers below an [`Erase`]: cloning one costs a reference count.
+struct Erased<E>(Arc<dyn Serve<E>>);
+
+impl<E> Clone for Erased<E> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<E: 'static> Service<Request> for Erased<E> {
+    type Response = Response;
+    type Error = E;
+    type Future = BoxFuture<'static, Result<Response, E>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), E>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
         self.0.serve(request)
     }
 }
 
-/// The assembled stack behind a trait object: one boxed future per request.
-trait Serve: Send + Sync + 'static {
-    fn serve(&self, request: Request) -> Served;
+/// A run of layers behind a trait object: one boxed future per request.
+trait Serve<E>: Send + Sync + 'static {
+    fn serve(&self, request: Request) -> BoxFuture<'static, Result<Response, E>>;
 }
 
-impl<S> Serve for S
+impl<S, E> Serve<E> for S
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request, Response = Response, Error = E> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
+    E: Send + 'static,
 {
-    fn serve(&self, request: Request) -> Served {
+    fn serve(&self, request: Request) -> BoxFuture<'static, Result<Response, E>> {
         // A clone per request (reference counts only), as tower's contract wants a service
         // that was made ready; every layer of the stack is always ready, so the first poll
         // answers, and the wait that would follow otherwise is never taken.
         let mut service = self.clone();
         let mut cx = Context::from_waker(Waker::noop());
         match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => Served(Box::pin(service.call(request))),
-            Poll::Pending => Served(Box::pin(service.oneshot(request))),
+            Poll::Ready(Ok(())) => Box::pin(service.call(request)),
+            Poll::Ready(Err(error)) => Box::pin(std::future::ready(Err(error))),
+            Poll::Pending => Box::pin(service.oneshot(request)),
         }
     }
 }
 
 /// A pipeline answer as a `Result` (hyper's service contract); it is always `Ok`.
-pub struct Served(Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>);
+pub struct Served(BoxFuture<'static, Result<Response, Infallible>>);
 
 impl Future for Served {
     type Output = Result<Response, Infallible>;
