@@ -32,7 +32,9 @@ const HIDDEN_PROMPT: &str = r"system prompt|system message|system instructions|i
 
 /// Signs that the code of a script sink is an attacker's: the probes (`alert(1)`), cookie and
 /// origin reads, dynamic imports and code from strings, and the obfuscations that hide them.
-const SCRIPT_PAYLOAD: &str = r#"fetch\s*\(\s*["'`]?(https?:)?//|(alert|confirm|prompt|print)\s*(\(\s*[^()\s]{0,30}\s*\)|`)|document\.(cookie|domain|write)|localstorage|sessionstorage|window\.(name|origin)|import\s*\(|\beval\s*\(|atob\s*\(|fromcharcode|constructor\s*\(|new\s+function|(top|self|parent|window|frames|globalthis|this)\s*\[\s*["'`]|\\u00[0-9a-f]{2}|\\x[0-9a-f]{2}|set(timeout|interval)\s*\(\s*["'`]|location(\.href)?\s*=\s*["'`]?\s*(//|https?:|javascript:)|\.src\s*=\s*["'`]?(https?:)?//|xmlhttprequest\(\)\.open|sendbeacon"#;
+/// Written for normalised text, where whitespace is one space: `new function`, `this ?[` keep
+/// every literal that starts a payload four bytes or longer (see [`super::trigger`]).
+const SCRIPT_PAYLOAD: &str = r#"fetch\s*\(\s*["'`]?(https?:)?//|(alert|confirm|prompt|print)\s*(\(\s*[^()\s]{0,30}\s*\)|`)|document\.(cookie|domain|write)|localstorage|sessionstorage|window\.(name|origin)|import\s*\(|\beval\s*\(|atob\s*\(|fromcharcode|constructor\s*\(|new function|(top|self|parent|window|frames|globalthis|this) ?\[\s*["'`]|\\u00[0-9a-f]{2}|\\x[0-9a-f]{2}|set(timeout|interval)\s*\(\s*["'`]|location(\.href)?\s*=\s*["'`]?\s*(//|https?:|javascript:)|\.src\s*=\s*["'`]?(https?:)?//|xmlhttprequest\(\)\.open|sendbeacon"#;
 
 /// A `javascript:` or `vbscript:` scheme as a browser reads it: tabs and newlines inside it (and
 /// their character references, decoded by normalisation to spaces) are dropped by the URL parser.
@@ -49,16 +51,19 @@ fn single_spaces(pattern: &str) -> String {
 /// The built-in rules: (id, category, patterns).
 pub fn rules() -> Vec<(&'static str, &'static str, Vec<Pattern>)> {
     use Pattern::{Addressed, Literal, Regex};
+    // The shared parts are filled in first, so that their calls and word boundaries are
+    // rewritten too.
     let fill = |p: &str| {
-        single_spaces(p)
-            .replace(r"\b", B)
-            .replace("{OVERRIDE_VERBS}", OVERRIDE_VERBS)
-            .replace("{OVERRIDE_OBJECTS}", OVERRIDE_OBJECTS)
-            .replace("{EARLIER}", EARLIER)
-            .replace("{LEAK_VERBS}", LEAK_VERBS)
-            .replace("{HIDDEN_PROMPT}", HIDDEN_PROMPT)
-            .replace("{SCRIPT_PAYLOAD}", SCRIPT_PAYLOAD)
-            .replace("{SCRIPT_SCHEME}", SCRIPT_SCHEME)
+        single_spaces(
+            &p.replace("{OVERRIDE_VERBS}", OVERRIDE_VERBS)
+                .replace("{OVERRIDE_OBJECTS}", OVERRIDE_OBJECTS)
+                .replace("{EARLIER}", EARLIER)
+                .replace("{LEAK_VERBS}", LEAK_VERBS)
+                .replace("{HIDDEN_PROMPT}", HIDDEN_PROMPT)
+                .replace("{SCRIPT_PAYLOAD}", SCRIPT_PAYLOAD)
+                .replace("{SCRIPT_SCHEME}", SCRIPT_SCHEME),
+        )
+        .replace(r"\b", B)
     };
     let r = |p: &str| Regex(fill(p));
     let a = |p: &str| Addressed(fill(p));

@@ -154,6 +154,9 @@ struct Builtin {
     rule: usize,
     /// Whether it is [`Pattern::Addressed`]: its matches are located and judged in context.
     addressed: bool,
+    /// When its ending literals begin a later part of its matches instead (see
+    /// [`super::trigger::Triggers::inner`]): how far after a match's start that part begins.
+    inner: Option<usize>,
 }
 
 /// Expressions triggered together, and one automaton for all of them (`None` for one alone: its
@@ -419,6 +422,7 @@ impl RuleSet {
                     .map_err(|e| format!("cannot compile a built-in rule ({e})"))?,
                 rule,
                 addressed,
+                inner: triggers.inner,
             });
         }
         let mut targets = direct;
@@ -527,6 +531,16 @@ impl RuleSet {
             .any(|m| !mention::is_mention(text, m.start(), m.end()))
     }
 
+    /// Where an ending literal of expression `n` found at `start..end` puts the end of a match:
+    /// its end, or for a literal beginning a later part (`inner`), one past the latest start a
+    /// match could have, so that only an earlier starting literal counts.
+    fn closing_at(&self, n: usize, start: usize, end: usize) -> usize {
+        match self.builtin[n].inner {
+            Some(offset) => (start + 1).saturating_sub(offset),
+            None => end,
+        }
+    }
+
     /// Whether `text` is one of the protocol words no rule matches.
     fn skips(&self, text: &str) -> bool {
         text.len() <= LONGEST_PROTOCOL_WORD
@@ -627,7 +641,11 @@ impl RuleSet {
             }
             for (list, open) in [(&targets.opening, true), (&targets.closing, false)] {
                 for &n in list {
-                    let at = if open { m.start() } else { m.end() };
+                    let at = if open {
+                        m.start()
+                    } else {
+                        self.closing_at(n, m.start(), m.end())
+                    };
                     if !spans.get_or_insert_with(Spans::default).note(n, at, open) {
                         set(&mut whole, n);
                     }
@@ -691,7 +709,7 @@ impl RuleSet {
                 spans.note(n, m.start(), true);
             }
             for &n in &targets.closing {
-                spans.note(n, m.end(), false);
+                spans.note(n, self.closing_at(n, m.start(), m.end()), false);
             }
         }
         run.extend(spans.complete().map(|(n, _)| n));
@@ -731,6 +749,32 @@ mod tests {
             Some("prompt.override")
         );
         assert_eq!(found("nothing to see"), None);
+    }
+
+    #[test]
+    fn a_payload_literal_counts_only_where_a_match_could_hold_it() {
+        // `eval(` starts `code.eval[1]`, whose payload part may begin with `eval(` too: the
+        // call's own name does not count as its payload, a payload after it does.
+        let rules = RuleSet::new(&RuleOptions::default()).unwrap();
+        let runs = |text: &str| rules.profile(&normalize(text).text).0;
+        let question = runs("why does eval() worry people?");
+        assert!(
+            !question.contains(&"code.eval[1]".to_owned()),
+            "{question:?}"
+        );
+        let attack = runs("eval('alert(document.cookie)')");
+        assert!(attack.contains(&"code.eval[1]".to_owned()), "{attack:?}");
+        assert_eq!(
+            hit("eval('alert(document.cookie)')").as_deref(),
+            Some("code.eval")
+        );
+        // `<script>` mentioned twice runs no complete-element pattern; an element does.
+        let mention = runs("the <script> tag, and the <script> tag again");
+        assert!(
+            !mention.contains(&"xss.script_tag[1]".to_owned()),
+            "{mention:?}"
+        );
+        assert!(runs("<script>x()</script>").contains(&"xss.script_tag[1]".to_owned()));
     }
 
     #[test]

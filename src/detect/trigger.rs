@@ -6,9 +6,13 @@
 //! pass finds the triggers in a text, and only the patterns triggered run, each with its own small
 //! DFA. The literals come from `regex-syntax`'s extractor, the one the regex engine itself uses for
 //! its prefilters: the prefixes or the suffixes of every match, and both when each is selective (the
-//! expression then runs only where a starting literal comes before an ending one).
+//! expression then runs only where a starting literal comes before an ending one). When no usable
+//! set ends every match, one that begins a later part of every match (the payload of a script
+//! pattern, the decoder of a code one) stands in for it: found after a starting literal, it is as
+//! necessary for a match as an ending one.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
+use regex_syntax::hir::{Hir, HirKind};
 
 /// Shortest literal worth filtering on: shorter ones are in nearly every text, except the few
 /// characters prose rarely holds and markup and shell commands always do.
@@ -16,6 +20,9 @@ const MIN_LEN: usize = 2;
 
 /// Shortest literal of a second, confirming set: common short words would be found in most text.
 const STRONG_LEN: usize = 5;
+
+/// Shortest literal of an inner set (see [`Triggers::end`]) without a rare character.
+const INNER_LEN: usize = 4;
 
 /// Longest literal kept.
 const MAX_LEN: usize = 6;
@@ -29,8 +36,11 @@ const RARE_CHARACTERS: &[u8] = b"<>`$|&;{}[\\";
 pub struct Triggers {
     /// Literals that begin every match: the expression need only be tried where one was found.
     pub start: Option<Vec<Vec<u8>>>,
-    /// Literals that end every match.
+    /// Literals that end every match, or (with `inner`) begin a later part of every match.
     pub end: Option<Vec<Vec<u8>>>,
+    /// When `end` begins a later part: how many bytes after the match's start it begins, at
+    /// least.
+    pub inner: Option<usize>,
 }
 
 /// The trigger literals of `pattern` at both ends of its matches.
@@ -71,17 +81,113 @@ pub fn triggers(pattern: &str) -> Result<Triggers, String> {
         })
     };
     let (strong_start, strong_end) = (strong(&start), strong(&end));
+    // With a starting set, a later part's literals stand in for weak ending ones, or for
+    // strong ones that select less (a single `>`).
+    if start.is_some() {
+        let ending = end
+            .as_ref()
+            .filter(|_| strong_end)
+            .map(|literals| selectivity(literals));
+        if let Some((score, offset, literals)) = inner(&hir)
+            && ending.is_none_or(|ending| score > ending)
+        {
+            return Ok(Triggers {
+                start,
+                end: Some(literals),
+                inner: Some(offset),
+            });
+        }
+    }
     Ok(if shortest(&start) >= shortest(&end) {
         Triggers {
             end: end.filter(|_| strong_end),
             start,
+            inner: None,
         }
     } else {
         Triggers {
             start: start.filter(|_| strong_start),
             end,
+            inner: None,
         }
     })
+}
+
+/// Literals beginning a later part of every match, how selective they are (see
+/// [`selectivity`]) and how far after the match's start the part begins at least: of the
+/// expression's top-level sequence, the parts after the first that cannot match empty whose
+/// every match begins with one of a usable set, the most selective (the later between equals).
+/// A part that may follow the first directly is left out, as is one whose literals earlier parts
+/// all hold already: either would be found wherever the expression starts (`script` after `<`,
+/// and the `script` of `</script>`).
+fn inner(hir: &Hir) -> Option<(usize, usize, Vec<Vec<u8>>)> {
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let shortest = |part: &Hir| part.properties().minimum_len().unwrap_or(0);
+    let first = parts.iter().position(|part| shortest(part) > 0)?;
+    let prefixes = |part: &Hir| {
+        let mut seq = Extractor::new()
+            .kind(ExtractKind::Prefix)
+            .limit_literal_len(MAX_LEN)
+            .extract(part);
+        seq.keep_first_bytes(MAX_LEN);
+        seq
+    };
+    let mut earlier: Vec<Vec<u8>> = Vec::new();
+    let mut adjacent = true;
+    let mut offset = 0;
+    let mut best: Option<(usize, usize, Vec<Vec<u8>>)> = None;
+    for (i, part) in parts.iter().enumerate() {
+        let seq = prefixes(part);
+        if i > first && !adjacent {
+            let candidate = usable(seq.clone()).filter(|literals| {
+                literals
+                    .iter()
+                    .all(|l| l.len() >= INNER_LEN || (rare(l) && l.len() >= 2))
+                    && !literals
+                        .iter()
+                        .all(|l| earlier.iter().any(|e| contains(e, l)))
+            });
+            if let Some(literals) = candidate {
+                let score = selectivity(&literals);
+                if best.as_ref().is_none_or(|(b, _, _)| score >= *b) {
+                    best = Some((score, offset, literals));
+                }
+            }
+        }
+        if i > first {
+            adjacent &= shortest(part) == 0;
+        }
+        offset += shortest(part);
+        earlier.extend(
+            seq.literals()
+                .into_iter()
+                .flatten()
+                .map(|l| l.as_bytes().to_vec()),
+        );
+    }
+    best
+}
+
+/// How selective a set of literals is: the least of their lengths, counting two more for a
+/// literal with a rare character.
+fn selectivity(literals: &[Vec<u8>]) -> usize {
+    literals
+        .iter()
+        .map(|l| l.len() + if rare(l) { 2 } else { 0 })
+        .min()
+        .unwrap_or(0)
+}
+
+/// Whether `literal` holds one of the [`RARE_CHARACTERS`].
+fn rare(literal: &[u8]) -> bool {
+    literal.iter().any(|b| RARE_CHARACTERS.contains(b))
+}
+
+/// Whether `needle` is in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The literals of `seq`, when it is finite and each is long enough to be selective.
@@ -99,6 +205,32 @@ fn usable(mut seq: Seq) -> Option<Vec<Vec<u8>>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[ignore = "prints every built-in expression's triggers"]
+    fn print_triggers() {
+        for (id, _, patterns) in crate::detect::builtin::rules() {
+            for (i, pattern) in patterns.iter().enumerate() {
+                if let crate::detect::rules::Pattern::Regex(r)
+                | crate::detect::rules::Pattern::Addressed(r) = pattern
+                {
+                    let t = super::triggers(r).unwrap();
+                    let show = |side: &Option<Vec<Vec<u8>>>| {
+                        side.as_ref().map(|l| {
+                            l.iter()
+                                .map(|b| String::from_utf8_lossy(b).into_owned())
+                                .collect::<Vec<_>>()
+                        })
+                    };
+                    println!(
+                        "{id}[{i}] start={:?} end={:?}",
+                        show(&t.start),
+                        show(&t.end)
+                    );
+                }
+            }
+        }
+    }
+
     use super::triggers;
 
     #[test]
@@ -121,5 +253,32 @@ mod tests {
         // sides are unusable.
         let t = triggers(r"[a-z]+ ?x").unwrap();
         assert_eq!(t, super::Triggers::default());
+    }
+
+    #[test]
+    fn a_later_part_stands_in_for_weak_ending_literals() {
+        let strings = |side: Option<Vec<Vec<u8>>>| {
+            let mut side: Vec<String> = side
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| String::from_utf8(l).unwrap())
+                .collect();
+            side.sort();
+            side
+        };
+        // A complete element: `>` ends every match but is in every tag; `</` begins a later
+        // part, at least 9 bytes after the start (`<script>` and one character). The `script`
+        // of the closing tag is in the opening one, and left out.
+        let t = triggers(r"<([a-z]+:)?script\b[^>]*>[^<]+</([a-z]+:)?script\s*>").unwrap();
+        assert_eq!(strings(t.start), ["<"]);
+        assert_eq!(strings(t.end), ["</"]);
+        assert_eq!(t.inner, Some(9));
+        // A call whose argument holds a payload: the payload, not the `(` right after the name.
+        let t = triggers(r"(?-u:\b)(eval|exec) ?\(\s*[\x22'](alert|prompt)\(\w").unwrap();
+        assert_eq!(strings(t.end), ["alert", "prompt"]);
+        assert_eq!(t.inner, Some(6));
+        // Strong ending literals stay.
+        let t = triggers(r"(ignore|disregard) all (instructions|rules)").unwrap();
+        assert_eq!(t.inner, None);
     }
 }
