@@ -6,6 +6,7 @@
 //! builds the rule set at start-up; the validation stage runs it on every string of a body.
 
 mod builtin;
+mod literals;
 pub mod mention;
 pub mod normalize;
 pub mod rules;

@@ -9,10 +9,10 @@
 //! time, no backtracking. Patterns for instructions addressed to the model are then located and
 //! judged in context ([`mention`]).
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::RegexSet;
 
 use super::builtin;
+use super::literals::Literals;
 use super::mention;
 
 /// The category names clients see: prompt injection.
@@ -93,7 +93,7 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// The operator's literal patterns and the built-in expressions' trigger literals, in one
     /// automaton that reports every occurrence of each.
-    words: AhoCorasick,
+    words: Literals,
     /// For each literal of `words`: what its occurrence means.
     targets: Vec<Targets>,
     /// The built-in regular expressions, each compiled alone.
@@ -467,13 +467,7 @@ impl RuleSet {
             }
             target.group = Some(at);
         }
-        // Overlapping matches (the standard match kind): every occurrence of every literal is
-        // reported, so a literal inside or across another match is not hidden by it.
-        let words = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&words)
-            .map_err(|e| format!("cannot build the word matcher ({e})"))?;
+        let words = Literals::new(&words)?;
         let mut set = RuleSet {
             rules,
             words,
@@ -592,9 +586,9 @@ impl RuleSet {
         let mut whole = [0u64; MAX_BUILTIN / 64];
         let set = |bits: &mut [u64; MAX_BUILTIN / 64], n: usize| bits[n / 64] |= 1 << (n % 64);
         let is_set = |bits: &[u64; MAX_BUILTIN / 64], n: usize| bits[n / 64] & (1 << (n % 64)) != 0;
-        for m in self.words.find_overlapping_iter(text) {
+        self.words.each(text.as_bytes(), |m| {
             let Some(targets) = self.targets.get(m.pattern().as_usize()) else {
-                continue;
+                return;
             };
             for &index in &targets.rules {
                 consider(index);
@@ -651,7 +645,7 @@ impl RuleSet {
                     }
                 }
             }
-        }
+        });
         // Expressions with literals at both ends run from the first start when an end follows
         // it.
         if gate {
@@ -702,7 +696,9 @@ impl RuleSet {
         };
         let mut run = std::collections::BTreeSet::new();
         let mut spans = Spans::default();
-        for m in self.words.find_overlapping_iter(text) {
+        let mut found = Vec::new();
+        self.words.each(text.as_bytes(), |m| found.push(m));
+        for m in found {
             let targets = &self.targets[m.pattern().as_usize()];
             run.extend(targets.starting.iter().chain(&targets.ending).copied());
             for &n in &targets.opening {
@@ -905,17 +901,17 @@ mod costs {
                 .text
                 .into_owned();
             let words = time(&|| {
-                std::hint::black_box(set.words.find_overlapping_iter(text.as_str()).count());
+                let mut count = 0;
+                set.words.each(text.as_bytes(), |_| count += 1);
+                std::hint::black_box(count);
             });
             let scan = time(&|| {
                 std::hint::black_box(set.scan(&text));
             });
             let (run, _) = set.profile(&text);
-            let hits: Vec<&str> = set
-                .words
-                .find_overlapping_iter(text.as_str())
-                .map(|m| &text[m.start()..m.end()])
-                .collect();
+            let mut hits: Vec<&str> = Vec::new();
+            set.words
+                .each(text.as_bytes(), |m| hits.push(&text[m.start()..m.end()]));
             println!("{words:>8.1?} words {scan:>8.1?} scan  {run:?} {hits:?}");
             for name in run {
                 let n = set
