@@ -75,6 +75,10 @@ pub enum GatewayError {
     /// connection is closed.
     #[error("bad request ({0})")]
     BadRequest(&'static str),
+    /// A WebSocket upgrade on a path that does not take one, or a malformed handshake: 400, and
+    /// the connection is closed, like [`GatewayError::BadRequest`] (whose decision it shares).
+    #[error("websocket upgrade refused ({0})")]
+    WebSocketRefused(&'static str),
     /// The audit log cannot be written and `audit.on_failure = "fail_closed"`: 503.
     #[error("audit log unavailable")]
     AuditUnavailable,
@@ -196,7 +200,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::WebSocketRefused(_) => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::InvalidJson(_)
@@ -238,7 +244,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge => Decision::BodyTooLarge,
             GatewayError::BodyTimeout => Decision::BodyTimeout,
             GatewayError::AuditUnavailable => Decision::AuditUnavailable,
-            GatewayError::BadRequest(_) => Decision::BadRequest,
+            GatewayError::BadRequest(_) | GatewayError::WebSocketRefused(_) => Decision::BadRequest,
             GatewayError::Overloaded => Decision::Overloaded,
             GatewayError::UnsupportedMediaType => Decision::UnsupportedMediaType,
             GatewayError::InvalidJson(_) => Decision::InvalidJson,
@@ -275,7 +281,9 @@ impl GatewayError {
     fn static_rule(&self) -> Option<&'static str> {
         match self {
             GatewayError::InvalidJson(reason) => Some(reason),
-            GatewayError::BadRequest(reason) => Some(reason),
+            GatewayError::BadRequest(reason) | GatewayError::WebSocketRefused(reason) => {
+                Some(reason)
+            }
             GatewayError::Unauthenticated(Refusal::Missing) => Some("token_missing"),
             GatewayError::Unauthenticated(Refusal::Expired) => Some("token_expired"),
             GatewayError::Unauthenticated(Refusal::Invalid(reason)) => Some(reason),
@@ -374,7 +382,7 @@ impl GatewayError {
                 "Service Unavailable",
                 "The gateway cannot record requests right now; retry later.",
             ),
-            GatewayError::BadRequest(reason) if reason.starts_with("websocket") => (
+            GatewayError::WebSocketRefused(_) => (
                 "urn:portcullis:problem:bad-request",
                 "Bad Request",
                 "WebSocket upgrades are not accepted on this path, or the handshake is malformed.",
@@ -523,7 +531,9 @@ impl GatewayError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            GatewayError::BodyTimeout | GatewayError::BadRequest(_)
+            GatewayError::BodyTimeout
+                | GatewayError::BadRequest(_)
+                | GatewayError::WebSocketRefused(_)
         )
     }
 }

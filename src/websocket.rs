@@ -196,10 +196,10 @@ where
 /// Checks a handshake, forwards it, and on the agent's 101 answers 101 and starts the relay.
 async fn handshake(ws: Arc<WebSockets>, mut request: Request) -> StageResult {
     let Some(settings) = ws.settings.as_ref() else {
-        return Err(GatewayError::BadRequest("websocket_not_enabled"));
+        return Err(GatewayError::WebSocketRefused("websocket_not_enabled"));
     };
     if !settings.paths.iter().any(|p| p == request.uri().path()) {
-        return Err(GatewayError::BadRequest("websocket_path"));
+        return Err(GatewayError::WebSocketRefused("websocket_path"));
     }
     let headers = request.headers();
     let key_ok = headers
@@ -213,7 +213,7 @@ async fn handshake(ws: Arc<WebSockets>, mut request: Request) -> StageResult {
         || !key_ok
         || !version_ok
     {
-        return Err(GatewayError::BadRequest("websocket_handshake"));
+        return Err(GatewayError::WebSocketRefused("websocket_handshake"));
     }
     if let (Some(cors), Some(origin)) = (&ws.cors, request.headers().get(header::ORIGIN))
         && !origin.to_str().is_ok_and(|o| cors.allows(o))
@@ -221,7 +221,7 @@ async fn handshake(ws: Arc<WebSockets>, mut request: Request) -> StageResult {
         return Err(GatewayError::OriginForbidden);
     }
     let Some(on_client) = request.extensions_mut().remove::<OnUpgrade>() else {
-        return Err(GatewayError::BadRequest("websocket_handshake"));
+        return Err(GatewayError::WebSocketRefused("websocket_handshake"));
     };
     let user: Arc<str> = match RequestContext::of(&request) {
         Some(c) => match c.principal.as_deref() {
