@@ -49,21 +49,7 @@ pub fn triggers(pattern: &str) -> Result<Triggers, String> {
         .build()
         .parse(pattern)
         .map_err(|e| format!("cannot parse a built-in rule ({e})"))?;
-    let side = |kind: ExtractKind| {
-        let suffix = matches!(kind, ExtractKind::Suffix);
-        let mut seq = Extractor::new()
-            .kind(kind)
-            .limit_literal_len(MAX_LEN)
-            .extract(&hir);
-        // Cut to a few bytes at the matching end: the alternatives' cross products
-        // collapse into a few hundred short literals, a small automaton that stays in cache.
-        if suffix {
-            seq.keep_last_bytes(MAX_LEN);
-        } else {
-            seq.keep_first_bytes(MAX_LEN);
-        }
-        usable(seq)
-    };
+    let side = |kind: ExtractKind| usable(extract(&hir, kind));
     let (start, end) = (side(ExtractKind::Prefix), side(ExtractKind::Suffix));
     // The side whose shortest literal is longer is selective enough alone (between equals, the
     // start, where a found literal says where to try the expression); the other joins it only
@@ -126,20 +112,12 @@ fn inner(hir: &Hir) -> Option<(usize, usize, Vec<Vec<u8>>)> {
     };
     let shortest = |part: &Hir| part.properties().minimum_len().unwrap_or(0);
     let first = parts.iter().position(|part| shortest(part) > 0)?;
-    let prefixes = |part: &Hir| {
-        let mut seq = Extractor::new()
-            .kind(ExtractKind::Prefix)
-            .limit_literal_len(MAX_LEN)
-            .extract(part);
-        seq.keep_first_bytes(MAX_LEN);
-        seq
-    };
     let mut earlier: Vec<Vec<u8>> = Vec::new();
     let mut adjacent = true;
     let mut offset = 0;
     let mut best: Option<(usize, usize, Vec<Vec<u8>>)> = None;
     for (i, part) in parts.iter().enumerate() {
-        let seq = prefixes(part);
+        let seq = extract(part, ExtractKind::Prefix);
         if i > first && !adjacent {
             let candidate = usable(seq.clone()).filter(|literals| {
                 literals
@@ -147,7 +125,7 @@ fn inner(hir: &Hir) -> Option<(usize, usize, Vec<Vec<u8>>)> {
                     .all(|l| l.len() >= INNER_LEN || (rare(l) && l.len() >= 2))
                     && !literals
                         .iter()
-                        .all(|l| earlier.iter().any(|e| contains(e, l)))
+                        .all(|l| earlier.iter().any(|e| memchr::memmem::find(e, l).is_some()))
             });
             if let Some(literals) = candidate {
                 let score = selectivity(&literals);
@@ -185,9 +163,21 @@ fn rare(literal: &[u8]) -> bool {
     literal.iter().any(|b| RARE_CHARACTERS.contains(b))
 }
 
-/// Whether `needle` is in `haystack`.
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// The literals of `hir` at one end of its matches, cut to [`MAX_LEN`] bytes at that end: the
+/// alternatives' cross products collapse into a few hundred short literals, a small automaton
+/// that stays in cache.
+fn extract(hir: &Hir, kind: ExtractKind) -> Seq {
+    let suffix = matches!(kind, ExtractKind::Suffix);
+    let mut seq = Extractor::new()
+        .kind(kind)
+        .limit_literal_len(MAX_LEN)
+        .extract(hir);
+    if suffix {
+        seq.keep_last_bytes(MAX_LEN);
+    } else {
+        seq.keep_first_bytes(MAX_LEN);
+    }
+    seq
 }
 
 /// The literals of `seq`, when it is finite and each is long enough to be selective.
@@ -233,18 +223,20 @@ mod tests {
 
     use super::triggers;
 
+    /// A side's literals as sorted text (none for an unusable side).
+    fn sorted(side: Option<Vec<Vec<u8>>>) -> Vec<String> {
+        let mut side: Vec<String> = side
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        side.sort();
+        side
+    }
+
     #[test]
     fn literals_come_from_both_ends() {
         let t = triggers(r"(?-u:\b)(ignore|disregard) all (instructions|rules)").unwrap();
-        let sorted = |side: Option<Vec<Vec<u8>>>| {
-            let mut side: Vec<String> = side
-                .unwrap()
-                .into_iter()
-                .map(|l| String::from_utf8(l).unwrap())
-                .collect();
-            side.sort();
-            side
-        };
         // Cut to their first or last bytes: "ignore" and "disreg" start every match, "ctions"
         // and " rules" end it.
         assert_eq!(sorted(t.start), ["disreg", "ignore"]);
@@ -257,25 +249,16 @@ mod tests {
 
     #[test]
     fn a_later_part_stands_in_for_weak_ending_literals() {
-        let strings = |side: Option<Vec<Vec<u8>>>| {
-            let mut side: Vec<String> = side
-                .unwrap_or_default()
-                .into_iter()
-                .map(|l| String::from_utf8(l).unwrap())
-                .collect();
-            side.sort();
-            side
-        };
         // A complete element: `>` ends every match but is in every tag; `</` begins a later
         // part, at least 9 bytes after the start (`<script>` and one character). The `script`
         // of the closing tag is in the opening one, and left out.
         let t = triggers(r"<([a-z]+:)?script\b[^>]*>[^<]+</([a-z]+:)?script\s*>").unwrap();
-        assert_eq!(strings(t.start), ["<"]);
-        assert_eq!(strings(t.end), ["</"]);
+        assert_eq!(sorted(t.start), ["<"]);
+        assert_eq!(sorted(t.end), ["</"]);
         assert_eq!(t.inner, Some(9));
         // A call whose argument holds a payload: the payload, not the `(` right after the name.
         let t = triggers(r"(?-u:\b)(eval|exec) ?\(\s*[\x22'](alert|prompt)\(\w").unwrap();
-        assert_eq!(strings(t.end), ["alert", "prompt"]);
+        assert_eq!(sorted(t.end), ["alert", "prompt"]);
         assert_eq!(t.inner, Some(6));
         // Strong ending literals stay.
         let t = triggers(r"(ignore|disregard) all (instructions|rules)").unwrap();
