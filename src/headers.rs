@@ -315,8 +315,8 @@ impl SecurityHeaders {
     }
 }
 
-/// Layer: security headers on every response that passes back through it, the gateway's own
-/// refusals included.
+/// Layer: security headers and the request's `x-request-id` on every response that passes back
+/// through it, the gateway's own refusals included.
 #[derive(Debug, Clone)]
 pub struct SecurityHeadersLayer {
     security: Arc<SecurityHeaders>,
@@ -360,11 +360,14 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let tls = RequestContext::of(&request).is_some_and(|c| c.tls);
+        let context = RequestContext::of(&request);
+        let tls = context.is_some_and(|c| c.tls);
+        let id = context.map(|c| c.id.clone());
         SecureResponseFuture {
             inner: self.inner.call(request),
             security: self.security.clone(),
             tls,
+            id,
         }
     }
 }
@@ -376,6 +379,7 @@ pin_project_lite::pin_project! {
         inner: F,
         security: Arc<SecurityHeaders>,
         tls: bool,
+        id: Option<HeaderValue>,
     }
 }
 
@@ -385,7 +389,14 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for SecureResponse
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
-        this.security.apply(response.headers_mut(), *this.tls);
+        let headers = response.headers_mut();
+        this.security.apply(headers, *this.tls);
+        // The request's id goes back on every answer, unless the agent answered with its own.
+        if let Some(id) = this.id.take()
+            && !headers.contains_key(&X_REQUEST_ID)
+        {
+            headers.insert(X_REQUEST_ID.clone(), id);
+        }
         Poll::Ready(Ok(response))
     }
 }

@@ -15,14 +15,13 @@ use std::task::{Context, Poll, Waker};
 use futures_util::future::BoxFuture;
 use http::header::{self, HeaderName};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::audit::{AuditLayer, Auditor, RequireWritable};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::body_deadline::BodyDeadlineLayer;
 use crate::config::cors::CorsSettings;
-use crate::context::{ClientAddress, ContextLayer, Routes, X_REQUEST_ID};
+use crate::context::{ClientAddress, ContextLayer, Routes};
 use crate::cors::CorsLayer;
 use crate::dlp::{Dlp, DlpLayer};
 use crate::error::{CatchPanicLayer, RenderErrorsLayer};
@@ -105,15 +104,14 @@ pub fn build(stages: Stages) -> Pipeline {
         // Every request gets its context (id, client address, trace, route) first: all that
         // follows names it by that id and answers in its route's dialect.
         .layer(ContextLayer::new(stages.client_address, stages.routes))
-        // The id goes back on every response, the gateway's own refusals included.
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         // Credentials are marked sensitive before any layer could print a header.
         .layer(SetSensitiveRequestHeadersLayer::from_shared(Arc::new(
             CREDENTIAL_HEADERS,
         )))
         // Audit wraps everything below, so rejections, streams and cut streams each leave a record.
         .layer(AuditLayer::new(stages.auditor))
-        // Security headers on every response, the gateway's own errors included.
+        // Security headers and the request id on every response, the gateway's own errors
+        // included.
         .layer(SecurityHeadersLayer::new(stages.security_headers))
         // A bug below becomes a sanitised 500 that is still audited and carries the headers.
         .layer(CatchPanicLayer)

@@ -13,6 +13,9 @@ Targets, all on 127.0.0.1 (--only picks some):
                         checks on the buffered body (it cannot parse JSON), the token removed and
                         identity and request-id headers added, security headers on every answer
   - haproxy-jwt-rs256   the same with RS256 (RSA-2048) tokens
+  - floor               examples/floor_proxy.rs: the gateway's libraries (Tokio, rustls with the gateway's
+                        TLS settings, hyper's HTTP/1.1 server and client, jemalloc) forwarding with nothing
+                        else, the floor under the gateway's cost (keepalive and instructions modes only)
   - portcullis          the gateway: TLS, per-IP guard, ES256 JWT with a required scope and its
                         verified-token cache, per-user rate limit (high enough not to trigger), input
                         validation, security headers, audit log to a file
@@ -92,27 +95,28 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GATEWAY = os.path.join(ROOT, "target/release/portcullis")
+FLOOR = os.path.join(ROOT, "target/release/examples/floor_proxy")
 PORTS = {"upstream": 19000, "direct-tls": 19001, "nginx-proxy": 19002, "haproxy-tls": 19003,
          "portcullis": 19004, "portcullis-nolimit": 19005, "portcullis-noauth": 19006,
          "portcullis-noval": 19007, "haproxy-jwt": 19008, "haproxy-jwt-rs256": 19009,
          "portcullis-b": 19010, "portcullis-llm": 19011, "portcullis-dlp": 19012,
-         "portcullis-mcp": 19013}
+         "portcullis-mcp": 19013, "floor": 19014}
 ADMIN_PORTS = {"portcullis": 19901, "portcullis-nolimit": 19902, "portcullis-noauth": 19903,
                "portcullis-noval": 19904, "portcullis-b": 19905, "portcullis-llm": 19906,
                "portcullis-dlp": 19907, "portcullis-mcp": 19908}
 # For A/B work on the gateway itself: `--only portcullis,portcullis-b` with PORTCULLIS_BIN_B naming
 # another build runs both with the full pipeline, interleaved.
 GATEWAY_B = os.environ.get("PORTCULLIS_BIN_B", GATEWAY)
-ALL_TARGETS = ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "haproxy-jwt-rs256",
+ALL_TARGETS = ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "haproxy-jwt-rs256", "floor",
                "portcullis", "portcullis-llm", "portcullis-dlp", "portcullis-mcp", "portcullis-noval", "portcullis-nolimit",
                "portcullis-noauth"]
 DEFAULT_TARGETS = {
     "keepalive": ALL_TARGETS,
-    "close": ALL_TARGETS,
+    "close": [t for t in ALL_TARGETS if t != "floor"],
     "h2": ["direct-tls", "nginx-proxy", "haproxy-tls", "haproxy-jwt", "portcullis"],
     "sse": ["direct", "nginx-proxy", "haproxy-jwt", "portcullis"],
     "tokens": ["nginx-proxy", "haproxy-jwt", "portcullis"],
-    "instructions": ["portcullis", "portcullis-nolimit", "portcullis-noauth"],
+    "instructions": ["floor", "portcullis", "portcullis-nolimit", "portcullis-noauth"],
 }
 CHECKS_TOKENS = {"haproxy-jwt", "haproxy-jwt-rs256", "portcullis", "portcullis-noval", "portcullis-nolimit",
                  "portcullis-b", "portcullis-llm", "portcullis-dlp", "portcullis-mcp"}
@@ -450,6 +454,9 @@ def start_servers(procs, tmp, cert, key, signers, targets, mode, cache_capacity)
         if name in targets:
             procs[name] = start(["haproxy", "-f", haproxy_conf(tmp, name, signer)],
                                 log=os.path.join(tmp, f"{name}.err"))
+    if "floor" in targets:
+        procs["floor"] = start([FLOOR, f"127.0.0.1:{PORTS['floor']}", f"127.0.0.1:{PORTS['upstream']}", cert, key],
+                               log=os.path.join(tmp, "floor.err"))
     jwks = write_jwks(tmp, signers)
     for name, config in portcullis_stages(jwks, cache_capacity).items():
         if name in targets:
@@ -494,7 +501,7 @@ def peak_rss_kib(proc):
 INSTRUCTION_RUNS = (500, 4500)
 
 
-def count_instructions(tmp, name, cfg, token):
+def count_instructions(tmp, name, cfg, token, floor_args=()):
     """Instructions the gateway executes per request, counted by callgrind.
 
     One gateway process runs under callgrind with instrumentation off while it starts (so startup work
@@ -506,10 +513,11 @@ def count_instructions(tmp, name, cfg, token):
     """
     body = write(os.path.join(tmp, f"{name}-body.json"), body_of(name))
     binary = GATEWAY_B if name == "portcullis-b" else GATEWAY
+    command = [binary, "run", "--config", cfg] if cfg else [FLOOR, *floor_args]
     out_file = os.path.join(tmp, f"{name}.callgrind")
     log = os.path.join(tmp, f"{name}.callgrind.log")
     proc = start(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}",
-                  binary, "run", "--config", cfg], env=portcullis_env(), log=log)
+                  *command], env=portcullis_env(), log=log)
     totals = []
     try:
         wait_port(PORTS[name], timeout=120)
@@ -562,6 +570,10 @@ def report_instructions(tmp, cert, key, signers, targets, tokens_by_target):
     stages = portcullis_stages(write_jwks(tmp, signers), None)
     counts = {}
     for name in targets:
+        if name == "floor":
+            floor_args = [f"127.0.0.1:{PORTS['floor']}", f"127.0.0.1:{PORTS['upstream']}", cert, key]
+            counts[name] = count_instructions(tmp, name, None, tokens_by_target[name][0], floor_args)
+            continue
         cfg = portcullis_config(tmp, name, cert, key, stages[name])
         counts[name] = count_instructions(tmp, name, cfg, tokens_by_target[name][0])
     base = counts.get("portcullis-noauth")
@@ -923,8 +935,10 @@ def main():
         need(tool, package)
     if args.mode == "instructions":
         need("valgrind", "valgrind")
-        if any(not t.startswith("portcullis") for t in targets_of(args)):
-            sys.exit("--mode instructions counts portcullis targets only")
+        if any(not t.startswith("portcullis") and t != "floor" for t in targets_of(args)):
+            sys.exit("--mode instructions counts portcullis targets and the floor only")
+    if "floor" in targets_of(args) and args.mode not in ("keepalive", "instructions"):
+        sys.exit("the floor target speaks HTTP/1.1 keep-alive only (--mode keepalive or instructions)")
     if os.cpu_count() < 2:
         sys.exit("benchmark needs 2 cores: servers on one, the load generator on the other")
     if args.tokens > 1 and args.mode not in ("keepalive", "close"):
@@ -933,7 +947,8 @@ def main():
     unknown = set(targets) - set(PORTS) - {"direct"}
     if unknown:
         sys.exit(f"unknown targets {sorted(unknown)}")
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "portcullis"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "portcullis", "--example", "floor_proxy"],
+                   cwd=ROOT, check=True)
     seconds = 2 if args.quick else 8
     started = time.time()
     tmp = tempfile.mkdtemp(prefix="portcullis-bench-")

@@ -8,6 +8,7 @@
 //! an edited, deleted or reordered line is found by `portcullis audit-verify` ([`chain`]).
 
 pub mod chain;
+mod line;
 pub mod otlp;
 mod writer;
 
@@ -23,7 +24,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
-use serde::{Serialize, Serializer};
 use tower::{Layer, Service};
 
 use crate::context::{Facts, RequestContext};
@@ -37,13 +37,11 @@ use otlp::SpanExport;
 pub use writer::{AuditSink, WRITER_POLL_INTERVAL};
 
 /// One audit line.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AuditRecord {
     /// When the request head arrived (RFC 3339, UTC, milliseconds).
-    #[serde(serialize_with = "rfc3339")]
     pub ts: SystemTime,
     /// The gateway-generated request id.
-    #[serde(serialize_with = "header_text")]
     pub request_id: HeaderValue,
     /// The W3C trace id (the caller's, or a new one).
     pub trace_id: TraceId,
@@ -52,14 +50,12 @@ pub struct AuditRecord {
     /// The authenticated user, once authentication is configured.
     pub user: Option<Arc<str>>,
     /// The request method.
-    #[serde(serialize_with = "method_text")]
     pub method: Method,
     /// The request path, without the query string (which may hold credentials).
     pub path: String,
     /// The status sent to the client (499 when the client left before the response head).
     pub status: u16,
     /// The gateway's decision.
-    #[serde(serialize_with = "decision_text")]
     pub decision: Decision,
     /// The rule that decided.
     pub rule: Option<Cow<'static, str>>,
@@ -72,7 +68,6 @@ pub struct AuditRecord {
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// How the response stream ended.
-    #[serde(serialize_with = "end_text")]
     pub end: StreamEnd,
     /// The model an OpenAI-compatible request named (null elsewhere).
     pub model: Option<Box<str>>,
@@ -127,25 +122,6 @@ impl SocketAudit {
 
     fn take(&self) -> Option<tokio::sync::oneshot::Receiver<SocketSummary>> {
         self.0.lock().ok()?.take()
-    }
-}
-
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*t))
-}
-fn header_text<S: Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(v.to_str().unwrap_or("invalid"))
-}
-fn method_text<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(m.as_str())
-}
-fn decision_text<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(d.as_str())
-}
-fn end_text<S: Serializer>(e: &StreamEnd, s: S) -> Result<S::Ok, S::Error> {
-    match e {
-        StreamEnd::SocketClosed(code) => s.serialize_str(itoa::Buffer::new().format(*code)),
-        other => s.serialize_str(other.as_str()),
     }
 }
 

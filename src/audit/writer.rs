@@ -22,10 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
-use serde::{Serialize, Serializer};
-
-use super::AuditRecord;
 use super::chain::{self, ChainState, Recovered};
+use super::{AuditRecord, line};
 use crate::config::{AuditOutput, AuditSettings, OnFailure, OnOverflow};
 use crate::file_stamp::FileStamp;
 use crate::metrics::Metrics;
@@ -232,29 +230,6 @@ impl Output {
     }
 }
 
-/// A hash as the hex text it is written as.
-struct Hex<'a>(&'a [u8; 64]);
-
-impl Serialize for Hex<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(std::str::from_utf8(self.0).map_err(serde::ser::Error::custom)?)
-    }
-}
-
-/// One written line: the chain fields first, so a reader sees them before the record.
-#[derive(Serialize)]
-struct Line<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prev_hash: Option<Hex<'a>>,
-    #[serde(flatten)]
-    record: &'a AuditRecord,
-    /// Records dropped (queue full) since the last written record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dropped_before: Option<u64>,
-}
-
 struct Writer {
     out: Output,
     /// The line being written, reused so that writing allocates nothing per record.
@@ -404,14 +379,12 @@ impl Writer {
         let dropped_before = (dropped > 0).then_some(dropped);
         self.line.clear();
         let seq = self.chain.as_ref().map(|chain| chain.seq + 1);
-        serde_json::to_writer(
+        line::write(
             &mut self.line,
-            &Line {
-                seq,
-                prev_hash: self.chain.as_ref().map(|chain| Hex(&chain.last_hash)),
-                record,
-                dropped_before,
-            },
+            seq,
+            self.chain.as_ref().map(|chain| &chain.last_hash),
+            record,
+            dropped_before,
         )?;
         self.line.push(b'\n');
         let written = self.out.writer().write_all(&self.line);
