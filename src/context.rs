@@ -94,14 +94,29 @@ pub struct McpEndpoint {
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     llm: Vec<Box<str>>,
+    /// `models` under the first segment of each OpenAI-compatible path (`/v1/models`): the model
+    /// list the SDKs read gets refusals in OpenAI's shape too, without the `[llm]` checks.
+    openai_models: Vec<Box<str>>,
     mcp: Vec<(Box<str>, Arc<McpEndpoint>)>,
 }
 
 impl Routes {
     /// Routes with these OpenAI-compatible paths.
     pub fn new(llm: &[String]) -> Routes {
+        let mut openai_models: Vec<Box<str>> = Vec::new();
+        for path in llm {
+            // "/v1/chat/completions" -> "/v1/models"; a one-segment path names no API prefix.
+            let Some(end) = path.get(1..).and_then(|rest| rest.find('/')) else {
+                continue;
+            };
+            let models = format!("{}models", &path[..end + 2]);
+            if !openai_models.iter().any(|p| **p == *models) {
+                openai_models.push(models.into());
+            }
+        }
         Routes {
             llm: llm.iter().map(|p| p.as_str().into()).collect(),
+            openai_models,
             mcp: Vec::new(),
         }
     }
@@ -123,6 +138,22 @@ impl Routes {
         match self.mcp.iter().find(|(p, _)| **p == *path) {
             Some((_, endpoint)) => (Route::Mcp, Some(endpoint)),
             None => (Route::Plain, None),
+        }
+    }
+
+    /// How refusals of a request for `path` on `route` are written: a route's own dialect, and
+    /// OpenAI's for the model list of the OpenAI-compatible API (`/v1/models` and
+    /// `/v1/models/{id}`: the SDKs' `models.list()` with a bad key must read as OpenAI's 401, not
+    /// as problem+json). Other paths outside `[llm] paths` keep problem+json: they may be agent
+    /// services of any shape.
+    pub fn dialect(&self, route: Route, path: &str) -> Dialect {
+        let models = |p: &str| {
+            path.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        match route {
+            Route::Plain if self.openai_models.iter().any(|p| models(p)) => Dialect::OpenAi,
+            route => route.dialect(),
         }
     }
 }
@@ -485,9 +516,10 @@ where
             conn.is_some_and(|c| c.tls),
             TraceContext::from_headers(request.headers()),
         );
-        let (route, endpoint) = self.routes.route(request.uri().path());
+        let path = request.uri().path();
+        let (route, endpoint) = self.routes.route(path);
         context.route = route;
-        context.dialect = route.dialect();
+        context.dialect = self.routes.dialect(route, path);
         context.mcp_endpoint = endpoint.cloned();
         context.trace.propagate(request.headers_mut());
         // The client's `x-request-id` is not the request's id: forwarding replaces it with this
@@ -519,7 +551,43 @@ mod tests {
 
     use tower::{Layer, ServiceExt};
 
-    use super::{ClientAddress, ConnInfo, ContextLayer, RequestContext};
+    use super::{
+        ClientAddress, ConnInfo, ContextLayer, Dialect, McpEndpoint, RequestContext, Route, Routes,
+    };
+
+    #[test]
+    fn the_model_list_is_refused_in_openai_dialect_without_the_llm_checks() {
+        let paths = [
+            "/v1/chat/completions",
+            "/v1/embeddings",
+            "/custom",
+            "/openai/v2/responses",
+        ]
+        .map(String::from);
+        let mcp = McpEndpoint {
+            resource_metadata: None,
+            scope: "".into(),
+        };
+        let routes = Routes::new(&paths).with_mcp(vec![("/v1/mcp".to_owned(), mcp)]);
+        for (path, route, dialect) in [
+            ("/v1/chat/completions", Route::Llm, Dialect::OpenAi),
+            ("/v1/models", Route::Plain, Dialect::OpenAi),
+            ("/v1/models/gpt-4o", Route::Plain, Dialect::OpenAi),
+            ("/openai/models", Route::Plain, Dialect::OpenAi),
+            ("/v1/modelsx", Route::Plain, Dialect::Problem),
+            ("/v1/agents", Route::Plain, Dialect::Problem),
+            ("/openai/files", Route::Plain, Dialect::Problem),
+            ("/v1/mcp", Route::Mcp, Dialect::JsonRpc),
+            ("/v1", Route::Plain, Dialect::Problem),
+            ("/v2/models", Route::Plain, Dialect::Problem),
+            ("/custom/x", Route::Plain, Dialect::Problem),
+            ("/health", Route::Plain, Dialect::Problem),
+        ] {
+            let (found, _) = routes.route(path);
+            assert_eq!(found, route, "{path}");
+            assert_eq!(routes.dialect(found, path), dialect, "{path}");
+        }
+    }
 
     #[tokio::test]
     async fn every_request_gets_a_fresh_id_and_its_client_address() {

@@ -708,7 +708,7 @@ async fn the_openai_sdk_works_through_the_gateway_and_prints_its_refusals() {
     .await;
     let seen: Value = serde_json::from_str(&seen).unwrap();
     println!("OpenAI SDK exception texts:");
-    for status in ["401", "400", "403", "429"] {
+    for status in ["401", "401_models", "400", "403", "429"] {
         println!("  {status}: {}", seen[status].as_str().unwrap());
     }
     assert_eq!(seen["concurrent_streams"], 50);
