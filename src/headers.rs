@@ -100,16 +100,10 @@ fn could_be_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the headers the `Connection` header names (it stays; the caller removes it).
 fn remove_connection_listed(headers: &mut HeaderMap) {
-    // Each value is read from a reference-counted clone, so the map can change meanwhile; names
-    // of the fixed set are skipped (the caller removes those), so `Connection` itself stays put.
-    let mut index = 0;
-    while let Some(value) = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .nth(index)
-        .cloned()
-    {
-        index += 1;
+    // Names of the fixed set are skipped (the caller removes those), so `Connection` itself stays
+    // put; the usual `keep-alive` or `close` lists nothing else, and nothing is allocated.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
         let Ok(text) = value.to_str() else {
             continue;
         };
@@ -117,11 +111,17 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
             let fixed = HOP_BY_HOP
                 .iter()
                 .any(|h| token.eq_ignore_ascii_case(h.as_str()));
-            if !token.is_empty() && !fixed {
-                // A token that is not a valid header name matches nothing.
-                headers.remove(token);
+            // A token that is not a valid header name matches nothing.
+            if !token.is_empty()
+                && !fixed
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                listed.push(name);
             }
         }
+    }
+    for name in listed {
+        headers.remove(name);
     }
 }
 
@@ -404,11 +404,16 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for SecureResponse
 /// The media type of a message (`Content-Type` without its parameters, trimmed; compare it
 /// case-insensitively), or `""` without one.
 pub fn media_type(headers: &HeaderMap) -> &str {
-    headers
+    let Some(text) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map_or("", str::trim)
+    else {
+        return "";
+    };
+    // A header value that is text holds visible ASCII, spaces and tabs only: ASCII trimming is
+    // whole.
+    let end = memchr::memchr(b';', text.as_bytes()).unwrap_or(text.len());
+    text.get(..end).map_or("", str::trim_ascii)
 }
 
 /// Whether a message is a server-sent event stream.

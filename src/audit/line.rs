@@ -9,14 +9,57 @@
 
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::AuditRecord;
 use crate::outcome::StreamEnd;
+
+/// The date and time of the last second a record was written in (`2026-12-07T22:05:44`), so that
+/// records of the same second copy it instead of converting the time to a date again.
+#[derive(Debug, Default)]
+pub struct Timestamps {
+    second: Option<u64>,
+    text: [u8; 19],
+}
+
+impl Timestamps {
+    /// Writes `ts` as RFC 3339 in UTC with milliseconds, quoted (what
+    /// `humantime::format_rfc3339_millis` prints).
+    fn write(&mut self, out: &mut Vec<u8>, ts: SystemTime) -> io::Result<()> {
+        let Ok(since) = ts.duration_since(UNIX_EPOCH) else {
+            return write!(out, "\"{}\"", humantime::format_rfc3339_millis(ts));
+        };
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            let mut text = Vec::with_capacity(20);
+            write!(text, "{}", humantime::format_rfc3339_seconds(ts))?;
+            // "YYYY-MM-DDTHH:MM:SSZ": keep all but the zone.
+            match text.get(..19).and_then(|t| <[u8; 19]>::try_from(t).ok()) {
+                Some(date) => self.text = date,
+                None => return write!(out, "\"{}\"", humantime::format_rfc3339_millis(ts)),
+            }
+            self.second = Some(second);
+        }
+        let millis = since.subsec_millis();
+        out.push(b'"');
+        out.extend_from_slice(&self.text);
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+            b'"',
+        ]);
+        Ok(())
+    }
+}
 
 /// Appends the JSON line of `record` (no newline) to `out`: the chain fields first, so a reader
 /// sees them before the record, and the count of records dropped before it last.
 pub fn write(
     out: &mut Vec<u8>,
+    timestamps: &mut Timestamps,
     seq: Option<u64>,
     prev_hash: Option<&[u8; 64]>,
     record: &AuditRecord,
@@ -33,11 +76,8 @@ pub fn write(
         ascii(out, hash);
         out.push(b',');
     }
-    write!(
-        out,
-        "\"ts\":\"{}\"",
-        humantime::format_rfc3339_millis(record.ts)
-    )?;
+    out.extend_from_slice(b"\"ts\":");
+    timestamps.write(out, record.ts)?;
     out.extend_from_slice(b",\"request_id\":");
     match record.request_id.to_str() {
         Ok(id) => text(out, id)?,
@@ -217,7 +257,15 @@ mod tests {
         dropped: Option<u64>,
     ) -> Vec<u8> {
         let mut out = Vec::new();
-        write(&mut out, seq, hash, record, dropped).unwrap();
+        write(
+            &mut out,
+            &mut Timestamps::default(),
+            seq,
+            hash,
+            record,
+            dropped,
+        )
+        .unwrap();
         out
     }
 
@@ -317,6 +365,28 @@ mod tests {
         assert_eq!(value["latency_ms"], 0.1 + 0.2);
         assert_eq!(value["upstream_status"], Value::Null);
         assert_eq!(value["request_id"], "invalid");
+    }
+
+    #[test]
+    fn timestamps_match_humantime_across_seconds_and_days() {
+        let mut timestamps = Timestamps::default();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_774_399_000);
+        // Every 7 ms across a day boundary, then back in time, then far apart.
+        let mut times: Vec<SystemTime> = (0..600u64)
+            .map(|i| start + Duration::from_millis(i * 7))
+            .collect();
+        times.extend([
+            start,
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH + Duration::from_micros(999_999),
+            start + Duration::from_secs(86_400 * 400) + Duration::from_nanos(5),
+        ]);
+        for ts in times {
+            let mut out = Vec::new();
+            timestamps.write(&mut out, ts).unwrap();
+            let expected = format!("\"{}\"", humantime::format_rfc3339_millis(ts));
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

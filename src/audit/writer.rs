@@ -232,6 +232,8 @@ impl Output {
 
 struct Writer {
     out: Output,
+    /// The date of the last record's second, reused by the next records of that second.
+    timestamps: line::Timestamps,
     /// The line being written, reused so that writing allocates nothing per record.
     line: Vec<u8>,
     chain: Option<ChainState>,
@@ -254,6 +256,7 @@ impl Writer {
     fn new(out: Output, chain: Option<ChainState>, sink: &AuditSink) -> Writer {
         Writer {
             out,
+            timestamps: line::Timestamps::default(),
             line: Vec::with_capacity(1024),
             chain,
             shared: sink.shared.clone(),
@@ -381,6 +384,7 @@ impl Writer {
         let seq = self.chain.as_ref().map(|chain| chain.seq + 1);
         line::write(
             &mut self.line,
+            &mut self.timestamps,
             seq,
             self.chain.as_ref().map(|chain| &chain.last_hash),
             record,
