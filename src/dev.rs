@@ -216,7 +216,7 @@ fn print_banner(gateway: SocketAddr, admin: Option<SocketAddr>, agent: SocketAdd
         format!(
             "  demo agent  http://{agent}   (POST /v1/chat, GET /v1/stream, POST /v1/chat/completions,"
         ),
-        "              POST /mcp)".to_owned(),
+        "              GET /v1/models, POST /mcp)".to_owned(),
         format!(
             "  auth        ES256 JWT required, scope {DEV_SCOPE}; this token (user {DEV_SUBJECT}) is valid 1 h:"
         ),
@@ -262,11 +262,13 @@ fn print_banner(gateway: SocketAddr, admin: Option<SocketAddr>, agent: SocketAdd
     let _ = writeln!(std::io::stderr(), "{}", lines.join("\n"));
 }
 
-/// The demo agent: `POST /v1/chat` echoes the last user message, `GET /v1/stream` streams SSE.
+/// The demo agent: `POST /v1/chat` echoes the last user message, `GET /v1/stream` streams SSE,
+/// `POST /v1/chat/completions` and `GET /v1/models` speak the OpenAI API for the SDKs.
 pub fn demo_agent() -> Router {
     Router::new()
         .route("/v1/chat", post(chat))
         .route("/v1/chat/completions", post(completions))
+        .route("/v1/models", get(models))
         .route("/v1/stream", get(stream))
         .route("/mcp", post(mcp))
         .with_state(Arc::new(AtomicU64::new(0)))
@@ -298,6 +300,15 @@ async fn chat(State(counter): State<Arc<AtomicU64>>, body: Bytes) -> Response {
             "message": {"role": "assistant", "content": format!("You said: {last_user}")},
             "finish_reason": "stop"
         }]
+    }))
+    .into_response()
+}
+
+/// `GET /v1/models`: the one model the demo answers as, in the shape `models.list()` reads.
+async fn models() -> Response {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": "portcullis-demo", "object": "model", "created": 0, "owned_by": "portcullis"}]
     }))
     .into_response()
 }

@@ -373,6 +373,21 @@ async fn dev_mode_prints_a_url_and_a_token_that_work() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("application/problem+json"));
 
+    // The OpenAI SDKs' model list: the demo's one model, and a refusal in OpenAI's shape.
+    let models = |auth: String| {
+        format!("GET /v1/models HTTP/1.1\r\nhost: {gateway}\r\n{auth}connection: close\r\n\r\n")
+    };
+    let listed = insecure_request(
+        &gateway,
+        models(format!("authorization: Bearer {token}\r\n")),
+    )
+    .await;
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(listed.contains("\"id\":\"portcullis-demo\""), "{listed}");
+    let refused = insecure_request(&gateway, models(String::new())).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(refused.contains("\"code\":\"auth_missing\""), "{refused}");
+
     // The MCP endpoint, as the banner's curl line calls it: run_shell and delete_repo hidden.
     assert!(text.contains(&format!(
         "curl -k https://{gateway}/mcp -H 'authorization: Bearer {token}'"
