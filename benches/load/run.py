@@ -66,7 +66,11 @@ N tokens finds nothing cached: its metrics line shows verifications vs cache hit
 
 Servers are pinned to core 0, the load generator to core 1. Each target runs ROUNDS times,
 interleaved; the report gives median req/s, p50/p99 latency, peak RSS of the front process(es),
-and each target's ratio to direct-tls, to nginx-proxy (nginx-plain) and to haproxy-jwt.
+and each target's ratio to direct-tls, to nginx-proxy (nginx-plain) and to haproxy-jwt; then the CPU
+time per request on the server core (the front's and the upstream's, user plus system from /proc),
+with nginx-plain's over each target's: on a shared machine whose other load moves a round's rate
+by tens of percent, this is the steadier comparison (a rate counts the time the core was taken by
+others; the CPU time does not).
 Run time: about 5 minutes by default, under 2 with --quick (2 s rounds).
 
 Needs: nginx, haproxy, wrk, h2load, openssl (apt-get install -y nginx haproxy wrk nghttp2-client
@@ -501,6 +505,34 @@ def peak_rss_kib(proc):
 INSTRUCTION_RUNS = (500, 4500)
 
 
+def process_tree(pid):
+    """`pid` and every process below it (nginx's workers under its master)."""
+    pids, queue = [], [pid]
+    while queue:
+        p = queue.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    queue.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_seconds(proc):
+    """User plus system CPU time of a server's processes (all their threads), in seconds."""
+    total = 0
+    for p in process_tree(proc.pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def count_instructions(tmp, name, cfg, token, floor_args=()):
     """Instructions the gateway executes per request, counted by callgrind.
 
@@ -694,7 +726,9 @@ def run_wrk(port, script, seconds):
     lat = dict((p, to_ms(v, u)) for p, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)", out.stdout))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
     socket_errors = re.search(r"Socket errors: (.*)", out.stdout)
+    done = re.search(r"(\d+) requests in", out.stdout)
     return {"rps": float(rps.group(1)), "p50": lat.get("50"), "p99": lat.get("99"),
+            "requests": int(done.group(1)) if done else 0,
             "non2xx": int(errors.group(1)) if errors else 0,
             "errors": socket_errors.group(1) if socket_errors else ""}
 
@@ -713,7 +747,9 @@ def run_h2load(tmp, port, token, seconds):
     failed = re.search(r"(\d+) failed, (\d+) errored", out)
     with open(log) as f:
         durations = sorted(int(line.split("\t")[2]) / 1000 for line in f if line.count("\t") == 2)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)
     return {"rps": float(rps.group(1)), "p50": percentile(durations, 50), "p99": percentile(durations, 99),
+            "requests": int(done.group(1)) if done else 0,
             "non2xx": sum(int(c) for c in codes.groups()[1:]) if codes else 0,
             "errors": f"{failed.group(1)} failed, {failed.group(2)} errored" if failed and failed.group(1) != "0" else ""}
 
@@ -816,6 +852,15 @@ def print_table(title, targets, med, rss):
         print(f"{n:19s} {med[n]['rps']:>9.0f} {med[n]['p50']:>7.2f} {med[n]['p99']:>7.2f} "
               f"{rss[n] / 1024:>7.1f}MiB {ratio(med, n, 'direct-tls'):>9s} {ratio(med, n, NGINX_PLAIN):>14s} "
               f"{ratio(med, n, HAPROXY_JWT):>14s}")
+    if all("core_us" in med[n] for n in targets):
+        base = med.get(NGINX_PLAIN, {}).get("core_us")
+        print("\nCPU per request on the server core (medians; the front process, then the upstream nginx "
+              "behind it):")
+        print(f"{'target':19s} {'front us':>9s} {'upstream us':>12s} {'core us':>8s} {'nginx-plain / this':>19s}")
+        for n in targets:
+            m = med[n]
+            rel = f"{base / m['core_us']:.2f}x" if base and m["core_us"] else "-"
+            print(f"{n:19s} {m['front_us']:>9.1f} {m['core_us'] - m['front_us']:>12.1f} {m['core_us']:>8.1f} {rel:>19s}")
 
 
 def resumption_support(port, token):
@@ -849,13 +894,26 @@ def measure(args, tmp, targets, procs, tokens_by_target, seconds):
 
     for name in targets:  # warm-up: fill pools, caches and TLS state
         once(name, 1)
+    upstream = procs.get("upstream")
     for round_no in range(args.rounds):
         for name in targets:
+            # CPU time per request of the front and of the upstream (both on the server core):
+            # steadier than the rate on a shared machine, whose other load slows a round without
+            # being charged to it.
+            front = procs[name] if name in procs else upstream
+            behind = upstream if front is not upstream else None
+            before = (cpu_seconds(front), cpu_seconds(behind) if behind else 0.0)
             r = once(name, seconds)
+            after = (cpu_seconds(front), cpu_seconds(behind) if behind else 0.0)
+            n = max(r["requests"], 1)
+            r["front_us"] = (after[0] - before[0]) * 1e6 / n
+            r["core_us"] = r["front_us"] + (after[1] - before[1]) * 1e6 / n
             results[name].append(r)
             print(f"round {round_no + 1} {name:19s} {r['rps']:>9.0f} req/s  p50 {r['p50']:.2f} ms"
-                  f"  p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']} {r['errors']}", flush=True)
-    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in ("rps", "p50", "p99")} for n in targets}
+                  f"  p99 {r['p99']:.2f} ms  CPU {r['front_us']:.1f} + {r['core_us'] - r['front_us']:.1f} us/req"
+                  f"  non-2xx {r['non2xx']} {r['errors']}", flush=True)
+    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in ("rps", "p50", "p99", "front_us", "core_us")}
+           for n in targets}
 
     paced = {}
     if args.mode == "keepalive" and NGINX_PLAIN in med:
