@@ -67,6 +67,10 @@ pub enum Route {
     Llm,
     /// An MCP endpoint (`[mcp] paths`).
     Mcp,
+    /// The model list of the OpenAI-compatible API (`models` and `models/{id}` under the first
+    /// segment of each `[llm]` path, `/v1/models` for the defaults): refused in OpenAI's shape,
+    /// which the SDKs' `models.list()` prints, but none of the `[llm]` checks apply.
+    ModelList,
 }
 
 impl Route {
@@ -74,7 +78,7 @@ impl Route {
     pub fn dialect(self) -> Dialect {
         match self {
             Route::Plain => Dialect::Problem,
-            Route::Llm => Dialect::OpenAi,
+            Route::Llm | Route::ModelList => Dialect::OpenAi,
             Route::Mcp => Dialect::JsonRpc,
         }
     }
@@ -94,8 +98,7 @@ pub struct McpEndpoint {
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     llm: Vec<Box<str>>,
-    /// `models` under the first segment of each OpenAI-compatible path (`/v1/models`): the model
-    /// list the SDKs read gets refusals in OpenAI's shape too, without the `[llm]` checks.
+    /// `models` under the first segment of each OpenAI-compatible path: [`Route::ModelList`].
     openai_models: Vec<Box<str>>,
     mcp: Vec<(Box<str>, Arc<McpEndpoint>)>,
 }
@@ -135,26 +138,19 @@ impl Routes {
         if self.llm.iter().any(|p| **p == *path) {
             return (Route::Llm, None);
         }
-        match self.mcp.iter().find(|(p, _)| **p == *path) {
-            Some((_, endpoint)) => (Route::Mcp, Some(endpoint)),
-            None => (Route::Plain, None),
+        if let Some((_, endpoint)) = self.mcp.iter().find(|(p, _)| **p == *path) {
+            return (Route::Mcp, Some(endpoint));
         }
-    }
-
-    /// How refusals of a request for `path` on `route` are written: a route's own dialect, and
-    /// OpenAI's for the model list of the OpenAI-compatible API (`/v1/models` and
-    /// `/v1/models/{id}`: the SDKs' `models.list()` with a bad key must read as OpenAI's 401, not
-    /// as problem+json). Other paths outside `[llm] paths` keep problem+json: they may be agent
-    /// services of any shape.
-    pub fn dialect(&self, route: Route, path: &str) -> Dialect {
-        let models = |p: &str| {
+        // The OpenAI model list; any other path stays plain, even under `/v1/`: it may be an
+        // agent service of any shape.
+        let model_list = |p: &str| {
             path.strip_prefix(p)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         };
-        match route {
-            Route::Plain if self.openai_models.iter().any(|p| models(p)) => Dialect::OpenAi,
-            route => route.dialect(),
+        if self.openai_models.iter().any(|p| model_list(p)) {
+            return (Route::ModelList, None);
         }
+        (Route::Plain, None)
     }
 }
 
@@ -516,10 +512,9 @@ where
             conn.is_some_and(|c| c.tls),
             TraceContext::from_headers(request.headers()),
         );
-        let path = request.uri().path();
-        let (route, endpoint) = self.routes.route(path);
+        let (route, endpoint) = self.routes.route(request.uri().path());
         context.route = route;
-        context.dialect = self.routes.dialect(route, path);
+        context.dialect = route.dialect();
         context.mcp_endpoint = endpoint.cloned();
         context.trace.propagate(request.headers_mut());
         // The client's `x-request-id` is not the request's id: forwarding replaces it with this
@@ -571,9 +566,9 @@ mod tests {
         let routes = Routes::new(&paths).with_mcp(vec![("/v1/mcp".to_owned(), mcp)]);
         for (path, route, dialect) in [
             ("/v1/chat/completions", Route::Llm, Dialect::OpenAi),
-            ("/v1/models", Route::Plain, Dialect::OpenAi),
-            ("/v1/models/gpt-4o", Route::Plain, Dialect::OpenAi),
-            ("/openai/models", Route::Plain, Dialect::OpenAi),
+            ("/v1/models", Route::ModelList, Dialect::OpenAi),
+            ("/v1/models/gpt-4o", Route::ModelList, Dialect::OpenAi),
+            ("/openai/models", Route::ModelList, Dialect::OpenAi),
             ("/v1/modelsx", Route::Plain, Dialect::Problem),
             ("/v1/agents", Route::Plain, Dialect::Problem),
             ("/openai/files", Route::Plain, Dialect::Problem),
@@ -585,7 +580,7 @@ mod tests {
         ] {
             let (found, _) = routes.route(path);
             assert_eq!(found, route, "{path}");
-            assert_eq!(routes.dialect(found, path), dialect, "{path}");
+            assert_eq!(found.dialect(), dialect, "{path}");
         }
     }
 
